@@ -1,0 +1,110 @@
+"""StepRecord: the plain data one recorded step produces, and its JSON wire shape (DESIGN §5).
+
+Non-finite numbers become None here, at the boundary, so no JSON encoder downstream ever sees
+NaN or Infinity.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+# Per-layer metric names, in the order the probe computes and transfers them (contract).
+METRICS: tuple[str, ...] = (
+    "grad_norm",
+    "act_grad_norm",
+    "grad_to_weight",
+    "update_ratio",
+    "weight_norm",
+    "act_mean",
+    "act_std",
+    "preact_mean",
+    "preact_std",
+    "saturation",
+    "dead",
+)
+HISTOGRAM_KINDS: tuple[str, ...] = ("act", "act_grad")
+
+Number = float | None
+
+
+def finite(value: float) -> Number:
+    return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Per layer: `bins` equal-width counts between lo and hi."""
+
+    lo: list[Number]
+    hi: list[Number]
+    counts: list[list[int]]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"lo": self.lo, "hi": self.hi, "counts": self.counts}
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    step: int
+    loss: Number
+    accuracy: Number  # None for regression
+    grad_norm_total: Number  # before clipping
+    clipped: bool
+    layers: dict[str, list[Number]]  # metric -> value per layer, input to output
+    val_loss: Number = None  # held-out, on evaluation steps
+    val_accuracy: Number = None
+    histograms: dict[str, Histogram] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {
+            "step": self.step,
+            "loss": self.loss,
+            "accuracy": self.accuracy,
+            "grad_norm_total": self.grad_norm_total,
+            "clipped": self.clipped,
+            "layers": self.layers,
+        }
+        if self.val_loss is not None or self.val_accuracy is not None:
+            wire["val_loss"] = self.val_loss
+            wire["val_accuracy"] = self.val_accuracy
+        if self.histograms is not None:
+            wire["histograms"] = {k: h.to_wire() for k, h in self.histograms.items()}
+        return wire
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where a run first produced a non-finite number."""
+
+    step: int
+    layer: str | None  # None when only a scalar (loss, total norm) went non-finite
+    layer_index: int | None
+    metric: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "layer": self.layer,
+            "layer_index": self.layer_index,
+            "metric": self.metric,
+        }
+
+    def describe(self) -> str:
+        where = f"layer {self.layer}" if self.layer is not None else "the network"
+        return f"{where} went non-finite at step {self.step} ({self.metric})"
+
+
+def first_non_finite(record: StepRecord, layer_names: list[str]) -> Divergence | None:
+    """The first non-finite value of a record: lowest layer first, metrics in METRICS order;
+    then the scalars. A value the probe could not define (None from the start) never counts,
+    so only metrics that are always defined are scanned."""
+    for index, name in enumerate(layer_names):
+        for metric in METRICS:
+            if record.layers[metric][index] is None:
+                return Divergence(record.step, name, index, metric)
+    for metric in ("loss", "grad_norm_total"):
+        if getattr(record, metric) is None:
+            return Divergence(record.step, None, None, metric)
+    return None
