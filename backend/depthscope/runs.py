@@ -1,0 +1,143 @@
+"""RunManager: the run lifecycle — a FIFO queue, bounded concurrency, one worker process per run.
+
+Each run trains in its own process (multiprocessing `forkserver`, torch preloaded there, so a
+start costs tens of milliseconds), so an exception, an out-of-memory kill or a `kill -9` costs
+that run alone. A monitor thread per run waits for its process to exit, marks the run `failed`
+if the worker could not say why itself, and starts the next queued run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import secrets
+import signal
+import threading
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.context import ForkServerContext
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
+
+from depthscope.config import RunConfig
+from depthscope.store import RunRow, RunStore
+from depthscope.worker import run_worker
+
+CANCEL_GRACE_S = 0.8  # a worker that has not stopped by then is killed: cancel within a second
+
+
+class QueueFullError(Exception):
+    def __init__(self, queued: int) -> None:
+        super().__init__(f"the run queue is full ({queued} runs waiting); retry later")
+        self.queued = queued
+
+
+def _context() -> ForkServerContext:
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["depthscope.trainer"])
+    return ctx
+
+
+@dataclass
+class _Active:
+    process: BaseProcess
+    stop: Event
+
+
+class RunManager:
+    def __init__(self, store: RunStore, max_concurrent: int, max_queued: int) -> None:
+        self.store = store
+        self.max_concurrent, self.max_queued = max_concurrent, max_queued
+        self._ctx = _context()
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[str, str]] = deque()  # (run id, config JSON), oldest first
+        self._active: dict[str, _Active] = {}
+        self._closed = False
+
+    def warm_up(self) -> None:
+        """Start the fork server now (it imports torch: seconds), not on the first run."""
+        process = self._ctx.Process(target=_noop, daemon=True)
+        process.start()
+        process.join()
+
+    def submit(self, config: RunConfig) -> RunRow:
+        with self._lock:
+            if len(self._active) >= self.max_concurrent and len(self._queue) >= self.max_queued:
+                raise QueueFullError(len(self._queue))
+            run_id = secrets.token_hex(6)
+            layers = [f"block{i}" for i in range(1, config.model.depth + 1)] + ["readout"]
+            row = self.store.create_run(run_id, config.model_dump(), layers)
+            self._queue.append((run_id, config.model_dump_json()))
+            self._pump()
+        return self.store.get_run(run_id) or row
+
+    def queue_position(self, run_id: str) -> int | None:
+        with self._lock:
+            ids = [queued for queued, _ in self._queue]
+        return ids.index(run_id) if run_id in ids else None
+
+    def cancel(self, run_id: str) -> None:
+        """Queued: cancelled at once. Running: asked to stop, killed if it has not within a
+        second (its committed records stay either way)."""
+        with self._lock:
+            self._queue = deque(q for q in self._queue if q[0] != run_id)
+            active = self._active.get(run_id)
+        if active is None:
+            self.store.transition(run_id, "cancelled", only_from=("queued",))
+            return
+        active.stop.set()
+        active.process.join(CANCEL_GRACE_S)
+        if active.process.is_alive():
+            self.store.transition(run_id, "cancelled", only_from=("running",))
+            active.process.kill()
+
+    def shutdown(self) -> None:
+        """Stop every worker; what was queued or running stays so and becomes `interrupted` on
+        the next start, exactly as after a crash."""
+        with self._lock:
+            self._closed = True
+            self._queue.clear()
+            active = list(self._active.values())
+        for a in active:
+            a.process.kill()
+        for a in active:
+            a.process.join(5)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _pump(self) -> None:
+        """Start queued runs while there are free slots. Caller holds the lock."""
+        while not self._closed and self._queue and len(self._active) < self.max_concurrent:
+            run_id, config_json = self._queue.popleft()
+            if not self.store.transition(run_id, "running", only_from=("queued",)):
+                continue  # cancelled or deleted while it waited
+            stop = self._ctx.Event()
+            process = self._ctx.Process(
+                target=run_worker,
+                args=(str(self.store.path), run_id, config_json, stop),
+                name=f"depthscope-run-{run_id}",
+                daemon=True,
+            )
+            process.start()
+            self._active[run_id] = _Active(process, stop)
+            threading.Thread(target=self._monitor, args=(run_id,), daemon=True).start()
+
+    def _monitor(self, run_id: str) -> None:
+        active = self._active[run_id]
+        active.process.join()
+        if not self._closed:  # a no-op when the worker reported its own outcome
+            reason = _exit_reason(active.process.exitcode)
+            self.store.transition(run_id, "failed", only_from=("running",), error=reason)
+        with self._lock:
+            del self._active[run_id]
+            self._pump()
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        hint = " (killed: out of memory, or by an operator)" if -code == signal.SIGKILL else ""
+        return f"the worker process died from signal {name}{hint}"
+    return f"the worker process exited with code {code} without reporting a result"
+
+
+def _noop() -> None:
+    pass

@@ -1,0 +1,29 @@
+"""Settings: the server's process configuration, read from DEPTHSCOPE_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """What an operator may set; tests build one directly with a temporary data_dir."""
+
+    model_config = SettingsConfigDict(env_prefix="DEPTHSCOPE_", frozen=True)
+
+    data_dir: Path = Field(Path("data"), description="holds the SQLite store runs.db")
+    max_concurrent_runs: int = Field(2, ge=1, le=64, description="runs training at once")
+    max_queued_runs: int = Field(16, ge=0, le=10_000, description="runs waiting; more → 429")
+    token: str | None = Field(None, description="if set, mutating endpoints need this bearer token")
+    cors_origins: list[str] = Field(default_factory=list, description="allowed CORS origins")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="request bodies above → 413")
+    subscriber_buffer: int = Field(
+        256, ge=1, description="stream events buffered per SSE client before it is dropped"
+    )
+    keepalive_s: float = Field(15.0, gt=0, description="SSE ping interval")
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "runs.db"

@@ -1,0 +1,91 @@
+"""The worker: what runs inside a run's own process — train, append records to the store, report.
+
+A worker writes only through the store, so the server learns everything (records, the final
+status, a crash's reason) from the database; if the process dies without a word, the run manager
+marks the run failed from the exit code.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from depthscope.config import RunConfig
+from depthscope.records import StepRecord
+from depthscope.store import RunStore
+from depthscope.trainer import RunResult, Trainer
+
+# A batch is committed when this long has passed since the last commit, or it grows this large:
+# short enough for live charts (record-to-client latency), long enough that fast runs commit
+# tens of records per transaction instead of one.
+FLUSH_INTERVAL_S = 0.015
+FLUSH_MAX_RECORDS = 512
+
+
+class StopFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+class RecordWriter:
+    """Buffers records and appends them to the store in batches."""
+
+    def __init__(self, store: RunStore, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+        self.buffer: list[StepRecord] = []
+        self.last_flush = 0.0  # so the first record is committed at once
+
+    def add(self, record: StepRecord) -> None:
+        self.buffer.append(record)
+        now = time.monotonic()
+        if now - self.last_flush >= FLUSH_INTERVAL_S or len(self.buffer) >= FLUSH_MAX_RECORDS:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        if self.buffer:
+            self.store.append(self.run_id, self.buffer)
+            self.buffer = []
+        self.last_flush = time.monotonic() if now is None else now
+
+
+def train_into(store: RunStore, run_id: str, config: RunConfig, stop: StopFlag) -> RunResult:
+    """Train `config`, committing its records as they come; returns the trainer's result."""
+    writer = RecordWriter(store, run_id)
+    generator = Trainer(config).records(stop.is_set)
+    try:
+        while True:
+            try:
+                record = next(generator)
+            except StopIteration as done:
+                result: RunResult = done.value
+                return result
+            writer.add(record)
+    finally:
+        writer.flush()  # also on an exception: keep every record the run produced
+
+
+def run_worker(db_path: str, run_id: str, config_json: str, stop: StopFlag) -> None:
+    """Process entry point. The manager already marked the run `running`."""
+    # One thread per run: with several runs on a few cores, more threads only contend.
+    torch.set_num_threads(1)
+    store = RunStore(Path(db_path))
+    try:
+        result = train_into(store, run_id, RunConfig.model_validate_json(config_json), stop)
+    except Exception as exc:  # any failure is this run's, reported with its reason
+        last = traceback.extract_tb(exc.__traceback__)[-1:]
+        where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
+        store.transition(run_id, "failed", error=f"{type(exc).__name__}: {exc}{where}")
+        return
+    divergence = result.divergence
+    store.transition(
+        run_id,
+        result.status,
+        final=result.final,
+        steps_done=result.steps_done,
+        divergence=None if divergence is None else divergence.to_wire(),
+        error=None if divergence is None else divergence.describe(),
+    )
+    store.close()
