@@ -1,0 +1,273 @@
+/** Wires the widgets together: one state object, the URL hash, the run data and the redraw loop. */
+
+import { api, describeError, followRun } from "./api.js";
+import { FrameScheduler } from "./charts.js";
+import { CurvesPanel } from "./curves.js";
+import { ConfigForm } from "./form.js";
+import { renderGuide, renderMetricNote } from "./help.js";
+import { HeatmapPanel } from "./heatmap.js";
+import { HistogramPanel } from "./histogram.js";
+import { METRICS, METRIC_NAMES } from "./metrics.js";
+import { renderPresets } from "./presets.js";
+import { ProfilePanel } from "./profile.js";
+import { MAX_COLUMNS, RunData, isTerminal } from "./rundata.js";
+import { RunList, runLabel } from "./runlist.js";
+import { decodeState, encodeState } from "./state.js";
+
+// Finished runs with more recorded steps than this are not replayed through the event stream:
+// their heatmaps come from /series alone (downsampled by the server).
+const REPLAY_LIMIT = 5000;
+const POLL_MS = 2000;
+const MAX_SHOWN = 4;
+
+const $ = (id) => document.getElementById(id);
+const app = {
+  state: decodeState(location.hash, METRIC_NAMES),
+  runs: new Map(), // id -> RunData
+  summaries: [],
+  stops: new Map(), // id -> closes its event stream
+  titles: new Map(), // run id -> preset title it was started from
+  scheduler: new FrameScheduler(),
+};
+window.depthscope = app; // for the browser tests and the render benchmark
+
+const label = (run) => app.titles.get(run.id) ?? runLabel(run.summary);
+const shownRuns = () => app.state.runs.map((id) => app.runs.get(id)).filter(Boolean);
+
+// -- state <-> URL ----------------------------------------------------------------------------
+function setState(patch) {
+  Object.assign(app.state, patch);
+  const hash = encodeState(app.state);
+  if (hash !== location.hash) history.replaceState(null, "", hash);
+  $("share").value = location.href;
+  syncControls();
+  for (const id of app.state.runs) openRun(id);
+  redrawAll();
+}
+
+function syncControls() {
+  $("metric").value = app.state.metric;
+  for (const radio of document.querySelectorAll("input[name=view]")) radio.checked = radio.value === app.state.view;
+  renderMetricNote($("metric-note"), app.state.metric);
+}
+
+// -- redraws: at most one per widget per animation frame ---------------------------------------
+function redrawAll() {
+  const s = app.scheduler;
+  s.request("heatmap", () => app.heatmap.render(shownRuns(), app.state, label));
+  s.request("curves", () => app.curves.render(shownRuns(), label));
+  s.request("profile", () => app.profile.render(shownRuns(), app.state, label));
+  s.request("hist", () => app.histogram.render(shownRuns()[0], app.state, label));
+  s.request("status", renderStatus);
+}
+
+function renderStatus() {
+  const lines = shownRuns().map((run) => {
+    const d = run.divergenceText();
+    return { text: `${label(run)}: ${run.status}, step ${Math.max(0, run.scalars.lastStep)}${d ? ` — ${d}` : ""}`, bad: Boolean(d) };
+  });
+  $("run-status").replaceChildren(...lines.map(({ text, bad }) => Object.assign(document.createElement("li"), { textContent: text, className: bad ? "bad" : "" })));
+  const alerts = shownRuns().map((r) => r.divergenceText() && `${label(r)}: ${r.divergenceText()}`).filter(Boolean);
+  $("divergence").textContent = alerts.join("\n");
+  $("divergence").hidden = alerts.length === 0;
+  const focus = shownRuns()[0];
+  for (const format of ["csv", "json"]) {
+    const link = $(`export-${format}`);
+    link.hidden = !focus;
+    if (focus) link.href = api.exportUrl(focus.id, format);
+  }
+}
+
+// -- run data: history from /series, live records from the event stream ----------------------
+async function openRun(id) {
+  if (app.runs.has(id)) return;
+  app.runs.set(id, null); // placeholder: opened once, however often it is asked for
+  let summary;
+  try {
+    summary = await api.run(id);
+  } catch {
+    app.runs.delete(id);
+    setState({ runs: app.state.runs.filter((r) => r !== id) }); // a stale link to a deleted run
+    return;
+  }
+  const run = new RunData(summary, METRIC_NAMES);
+  app.runs.set(id, run);
+  await loadSeries(run, app.state.metric);
+  const recorded = (summary.steps_done ?? 0) / (summary.config?.recording?.record_every ?? 1);
+  if (!isTerminal(summary.status) || recorded <= REPLAY_LIMIT) follow(run);
+  redrawAll();
+}
+
+async function loadSeries(run, metric) {
+  try {
+    const s = await api.series(run.id, metric, MAX_COLUMNS);
+    if (run.metrics[metric].seed(s.steps, s.values)) run.revision++;
+    if (!run.live) {
+      // No replay coming: the curves get their history from /series too, where it serves scalars.
+      const loss = await api.series(run.id, "loss", MAX_COLUMNS).catch(() => null);
+      if (loss?.steps?.length) run.scalars.seed(loss.steps, [loss.values.flat ? loss.values.flat() : loss.values, [], []]);
+    }
+  } catch (err) {
+    console.warn(`no history for ${run.id}`, err);
+  }
+  redrawAll();
+}
+
+function follow(run) {
+  run.live = true;
+  const stop = followRun(run.id, {
+    onRecords: (records) => {
+      run.ingest(records);
+      redrawAll();
+    },
+    onStatus: (data) => {
+      if (data?.status) run.summary = { ...run.summary, ...data };
+      refreshSummary(run);
+    },
+    onEnd: () => {
+      app.stops.delete(run.id);
+      refreshSummary(run);
+    },
+  });
+  app.stops.set(run.id, stop);
+}
+
+async function refreshSummary(run) {
+  try {
+    run.summary = await api.run(run.id);
+  } catch {
+    return;
+  }
+  redrawAll();
+  refreshList();
+}
+
+async function refreshList() {
+  try {
+    app.summaries = await api.runs();
+  } catch {
+    return;
+  }
+  if (Array.isArray(app.summaries.runs)) app.summaries = app.summaries.runs;
+  for (const s of app.summaries) {
+    const run = app.runs.get(s.id);
+    if (run && run.summary.status !== s.status) {
+      run.summary = { ...run.summary, ...s };
+      redrawAll();
+    }
+  }
+  app.runList.render(app.summaries, app.state.runs);
+}
+
+// -- actions -----------------------------------------------------------------------------------
+async function startRun(config, title) {
+  const button = $("run");
+  button.disabled = true;
+  try {
+    const r = await api.createRun(config);
+    if (!r.ok) {
+      app.form.showErrors(r.data, r.status);
+      if (r.status === 429) app.form.showErrors({ detail: `The queue is full: ${describeError(r.data)}` }, 429);
+      return;
+    }
+    app.form.clearErrors();
+    if (title) app.titles.set(r.data.id, title);
+    setState({ runs: [r.data.id, ...app.state.runs.filter((id) => id !== r.data.id)].slice(0, MAX_SHOWN), step: -1 });
+    refreshList();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function toggleRun(id, shown) {
+  const rest = app.state.runs.filter((r) => r !== id);
+  setState({ runs: shown ? [...rest, id].slice(-MAX_SHOWN) : rest });
+  refreshList();
+}
+
+async function cancelRun(id) {
+  const r = await api.cancel(id);
+  if (!r.ok) console.warn(`cancel ${id}: ${r.status} ${describeError(r.data)}`);
+  refreshList();
+}
+
+async function deleteRun(id) {
+  app.stops.get(id)?.();
+  app.stops.delete(id);
+  const r = await api.remove(id);
+  if (!r.ok && r.status !== 404) console.warn(`delete ${id}: ${r.status} ${describeError(r.data)}`);
+  app.runs.delete(id);
+  setState({ runs: app.state.runs.filter((x) => x !== id) });
+  refreshList();
+}
+
+function setMetric(metric) {
+  setState({ metric });
+  for (const run of shownRuns()) if (!run.live || run.metrics[metric].length === 0) loadSeries(run, metric);
+}
+
+// -- start -------------------------------------------------------------------------------------
+function bindControls() {
+  const metric = $("metric");
+  metric.replaceChildren(...METRICS.map((m) => new Option(`${m.name} — ${m.title}`, m.name)));
+  metric.addEventListener("change", () => setMetric(metric.value));
+  for (const radio of document.querySelectorAll("input[name=view]")) radio.addEventListener("change", () => setState({ view: radio.value }));
+  $("config-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    setState({ config: app.form.values() });
+    startRun(app.form.values(), null);
+  });
+  $("config-form").addEventListener("change", () => setState({ config: app.form.values() }));
+  $("reset").addEventListener("click", () => {
+    app.form.setConfig(null);
+    setState({ config: null });
+  });
+  $("copy-share").addEventListener("click", async () => {
+    $("share").select();
+    try {
+      await navigator.clipboard.writeText(location.href);
+      $("copy-share").textContent = "Copied";
+    } catch {
+      $("copy-share").textContent = "Select + copy";
+    }
+    setTimeout(() => ($("copy-share").textContent = "Copy link"), 1500);
+  });
+  window.addEventListener("hashchange", () => {
+    app.state = decodeState(location.hash, METRIC_NAMES);
+    if (app.state.config) app.form.setConfig(app.state.config);
+    setState({});
+    refreshList();
+  });
+}
+
+async function main() {
+  const [schema, presets, health] = await Promise.all([api.schema(), api.presets(), api.health().catch(() => null)]);
+  if (health?.version) $("version").textContent = `v${health.version}`;
+  app.form = new ConfigForm($("fields"), $("form-error"), schema);
+  if (app.state.config) app.form.setConfig(app.state.config);
+  renderPresets($("presets"), presets, (p) => {
+    app.form.setConfig(p.config);
+    setState({ config: p.config });
+    startRun(p.config, p.title);
+  });
+  app.heatmap = new HeatmapPanel($("heatmaps"));
+  app.curves = new CurvesPanel($("curves"));
+  app.profile = new ProfilePanel(
+    { div: $("profile"), slider: $("step"), output: $("step-value"), latest: $("step-latest") },
+    (step) => setState({ step }),
+  );
+  app.histogram = new HistogramPanel({ div: $("histogram"), layerSelect: $("hist-layer"), kindSelect: $("hist-kind") }, (patch) => setState(patch));
+  app.runList = new RunList($("run-rows"), { onToggle: toggleRun, onCancel: cancelRun, onDelete: deleteRun });
+  renderGuide($("guide"));
+  bindControls();
+  setState({});
+  await refreshList();
+  setInterval(refreshList, POLL_MS);
+  document.body.dataset.ready = "true";
+}
+
+main().catch((err) => {
+  $("fatal").textContent = `Could not start: ${err.message}`;
+  $("fatal").hidden = false;
+  throw err;
+});

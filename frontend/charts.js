@@ -1,0 +1,70 @@
+/** Shared Plotly plumbing: colour scales, base layouts, and the one-redraw-per-frame scheduler. */
+
+/* global Plotly */
+
+// Viridis: perceptually uniform and readable with the common colour-vision deficiencies.
+export const SEQUENTIAL = "Viridis";
+// Blue-white-orange diverging scale (no red/green pair) for log ratios centred on zero.
+export const DIVERGING = [
+  [0, "#2166ac"],
+  [0.25, "#67a9cf"],
+  [0.5, "#f7f7f7"],
+  [0.75, "#f1a340"],
+  [1, "#b35806"],
+];
+// Cells that went non-finite are painted in this colour, which Viridis never uses.
+export const NON_FINITE = "#e4007c";
+// Blank cells (zero or undefined values) show the plot background.
+export const BLANK = "#d9d9d9";
+export const RUN_COLOURS = ["#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00"];
+
+export const CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
+
+export function baseLayout(extra = {}) {
+  return {
+    margin: { l: 70, r: 20, t: 30, b: 45 },
+    paper_bgcolor: "rgba(0,0,0,0)",
+    plot_bgcolor: BLANK,
+    font: { family: "system-ui, sans-serif", size: 12 },
+    uirevision: "keep", // zoom and pan survive live updates
+    ...extra,
+  };
+}
+
+/** Layer axis: index 0 (input side) at the bottom, ticks named after the layers. */
+export function layerAxis(layers, title = "layer (input at bottom)") {
+  const every = Math.max(1, Math.ceil(layers.length / 20));
+  const tickvals = [];
+  for (let i = 0; i < layers.length; i += every) tickvals.push(i);
+  if (tickvals.at(-1) !== layers.length - 1) tickvals.push(layers.length - 1);
+  return { title: { text: title }, tickvals, ticktext: tickvals.map((i) => layers[i]), zeroline: false };
+}
+
+/**
+ * Coalesces redraw requests: each key's callback runs at most once per animation frame, however
+ * many stream messages arrive in between.
+ */
+export class FrameScheduler {
+  constructor() {
+    this.pending = new Map();
+    this.handle = null;
+  }
+
+  request(key, fn) {
+    this.pending.set(key, fn);
+    if (this.handle === null) this.handle = requestAnimationFrame(() => this.flush());
+  }
+
+  flush() {
+    this.handle = null;
+    const jobs = [...this.pending.values()];
+    this.pending.clear();
+    for (const job of jobs) {
+      try {
+        job();
+      } catch (err) {
+        console.warn("redraw failed", err); // one broken chart must not stop the others
+      }
+    }
+  }
+}

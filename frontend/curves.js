@@ -1,0 +1,49 @@
+/** Loss and accuracy curves (train and held-out) for every selected run, stacked on one step axis. */
+
+/* global Plotly */
+import { CONFIG, RUN_COLOURS, baseLayout } from "./charts.js";
+
+function column(cols, k) {
+  return cols.cols.map((c) => c[k]);
+}
+
+export class CurvesPanel {
+  constructor(div) {
+    this.div = div;
+    this.revision = 0;
+  }
+
+  render(runs, label) {
+    const traces = [];
+    runs.forEach((run, i) => {
+      const colour = RUN_COLOURS[i % RUN_COLOURS.length];
+      const name = label(run);
+      const s = run.scalars;
+      const group = run.id;
+      const line = (y, yaxis, dash, what, x = s.steps) => ({
+        type: "scattergl", mode: "lines", x, y, yaxis, legendgroup: group,
+        name: `${name} · ${what}`, line: { color: colour, dash, width: 1.6 },
+        hovertemplate: `${what} %{y:.4g}<br>step %{x}<extra>${name}</extra>`,
+      });
+      traces.push(line(column(s, 0), "y", "solid", "train loss"));
+      traces.push({ ...line(run.val.loss, "y", "dot", "held-out loss", run.val.steps), mode: "lines+markers", marker: { size: 5 } });
+      if (s.cols.some((c) => c[1] !== null)) {
+        traces.push({ ...line(column(s, 1), "y2", "solid", "train accuracy"), showlegend: false });
+        traces.push({ ...line(run.val.accuracy, "y2", "dot", "held-out accuracy", run.val.steps), mode: "lines+markers", marker: { size: 5 }, showlegend: false });
+      }
+    });
+    this.revision++;
+    const layout = baseLayout({
+      height: 360,
+      plot_bgcolor: "#ffffff",
+      margin: { l: 60, r: 10, t: 10, b: 40 },
+      xaxis: { title: { text: "step" }, anchor: "y2" },
+      yaxis: { title: { text: "loss (log)" }, type: "log", domain: [0.5, 1], gridcolor: "#eee" },
+      yaxis2: { title: { text: "accuracy" }, domain: [0, 0.42], range: [0, 1.02], gridcolor: "#eee" },
+      legend: { orientation: "h", y: -0.18, font: { size: 11 } },
+      showlegend: runs.length > 0,
+      datarevision: this.revision,
+    });
+    Plotly.react(this.div, traces, layout, CONFIG);
+  }
+}

@@ -1,0 +1,18 @@
+/** The metric guide: what each statistic measures and what to look for, shown next to the charts. */
+
+import { METRICS, metricInfo } from "./metrics.js";
+
+export function renderGuide(container) {
+  const list = document.createElement("dl");
+  for (const m of METRICS) {
+    list.append(
+      Object.assign(document.createElement("dt"), { textContent: `${m.name}: ${m.title}` }),
+      Object.assign(document.createElement("dd"), { textContent: m.about }),
+    );
+  }
+  container.append(list);
+}
+
+export function renderMetricNote(el, metric) {
+  el.textContent = metricInfo(metric).about;
+}
