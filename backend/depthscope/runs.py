@@ -70,6 +70,11 @@ class RunManager:
             self._pump()
         return self.store.get_run(run_id) or row
 
+    def counts(self) -> tuple[int, int]:
+        """(running, queued)."""
+        with self._lock:
+            return len(self._active), len(self._queue)
+
     def queue_position(self, run_id: str) -> int | None:
         with self._lock:
             ids = [queued for queued, _ in self._queue]

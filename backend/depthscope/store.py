@@ -27,6 +27,7 @@ from depthscope.records import METRICS, StepRecord
 ACTIVE = ("queued", "running")
 TERMINAL = ("completed", "cancelled", "failed", "diverged", "interrupted")
 STEP_COLUMN = "step"  # the per-batch block of step numbers sits beside the metric blocks
+SCALARS = ("loss", "accuracy", "grad_norm_total")  # per-step values kept as one-column blocks
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -128,6 +129,12 @@ def metric_block(records: Sequence[StepRecord], metric: str) -> npt.NDArray[np.f
         [[math.nan if v is None else v for v in r.layers[metric]] for r in records],
         dtype=np.float32,
     )
+
+
+def scalar_block(records: Sequence[StepRecord], name: str) -> npt.NDArray[np.float32]:
+    """[n_records, 1] float32 of a per-step scalar, null → NaN."""
+    values = [getattr(r, name) for r in records]
+    return np.array([[math.nan if v is None else v] for v in values], dtype=np.float32)
 
 
 class RunStore:
@@ -260,6 +267,7 @@ class RunStore:
             steps = np.array([r.step for r in records], dtype=np.int64)
             blocks = [(STEP_COLUMN, steps.tobytes())]
             blocks += [(m, metric_block(records, m).tobytes()) for m in METRICS]
+            blocks += [(m, scalar_block(records, m).tobytes()) for m in SCALARS]
             db.executemany(
                 "INSERT INTO blocks (run_id, metric, start_seq, n, data) VALUES (?,?,?,?,?)",
                 [(run_id, m, start, len(records), blob) for m, blob in blocks],
@@ -283,8 +291,8 @@ class RunStore:
             yield from batch
             seq += len(batch)
 
-    def column(self, run_id: str, metric: str, n_layers: int) -> npt.NDArray[Any]:
-        """All blocks of one metric, in order: steps → [N] int64, a metric → [N, layers]."""
+    def column(self, run_id: str, metric: str, width: int) -> npt.NDArray[Any]:
+        """All blocks of one column, in order: steps → [N] int64, a metric → [N, width]."""
         rows = (
             self._db()
             .execute(
@@ -296,7 +304,7 @@ class RunStore:
         if metric == STEP_COLUMN:
             return np.frombuffer(b"".join(r[0] for r in rows), dtype=np.int64)
         flat = np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32)
-        return flat.reshape(-1, n_layers)
+        return flat.reshape(-1, width)
 
 
 class _Transaction:
