@@ -32,7 +32,7 @@ RUN set -eux; \
 
 # ---- runtime stage: the venv, a user, a data volume -------------------------------------
 FROM ${BASE_IMAGE}
-RUN useradd --system --uid 10001 --create-home --home-dir /home/depthscope depthscope \
+RUN useradd --uid 10001 --create-home --home-dir /home/depthscope depthscope \
     && mkdir -p /data \
     && chown depthscope:depthscope /data
 COPY --from=build /opt/venv /opt/venv

@@ -27,6 +27,7 @@ trap 'log "FAILED at line $LINENO: $BASH_COMMAND"' ERR
 
 cleanup() {
     local status=$?
+    trap - ERR
     set +e
     if [[ -n "${DOCKER_READY:-}" ]]; then
         [[ $status -ne 0 ]] && docker logs --tail 40 "$NAME" 2>&1 | sed 's/^/  container: /' >&2
@@ -39,6 +40,8 @@ cleanup() {
         kill "$DOCKERD_PID" 2>/dev/null
         for _ in $(seq 30); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 1; done
         kill -9 "$DOCKERD_PID" 2>/dev/null
+        # dockerd leaves its network namespace mounted under its exec root.
+        awk -v w="$WORK/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | xargs -r umount
     fi
     rm -rf "$WORK"
     if [[ $status -eq 0 ]]; then log "PASSED"; else log "FAILED (exit $status)"; fi
@@ -166,13 +169,21 @@ URL="http://127.0.0.1:$PORT"
 docker run -d --name "$NAME" -p "127.0.0.1:$PORT:8000" -v "$VOLUME:/data" "$IMAGE" >/dev/null
 log "container $NAME listening on $URL"
 SMOKE="$ROOT/scripts/docker_smoke.py"
-"$PY" "$SMOKE" wait "$URL"
+wait_for_server() {  # fails at once, with the container's log, if the container has exited
+    for _ in $(seq 60); do
+        [[ $(docker inspect -f '{{.State.Running}}' "$NAME") == true ]] \
+            || die "the container exited: $(docker logs --tail 5 "$NAME" 2>&1)"
+        "$PY" "$SMOKE" wait "$URL" 2 2>/dev/null && return 0
+    done
+    die "$URL/api/health did not answer ok within two minutes"
+}
+wait_for_server
 RUN_ID=$("$PY" "$SMOKE" create "$URL")
 log "run $RUN_ID streamed to the end; series read"
 
 log "restarting the container"
 docker restart "$NAME" >/dev/null
-"$PY" "$SMOKE" wait "$URL"
+wait_for_server
 "$PY" "$SMOKE" check "$URL" "$RUN_ID"
 log "run $RUN_ID survived the restart"
 

@@ -1,6 +1,6 @@
 """HTTP smoke test of a running depthscope server (stdlib only), used by docker-test.sh.
 
-    docker_smoke.py wait URL         wait until GET /api/health answers ok
+    docker_smoke.py wait URL [SEC]   wait (up to SEC, default 90) until /api/health answers ok
     docker_smoke.py create URL       create a short run, read its SSE stream to `end` and its
                                      series; print the run id
     docker_smoke.py check URL ID     the run is still there, completed, with the same series
@@ -107,7 +107,7 @@ def main() -> None:
     command, url, *rest = sys.argv[1:]
     url = url.rstrip("/")
     if command == "wait":
-        wait(url)
+        wait(url, float(rest[0]) if rest else 90)
     elif command == "create":
         create(url)
     elif command == "check":
