@@ -1,7 +1,10 @@
 """Registries of the building blocks a network is made of: activations and normalizations.
 
-Each activation knows its own derivative, so the probe can measure saturation and dead units
-from the pre-activations it already holds, without a second backward pass.
+Each activation knows its own derivative and, from it, which inputs leave the gradient healthy
+(|f'(u)| at least 5% of its maximum) and which pass no gradient at all (f'(u) = 0), so the probe
+measures saturation and dead units from the activation inputs it already holds, without a
+second backward pass. Most activations answer with a comparison against a constant, found in
+closed form here, instead of evaluating f' elementwise.
 """
 
 from __future__ import annotations
@@ -15,18 +18,38 @@ from torch import Tensor, nn
 
 Derivative = Callable[[Tensor, Sequence[nn.Module]], Tensor]
 
+# |f'(u)| below this fraction of max |f'| counts as saturated.
+SATURATION_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class Health:
+    """Float masks over stacked activation inputs: `healthy` is 1.0 where |f'(u)| is at least
+    SATURATION_FRACTION of its maximum (None: everywhere), `active` is 1.0 where f'(u) != 0
+    (None: f' is never zero). The two may be the same tensor (ReLU)."""
+
+    healthy: Tensor | None
+    active: Tensor | None
+
+
+# (u, activation modules, out: a scratch tensor shaped like u the first mask may be written to)
+HealthFn = Callable[[Tensor, Sequence[nn.Module], Tensor], Health]
+
 
 @dataclass(frozen=True)
 class ActivationSpec:
-    """How to build an activation and how to differentiate it elementwise.
+    """How to build an activation, differentiate it, and classify its inputs.
 
-    `derivative(u, modules)` takes the activation inputs of several layers stacked on dim 0
-    (shape [layers, batch, units]) and the activation modules of those layers, in order.
+    `derivative(u, modules)` and `health(u, modules, out)` take the activation inputs of
+    several layers stacked on dim 0 (shape [layers, batch, units]) and the activation modules
+    of those layers, in order. `health` must agree with `derivative`: it is the probe's fast
+    path, and writes its (first) mask into `out` to spare an allocation.
     """
 
     make: Callable[[], nn.Module]
     derivative: Derivative
     max_derivative: Callable[[Sequence[nn.Module]], float]
+    health: HealthFn
 
 
 def _const(value: float) -> Callable[[Sequence[nn.Module]], float]:
@@ -105,17 +128,88 @@ def _grid_max(derivative: Derivative) -> float:
     return float(derivative(grid, ()).max())
 
 
+# -- health: comparisons that write float masks (on the CPU a float-valued comparison is
+# several times faster than one that makes a bool tensor and converts it) ------------------
+
+
+def _within(bound: float) -> HealthFn:
+    """Healthy where |u| <= bound: f' falls off symmetrically (sigmoid, tanh); never zero."""
+
+    def health(u: Tensor, _m: Sequence[nn.Module], out: Tensor) -> Health:
+        torch.abs(u, out=out)
+        return Health(torch.le(out, bound, out=out), None)
+
+    return health
+
+
+def _healthy_above(threshold: float) -> HealthFn:
+    """Healthy where u > threshold; f' is never zero (leaky ReLU, ELU, SELU)."""
+    return lambda u, _m, out: Health(torch.gt(u, threshold, out=out), None)
+
+
+def _relu_health(u: Tensor, _m: Sequence[nn.Module], out: Tensor) -> Health:
+    # f' is 1 or 0, so one mask answers both questions.
+    mask = torch.gt(u, 0.0, out=out)
+    return Health(mask, mask)
+
+
+def _prelu_health(u: Tensor, modules: Sequence[nn.Module], out: Tensor) -> Health:
+    """f' is 1 above zero and the layer's learned slope a below: the negative side is healthy
+    when |a| >= 5% of max(1, |a|), active when a != 0."""
+    a = _prelu_slopes(modules, u)
+    neg_healthy = (a.abs() >= SATURATION_FRACTION * a.abs().clamp_min(1.0)).to(u.dtype)
+    neg_active = (a != 0).to(u.dtype)
+    positive = torch.gt(u, 0.0, out=out)
+    # mask = positive + (1 - positive) * neg = positive * (1 - neg) + neg
+    active = torch.addcmul(neg_active, positive, 1 - neg_active)
+    healthy = positive.mul_(1 - neg_healthy).add_(neg_healthy)
+    return Health(healthy, active)
+
+
+def _from_derivative(derivative: Derivative, max_derivative: float) -> HealthFn:
+    """The general rule, evaluating f' elementwise (GELU, SiLU: f' dips below zero, so no
+    single interval describes where it is small). f' is zero only at isolated points."""
+    threshold = SATURATION_FRACTION * max_derivative
+
+    def health(u: Tensor, modules: Sequence[nn.Module], out: Tensor) -> Health:
+        return Health(torch.ge(derivative(u, modules).abs_(), threshold, out=out), None)
+
+    return health
+
+
+def _linear_health(_u: Tensor, _m: Sequence[nn.Module], _out: Tensor) -> Health:
+    return Health(None, None)
+
+
+# Where |f'| crosses SATURATION_FRACTION of its maximum, solved in closed form:
+# sigmoid: s(1 - s) = 0.25 * fraction; tanh: 1 - tanh(u)^2 = fraction;
+# ELU / SELU: exp(u) = fraction on the negative side.
+_S = (1 + math.sqrt(1 - SATURATION_FRACTION)) / 2
+SIGMOID_BOUND = math.log(_S / (1 - _S))
+TANH_BOUND = math.atanh(math.sqrt(1 - SATURATION_FRACTION))
+EXP_BOUND = math.log(SATURATION_FRACTION)
+GELU_MAX = _grid_max(_gelu_d)
+SILU_MAX = _grid_max(_silu_d)
+
 ACTIVATIONS: dict[str, ActivationSpec] = {
-    "sigmoid": ActivationSpec(nn.Sigmoid, _sigmoid_d, _const(0.25)),
-    "tanh": ActivationSpec(nn.Tanh, _tanh_d, _const(1.0)),
-    "relu": ActivationSpec(nn.ReLU, _relu_d, _const(1.0)),
-    "leaky_relu": ActivationSpec(lambda: nn.LeakyReLU(LEAKY_SLOPE), _leaky_d, _const(1.0)),
-    "prelu": ActivationSpec(lambda: nn.PReLU(num_parameters=1, init=0.25), _prelu_d, _prelu_max),
-    "elu": ActivationSpec(lambda: nn.ELU(ELU_ALPHA), _elu_d, _const(1.0)),
-    "gelu": ActivationSpec(nn.GELU, _gelu_d, _const(_grid_max(_gelu_d))),
-    "selu": ActivationSpec(nn.SELU, _selu_d, _const(SELU_SCALE * SELU_ALPHA)),
-    "silu": ActivationSpec(nn.SiLU, _silu_d, _const(_grid_max(_silu_d))),
-    "linear": ActivationSpec(nn.Identity, _linear_d, _const(1.0)),
+    "sigmoid": ActivationSpec(nn.Sigmoid, _sigmoid_d, _const(0.25), _within(SIGMOID_BOUND)),
+    "tanh": ActivationSpec(nn.Tanh, _tanh_d, _const(1.0), _within(TANH_BOUND)),
+    "relu": ActivationSpec(nn.ReLU, _relu_d, _const(1.0), _relu_health),
+    "leaky_relu": ActivationSpec(
+        lambda: nn.LeakyReLU(LEAKY_SLOPE), _leaky_d, _const(1.0), _healthy_above(0.0)
+    ),
+    "prelu": ActivationSpec(
+        lambda: nn.PReLU(num_parameters=1, init=0.25), _prelu_d, _prelu_max, _prelu_health
+    ),
+    "elu": ActivationSpec(
+        lambda: nn.ELU(ELU_ALPHA), _elu_d, _const(1.0), _healthy_above(EXP_BOUND)
+    ),
+    "gelu": ActivationSpec(nn.GELU, _gelu_d, _const(GELU_MAX), _from_derivative(_gelu_d, GELU_MAX)),
+    "selu": ActivationSpec(
+        nn.SELU, _selu_d, _const(SELU_SCALE * SELU_ALPHA), _healthy_above(EXP_BOUND)
+    ),
+    "silu": ActivationSpec(nn.SiLU, _silu_d, _const(SILU_MAX), _from_derivative(_silu_d, SILU_MAX)),
+    "linear": ActivationSpec(nn.Identity, _linear_d, _const(1.0), _linear_health),
 }
 
 NORMS: dict[str, Callable[[int], nn.Module]] = {

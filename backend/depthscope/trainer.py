@@ -78,19 +78,21 @@ class Trainer:
         accuracy = (logits.argmax(1) == y).float().mean()
         return functional.cross_entropy(logits, y), accuracy
 
-    def _clip(self) -> tuple[Tensor, Tensor]:
-        """Clip as configured; returns the pre-clip total norm and whether clipping acted."""
+    def _clip(self, record: bool) -> Tensor | None:
+        """Clip as configured. On a recorded step, returns whether clipping acted (0-d bool
+        tensor, still on the device); otherwise None."""
         t = self.config.training
-        grads = [p.grad for p in self.params if p.grad is not None]
         if t.clip == "norm":
             total = torch.nn.utils.clip_grad_norm_(self.params, t.clip_value, foreach=True)
-            return total, total > t.clip_value
-        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            return total > t.clip_value if record else None
         if t.clip == "value":
-            largest = torch.stack(torch._foreach_norm(grads, math.inf)).max()
+            largest = None
+            if record:
+                grads = [p.grad for p in self.params if p.grad is not None]
+                largest = torch.stack(torch._foreach_norm(grads, math.inf)).max()
             torch.nn.utils.clip_grad_value_(self.params, t.clip_value, foreach=True)
-            return total, largest > t.clip_value
-        return total, torch.zeros((), dtype=torch.bool, device=total.device)
+            return None if largest is None else largest > t.clip_value
+        return torch.zeros((), dtype=torch.bool, device=self.device) if record else None
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float | None, float | None]:
@@ -121,11 +123,8 @@ class Trainer:
         if record:
             self.probe.after_forward()
         loss.backward()  # type: ignore[no-untyped-call]
-        if record:
-            self.probe.before_update()
-        total, clipped = (
-            self._clip() if record or self.config.training.clip != "none" else (None, None)
-        )
+        total = self.probe.before_update() if record else None
+        clipped = self._clip(record)
         self.optimizer.step()
         if not record:
             return None
