@@ -1,0 +1,143 @@
+"""Shared fixtures: small configs, an ASGI client over a temp data dir, a real uvicorn server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from depthscope.app import create_app
+from depthscope.settings import Settings
+from fastapi import FastAPI
+
+
+def tiny_config(steps: int = 20, **training: Any) -> dict[str, Any]:
+    """A run that trains in well under a second."""
+    return {
+        "model": {"depth": 2, "width": 8},
+        "training": {"steps": steps, "batch_size": 32, **training},
+        "data": {"n_samples": 256},
+        "recording": {"histogram_every": 5, "eval_every": 10},
+    }
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, max_concurrent_runs=2, max_queued_runs=2)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[FastAPI]:
+    app = create_app(settings)
+    yield app
+    app.state.manager.shutdown()  # ASGITransport runs no lifespan
+    app.state.store.close()
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServerProcess:
+    """`depthscope.app.serve` in its own process, as the CLI runs it."""
+
+    data_dir: Path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> str:
+        self.port = free_port()
+        code = (
+            "import sys; from pathlib import Path; from depthscope.app import serve; "
+            "serve('127.0.0.1', int(sys.argv[1]), Path(sys.argv[2]))"
+        )
+        env = {**os.environ, **(self.env or {})}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code, str(self.port), str(self.data_dir)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
+                    return self.url
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("the server did not come up within 30 s")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is not None:
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
+            self.process.wait(15)
+            self.process = None
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(tmp_path / "data")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live_server(server_process: ServerProcess) -> str:
+    """The base URL of a real uvicorn server over a temp data dir (browser tests use it too)."""
+    return server_process.start()
+
+
+@dataclass
+class Event:
+    event: str
+    id: str
+    data: str
+
+
+def read_events(response: httpx.Response, until: str = "end") -> Iterator[Event]:
+    """Parse an SSE response (pings and comments skipped) until an event named `until`."""
+    fields: dict[str, str] = {}
+    for line in response.iter_lines():
+        if line == "":
+            if "data" in fields:
+                event = Event(fields.get("event", "message"), fields.get("id", ""), fields["data"])
+                yield event
+                if event.event == until:
+                    return
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
