@@ -7,7 +7,7 @@ import { ConfigForm } from "./form.js";
 import { renderGuide, renderMetricNote } from "./help.js";
 import { HeatmapPanel } from "./heatmap.js";
 import { HistogramPanel } from "./histogram.js";
-import { METRICS, METRIC_NAMES } from "./metrics.js";
+import { METRICS, METRIC_NAMES, colourLabel } from "./metrics.js";
 import { renderPresets } from "./presets.js";
 import { ProfilePanel } from "./profile.js";
 import { MAX_COLUMNS, RunData, isTerminal } from "./rundata.js";
@@ -70,6 +70,11 @@ function renderStatus() {
   const alerts = shownRuns().map((r) => r.divergenceText() && `${label(r)}: ${r.divergenceText()}`).filter(Boolean);
   $("divergence").textContent = alerts.join("\n");
   $("divergence").hidden = alerts.length === 0;
+  const ratio = app.state.view === "ratio" && shownRuns().length >= 2;
+  const scale = colourLabel(app.state.metric);
+  $("legend-note").textContent = ratio
+    ? `Colour: ${scale} of B minus that of A (orange: B larger, blue: A larger, white: equal).`
+    : `Colour: ${scale} (Viridis${app.state.view === "compare" ? ", one scale for all runs" : ""}).`;
   const focus = shownRuns()[0];
   for (const format of ["csv", "json"]) {
     const link = $(`export-${format}`);
@@ -92,20 +97,19 @@ async function openRun(id) {
   }
   const run = new RunData(summary, METRIC_NAMES);
   app.runs.set(id, run);
-  await loadSeries(run, app.state.metric);
-  const recorded = (summary.steps_done ?? 0) / (summary.config?.recording?.record_every ?? 1);
+  const recorded = summary.records ?? (summary.steps_done ?? 0) / (summary.config?.recording?.record_every ?? 1);
   if (!isTerminal(summary.status) || recorded <= REPLAY_LIMIT) follow(run);
-  redrawAll();
+  await loadSeries(run, app.state.metric);
 }
 
+/** Downsampled history of one metric; without a replay, of the loss and accuracy curves too. */
 async function loadSeries(run, metric) {
   try {
     const s = await api.series(run.id, metric, MAX_COLUMNS);
     if (run.metrics[metric].seed(s.steps, s.values)) run.revision++;
-    if (!run.live) {
-      // No replay coming: the curves get their history from /series too, where it serves scalars.
-      const loss = await api.series(run.id, "loss", MAX_COLUMNS).catch(() => null);
-      if (loss?.steps?.length) run.scalars.seed(loss.steps, [loss.values.flat ? loss.values.flat() : loss.values, [], []]);
+    if (!run.live && run.scalars.length === 0) {
+      const [loss, accuracy] = await Promise.all(["loss", "accuracy"].map((m) => api.series(run.id, m, MAX_COLUMNS)));
+      run.scalars.seed(loss.steps, [loss.values[0], accuracy.values[0] ?? [], []]);
     }
   } catch (err) {
     console.warn(`no history for ${run.id}`, err);

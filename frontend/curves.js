@@ -21,7 +21,7 @@ export class CurvesPanel {
       const s = run.scalars;
       const group = run.id;
       const line = (y, yaxis, dash, what, x = s.steps) => ({
-        type: "scattergl", mode: "lines", x, y, yaxis, legendgroup: group,
+        type: "scatter", mode: "lines", x, y, yaxis, legendgroup: group,
         name: `${name} · ${what}`, line: { color: colour, dash, width: 1.6 },
         hovertemplate: `${what} %{y:.4g}<br>step %{x}<extra>${name}</extra>`,
       });
@@ -38,7 +38,7 @@ export class CurvesPanel {
       plot_bgcolor: "#ffffff",
       margin: { l: 60, r: 10, t: 10, b: 40 },
       xaxis: { title: { text: "step" }, anchor: "y2" },
-      yaxis: { title: { text: "loss (log)" }, type: "log", domain: [0.5, 1], gridcolor: "#eee" },
+      yaxis: { title: { text: "loss (log)" }, type: "log", domain: [0.5, 1], gridcolor: "#eee", exponentformat: "power" },
       yaxis2: { title: { text: "accuracy" }, domain: [0, 0.42], range: [0, 1.02], gridcolor: "#eee" },
       legend: { orientation: "h", y: -0.18, font: { size: 11 } },
       showlegend: runs.length > 0,

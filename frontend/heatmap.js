@@ -89,9 +89,13 @@ function heightFor(layers) {
 }
 
 function layoutFor(grid, title, revision) {
-  const bad = grid.run.firstBad;
+  const bad = grid.run.firstNonFinite();
   const annotations = bad
-    ? [{ x: bad.step, y: bad.layer, text: "first non-finite", showarrow: true, arrowcolor: NON_FINITE, font: { color: NON_FINITE }, ax: -60, ay: -30 }]
+    ? [{
+        x: bad.step, y: bad.layer, text: `first non-finite: ${bad.layer}, step ${bad.step}`,
+        showarrow: true, arrowcolor: "#1b1f24", arrowwidth: 1.5, ax: -70, ay: -35,
+        bgcolor: "#ffffff", bordercolor: NON_FINITE, borderwidth: 2, font: { color: "#1b1f24" },
+      }]
     : [];
   return baseLayout({
     title: { text: title, font: { size: 13 }, x: 0.01 },

@@ -145,16 +145,19 @@ export class RunData {
     }
   }
 
-  /** The sentence naming the first non-finite value: the server's verdict first, else ours. */
+  /** The first non-finite value: the server's verdict ({step, layer, metric}) first, else ours. */
+  firstNonFinite() {
+    const d = this.summary.divergence;
+    if (d && typeof d === "object" && d.step !== undefined) return d;
+    return this.firstBad;
+  }
+
+  /** The sentence naming the first non-finite value ("layer block3 went non-finite at step 112"). */
   divergenceText() {
-    const d = this.summary.divergence ?? this.summary.final?.divergence;
-    if (d && typeof d === "object" && d.step !== undefined) {
+    const d = this.firstNonFinite();
+    if (d) {
       const where = d.layer ? `layer ${d.layer}` : "the network";
       return `${where} went non-finite at step ${d.step} (${d.metric})`;
-    }
-    if (this.firstBad) {
-      const b = this.firstBad;
-      return `layer ${b.layer} went non-finite at step ${b.step} (${b.metric})`;
     }
     if (this.status === "diverged") return this.summary.error || "the run diverged";
     return null;

@@ -1,0 +1,72 @@
+"""What the browser tests share: console-error capture and the explorer page as a user drives it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class Console:
+    """Every console error and uncaught exception of a page; tests assert there are none."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.allowed: list[str] = []  # substrings of errors a test expects (e.g. its own 422)
+
+    def unexpected(self) -> list[str]:
+        return [e for e in self.errors if not any(a in e for a in self.allowed)]
+
+
+class Explorer:
+    """The page as a user sees it: a few actions and reads shared by the tests."""
+
+    def __init__(self, page: Any, url: str, artifacts: Path) -> None:
+        self.page, self.url, self.artifacts = page, url, artifacts
+
+    def open(self, hash_: str = "") -> None:
+        self.page.goto(f"{self.url}/{hash_}")
+        self.page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+
+    def run_preset(self, index: int) -> str:
+        """Click the index-th preset; returns the new run's id (the first selected run)."""
+        before = self.selected()
+        self.page.locator("button.preset").nth(index).click()
+        self.page.wait_for_function(
+            "b => { const r = window.depthscope.state.runs; return r.length && r[0] !== b; }",
+            arg=before[0] if before else "",
+            timeout=10_000,
+        )
+        return str(self.selected()[0])
+
+    def selected(self) -> list[str]:
+        return list(self.page.evaluate("window.depthscope.state.runs"))
+
+    def columns(self, nth: int = 0) -> int:
+        """Columns drawn in the nth heatmap (0 when none is drawn yet)."""
+        value = self.page.evaluate(
+            "n => document.querySelectorAll('#heatmaps .plot')[n]?.dataset.columns ?? '0'", nth
+        )
+        return int(value)
+
+    def wait_columns(self, more_than: int, nth: int = 0, timeout: float = 15) -> int:
+        self.page.wait_for_function(
+            "([n, k]) => Number(document.querySelectorAll('#heatmaps .plot')[n]?.dataset.columns"
+            " ?? 0) > k",
+            arg=[nth, more_than],
+            timeout=timeout * 1000,
+        )
+        return self.columns(nth)
+
+    def set_field(self, name: str, value: str) -> None:
+        selector = f"#f-{name.replace('.', '-')}"
+        if self.page.eval_on_selector(selector, "e => e.tagName") == "SELECT":
+            self.page.select_option(selector, value)
+        else:
+            self.page.fill(selector, value)
+
+    def shot(self, name: str, into: Path | None = None) -> None:
+        """Save a screenshot as a test artifact (and into `into` for the README's images)."""
+        self.page.evaluate("() => new Promise(r => requestAnimationFrame(() => r(null)))")
+        for folder in {self.artifacts, into or self.artifacts}:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.page.screenshot(path=str(folder / f"{name}.png"), full_page=True)

@@ -1,0 +1,205 @@
+"""The explorer end to end: a real server, headless Chromium, the flows of DESIGN §1."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from e2e_helpers import Console, Explorer
+
+# A small net that would train for a long time: something to watch live and to cancel.
+LONG_RUN = {
+    "model.depth": "3",
+    "model.width": "8",
+    "training.steps": "100000",
+    "training.batch_size": "16",
+}
+
+
+def start_from_form(explorer: Explorer, fields: dict[str, str]) -> str:
+    before = explorer.selected()
+    for name, value in fields.items():
+        explorer.set_field(name, value)
+    explorer.page.click("#run")
+    explorer.page.wait_for_function(
+        "b => { const r = window.depthscope.state.runs; return r.length && r[0] !== b; }",
+        arg=before[0] if before else "",
+        timeout=10_000,
+    )
+    return explorer.selected()[0]
+
+
+def test_home_form_matches_schema_and_presets(explorer: Explorer, api: httpx.Client) -> None:
+    explorer.open()
+    schema = api.get("/api/schema").json()
+    for section, ref in schema["properties"].items():
+        definition = schema["$defs"][ref["$ref"].split("/")[-1]]
+        for key, prop in definition["properties"].items():
+            field = explorer.page.locator(f"#f-{section}-{key}")
+            assert field.count() == 1, f"{section}.{key} has no form field"
+            if "enum" in prop:
+                options = field.locator("option").all_inner_texts()
+                assert options == [str(c) for c in prop["enum"]]
+            if "maximum" in prop:
+                assert float(field.get_attribute("max")) == prop["maximum"]
+    presets = api.get("/api/presets").json()
+    titles = explorer.page.locator("button.preset strong").all_inner_texts()
+    assert titles == [p["title"] for p in presets]
+    # Every control has an accessible name: a label, or aria-label on buttons.
+    unlabelled = explorer.page.evaluate(
+        """() => [...document.querySelectorAll('input, select')]
+            .filter(e => e.type !== 'hidden' && !e.labels?.length && !e.getAttribute('aria-label'))
+            .map(e => e.id || e.name)"""
+    )
+    assert unlabelled == []
+    explorer.shot("home")
+
+
+def test_preset_heatmap_fills_and_grows_live(explorer: Explorer, api: httpx.Client) -> None:
+    explorer.open()
+    started = time.monotonic()
+    run_id = explorer.run_preset(0)
+    first = explorer.wait_columns(0, timeout=20)
+    assert time.monotonic() - started < 20
+    summary = api.get(f"/api/runs/{run_id}").json()
+    grown = explorer.wait_columns(first, timeout=20)
+    assert grown > first
+    # One heatmap row per layer, input at the bottom, readout on top; hover names layer and step.
+    trace = explorer.page.evaluate("document.querySelector('#heatmaps .plot').data[0]")
+    assert trace["y"] == summary["layers"]
+    assert len(trace["z"]) == len(summary["layers"])
+    assert "layer %{y}" in trace["hovertemplate"] and "step %{x}" in trace["hovertemplate"]
+    assert trace["colorscale"] == "Viridis" or trace["colorscale"][0][1]  # a named or listed scale
+    explorer.page.wait_for_function(
+        "document.querySelector('#curves').data?.[0]?.x?.length > 0", timeout=10_000
+    )
+    explorer.shot("single-run")
+
+
+def test_compare_two_presets_shared_scale_and_ratio(explorer: Explorer, api: httpx.Client) -> None:
+    explorer.open()
+    a = explorer.run_preset(0)
+    b = explorer.run_preset(1)
+    assert explorer.selected()[:2] == [b, a]
+    explorer.page.check("input[name=view][value=compare]")
+    explorer.wait_columns(0, nth=1, timeout=20)
+    explorer.wait_columns(0, nth=0, timeout=20)
+    scales = explorer.page.evaluate(
+        "[...document.querySelectorAll('#heatmaps .plot')]"
+        ".map(d => [d.data[0].zmin, d.data[0].zmax])"
+    )
+    assert len(scales) == 2 and scales[0] == scales[1], "side by side must share one colour scale"
+    explorer.shot("compare")
+    explorer.page.check("input[name=view][value=ratio]")
+    explorer.page.wait_for_selector("#heatmaps .plot.ratio")
+    explorer.wait_columns(0, timeout=20)
+    ratio = explorer.page.evaluate("document.querySelector('#heatmaps .plot.ratio').data[0]")
+    assert ratio["zmid"] == 0 and "log10 B − log10 A" in ratio["colorbar"]["title"]["text"]
+    explorer.shot("ratio")
+
+
+def test_share_link_round_trips(
+    explorer: Explorer, api: httpx.Client, browser: Any, console: Console
+) -> None:
+    explorer.open()
+    run_id = explorer.run_preset(0)
+    explorer.wait_columns(0, timeout=20)
+    explorer.page.select_option("#metric", "act_std")
+    explorer.page.select_option("#hist-kind", "act_grad")
+    explorer.set_field("model.depth", "7")
+    explorer.page.dispatch_event("#config-form", "change")
+    link = explorer.page.input_value("#share")
+    state = explorer.page.evaluate("JSON.parse(JSON.stringify(window.depthscope.state))")
+    other = browser.new_page()
+    other.on("console", lambda m: m.type == "error" and console.errors.append(m.text))
+    try:
+        other.goto(link)
+        other.wait_for_selector("body[data-ready=true]")
+        assert other.evaluate("window.depthscope.state") == state
+        assert other.input_value("#metric") == "act_std"
+        assert other.input_value("#f-model-depth") == "7"
+        other.wait_for_function(
+            "id => document.querySelector(`#heatmaps .plot[data-run='${id}']`)"
+            "?.dataset.columns > 0",
+            arg=run_id,
+        )
+    finally:
+        other.close()
+
+
+def test_cancel_stops_the_run(explorer: Explorer, api: httpx.Client) -> None:
+    explorer.open()
+    run_id = start_from_form(explorer, LONG_RUN)
+    explorer.wait_columns(0, timeout=20)
+    row = explorer.page.locator(f"tr[data-run='{run_id}']")
+    row.locator("button.cancel").click()
+    explorer.page.wait_for_selector(
+        f"tr[data-run='{run_id}'][data-status=cancelled]", timeout=10_000
+    )
+    summary = api.get(f"/api/runs/{run_id}").json()
+    assert summary["status"] == "cancelled" and 0 < summary["steps_done"] < 100_000
+    explorer.shot("cancelled")
+    explorer.page.locator(f"tr[data-run='{run_id}'] button.delete").click()
+    explorer.page.wait_for_selector(f"tr[data-run='{run_id}']", state="detached")
+    assert api.get(f"/api/runs/{run_id}").status_code == 404
+
+
+def test_bad_form_value_shows_error_next_to_field(explorer: Explorer, console: Console) -> None:
+    console.allowed.append("422")  # the browser logs the rejected POST itself
+    explorer.open()
+    explorer.set_field("model.depth", "500")
+    explorer.page.click("#run")
+    error = explorer.page.locator("#e-model-depth")
+    error.wait_for(state="visible")
+    assert "200" in error.inner_text()  # the server's bound, next to the field
+    assert explorer.page.get_attribute("#f-model-depth", "aria-invalid") == "true"
+    explorer.shot("form-error")
+    # A cross-field error has no single field in its loc: shown at the top, the field marked.
+    explorer.set_field("model.depth", "4")
+    explorer.set_field("model.residual_every", "9")
+    explorer.page.click("#run")
+    top = explorer.page.locator("#form-error")
+    top.wait_for(state="visible")
+    assert "residual_every" in top.inner_text()
+    assert explorer.page.get_attribute("#f-model-residual_every", "aria-invalid") == "true"
+    assert explorer.selected() == []
+
+
+def test_divergence_is_marked_and_named(explorer: Explorer, api: httpx.Client) -> None:
+    explorer.open()
+    run_id = start_from_form(
+        explorer,
+        {
+            "model.depth": "6",
+            "model.width": "16",
+            "model.init": "normal",
+            "model.init_std": "3",
+            "training.lr": "5",
+            "training.steps": "200",
+            "training.batch_size": "32",
+        },
+    )
+    banner = explorer.page.locator("#divergence")
+    banner.wait_for(state="visible", timeout=30_000)
+    divergence = api.get(f"/api/runs/{run_id}").json()["divergence"]
+    expected = f"went non-finite at step {divergence['step']}"
+    assert expected in banner.inner_text()
+    explorer.shot("diverged")
+
+
+def test_screenshot_tour(explorer: Explorer, api: httpx.Client, screenshots_dir: Path) -> None:
+    """`make screenshots`: the views a README shows, written to --screenshots-dir."""
+    explorer.open()
+    explorer.run_preset(0)
+    explorer.wait_columns(20, timeout=30)
+    explorer.shot("explorer", screenshots_dir)
+    explorer.run_preset(1)
+    explorer.wait_columns(20, timeout=30)
+    explorer.page.check("input[name=view][value=compare]")
+    explorer.wait_columns(20, nth=1, timeout=30)
+    explorer.shot("compare", screenshots_dir)
+    explorer.page.check("input[name=view][value=ratio]")
+    explorer.wait_columns(20, timeout=30)
+    explorer.shot("ratio", screenshots_dir)
