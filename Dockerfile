@@ -5,8 +5,9 @@
 #   docker build --build-arg BASE_IMAGE=my-python:3.11 -t depthscope .
 ARG BASE_IMAGE=python:3.11-slim
 
-# ---- build stage: a virtual environment with torch and the package, nothing else ----------
-FROM ${BASE_IMAGE} AS build
+# ---- deps stage: a virtual environment with torch and the dependencies --------------------
+# Only pyproject.toml feeds it, so editing the code reuses this (slow, large) layer.
+FROM ${BASE_IMAGE} AS deps
 # scripts/docker-extra/ may hold a pip.conf (index and TLS settings), a CA bundle and wheels
 # (e.g. the torch wheel) prepared by scripts/docker-test.sh; it is empty in a plain clone.
 COPY scripts/docker-extra/ /tmp/extra/
@@ -22,20 +23,31 @@ RUN set -eux; \
     else \
         /opt/venv/bin/pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu; \
     fi
+COPY pyproject.toml /tmp/pyproject.toml
+RUN set -eux; \
+    if [ -f /tmp/extra/pip.conf ]; then export PIP_CONFIG_FILE=/tmp/extra/pip.conf; fi; \
+    /opt/venv/bin/python -c "import tomllib; print('\\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" >/tmp/requirements.txt; \
+    /opt/venv/bin/pip install -r /tmp/requirements.txt
+
+# ---- build stage: the package itself, as a wheel ------------------------------------------
+FROM deps AS build
 COPY pyproject.toml README.md /src/
 COPY backend/ /src/backend/
 COPY frontend/ /src/frontend/
 RUN set -eux; \
     if [ -f /tmp/extra/pip.conf ]; then export PIP_CONFIG_FILE=/tmp/extra/pip.conf; fi; \
-    /opt/venv/bin/pip install /src; \
-    /opt/venv/bin/python -c "import depthscope, torch; print(depthscope.__version__, torch.__version__)"
+    /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels /src
 
 # ---- runtime stage: the venv, a user, a data volume -------------------------------------
 FROM ${BASE_IMAGE}
 RUN useradd --uid 10001 --create-home --home-dir /home/depthscope depthscope \
     && mkdir -p /data \
     && chown depthscope:depthscope /data
-COPY --from=build /opt/venv /opt/venv
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=build /wheels/ /tmp/wheels/
+RUN /opt/venv/bin/pip install --no-deps --no-cache-dir /tmp/wheels/*.whl \
+    && rm -rf /tmp/wheels \
+    && /opt/venv/bin/python -c "import depthscope.app, torch; print(torch.__version__)"
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1

@@ -8,12 +8,14 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import types
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx
 import pytest
 from depthscope import RunConfig, iter_records
 from depthscope.cli import (
@@ -348,3 +350,41 @@ def test_export_unknown_run_exits_1(stub_url: str, capsys: pytest.CaptureFixture
 def test_runs_unreachable_server_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["runs", "--url", "http://127.0.0.1:9"]) == EXIT_FAILED
     assert "cannot reach the server at http://127.0.0.1:9" in capsys.readouterr().err
+
+
+# -- runs / export against the real service -------------------------------------------------------
+def wait_for_run(url: str, run_id: str, seconds: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        summary: dict[str, Any] = httpx.get(f"{url}/api/runs/{run_id}").json()
+        if summary["status"] not in ("queued", "running"):
+            return summary
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} did not finish within {seconds} s")
+
+
+@pytest.mark.server
+def test_runs_and_export_against_live_server(
+    live_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    created = httpx.post(f"{live_server}/api/runs", json=SMALL)
+    assert created.status_code == 201
+    run_id = created.json()["id"]
+    assert wait_for_run(live_server, run_id)["status"] == "completed"
+
+    assert main(["runs", "--url", live_server]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[:3] == [run_id, "completed", "15/15"]
+
+    exported, local = tmp_path / "export.json", tmp_path / "local.json"
+    assert main(["export", run_id, "--url", live_server, "--out", str(exported)]) == 0
+    # The server's records are the ones `depthscope run` computes for the same config.
+    assert main(["run", str(write_config(tmp_path, SMALL)), "--json", str(local)]) == 0
+    assert strict_json(exported)["records"] == strict_json(local)["records"]
+
+    csv_out = tmp_path / "export.csv"
+    assert (
+        main(["export", run_id, "--format", "csv", "--url", live_server, "--out", str(csv_out)])
+        == 0
+    )
+    assert len(csv_out.read_text().splitlines()) == 1 + 15 * 4  # header + steps × layers
