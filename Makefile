@@ -46,7 +46,7 @@ bench: $(STAMP) chromium
 	$(PY) bench/render.py
 
 screenshots: $(STAMP) chromium
-	$(PY) -m pytest tests/e2e -k screenshot --screenshots-dir docs/screenshots
+	$(PY) -m pytest tests/e2e --screenshots-dir docs/screenshots
 
 docker:
 	docker build -t depthscope .

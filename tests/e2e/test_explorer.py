@@ -31,7 +31,9 @@ def start_from_form(explorer: Explorer, fields: dict[str, str]) -> str:
     return explorer.selected()[0]
 
 
-def test_home_form_matches_schema_and_presets(explorer: Explorer, api: httpx.Client) -> None:
+def test_home_form_matches_schema_and_presets(
+    explorer: Explorer, api: httpx.Client, screenshots_dir: Path
+) -> None:
     explorer.open()
     schema = api.get("/api/schema").json()
     for section, ref in schema["properties"].items():
@@ -54,10 +56,12 @@ def test_home_form_matches_schema_and_presets(explorer: Explorer, api: httpx.Cli
             .map(e => e.id || e.name)"""
     )
     assert unlabelled == []
-    explorer.shot("home")
+    explorer.shot("home", screenshots_dir)
 
 
-def test_preset_heatmap_fills_and_grows_live(explorer: Explorer, api: httpx.Client) -> None:
+def test_preset_heatmap_fills_and_grows_live(
+    explorer: Explorer, api: httpx.Client, screenshots_dir: Path
+) -> None:
     explorer.open()
     started = time.monotonic()
     run_id = explorer.run_preset(0)
@@ -75,10 +79,12 @@ def test_preset_heatmap_fills_and_grows_live(explorer: Explorer, api: httpx.Clie
     explorer.page.wait_for_function(
         "document.querySelector('#curves').data?.[0]?.x?.length > 0", timeout=10_000
     )
-    explorer.shot("single-run")
+    explorer.shot("single-run", screenshots_dir)
 
 
-def test_compare_two_presets_shared_scale_and_ratio(explorer: Explorer, api: httpx.Client) -> None:
+def test_compare_two_presets_shared_scale_and_ratio(
+    explorer: Explorer, api: httpx.Client, screenshots_dir: Path
+) -> None:
     explorer.open()
     a = explorer.run_preset(0)
     b = explorer.run_preset(1)
@@ -91,13 +97,13 @@ def test_compare_two_presets_shared_scale_and_ratio(explorer: Explorer, api: htt
         ".map(d => [d.data[0].zmin, d.data[0].zmax])"
     )
     assert len(scales) == 2 and scales[0] == scales[1], "side by side must share one colour scale"
-    explorer.shot("compare")
+    explorer.shot("compare", screenshots_dir)
     explorer.page.check("input[name=view][value=ratio]")
     explorer.page.wait_for_selector("#heatmaps .plot.ratio")
     explorer.wait_columns(0, timeout=20)
     ratio = explorer.page.evaluate("document.querySelector('#heatmaps .plot.ratio').data[0]")
     assert ratio["zmid"] == 0 and "log10 B − log10 A" in ratio["colorbar"]["title"]["text"]
-    explorer.shot("ratio")
+    explorer.shot("ratio", screenshots_dir)
 
 
 def test_share_link_round_trips(
@@ -146,7 +152,9 @@ def test_cancel_stops_the_run(explorer: Explorer, api: httpx.Client) -> None:
     assert api.get(f"/api/runs/{run_id}").status_code == 404
 
 
-def test_bad_form_value_shows_error_next_to_field(explorer: Explorer, console: Console) -> None:
+def test_bad_form_value_shows_error_next_to_field(
+    explorer: Explorer, console: Console, screenshots_dir: Path
+) -> None:
     console.allowed.append("422")  # the browser logs the rejected POST itself
     explorer.open()
     explorer.set_field("model.depth", "500")
@@ -155,7 +163,7 @@ def test_bad_form_value_shows_error_next_to_field(explorer: Explorer, console: C
     error.wait_for(state="visible")
     assert "200" in error.inner_text()  # the server's bound, next to the field
     assert explorer.page.get_attribute("#f-model-depth", "aria-invalid") == "true"
-    explorer.shot("form-error")
+    explorer.shot("form-error", screenshots_dir)
     # A cross-field error has no single field in its loc: shown at the top, the field marked.
     explorer.set_field("model.depth", "4")
     explorer.set_field("model.residual_every", "9")
@@ -167,7 +175,9 @@ def test_bad_form_value_shows_error_next_to_field(explorer: Explorer, console: C
     assert explorer.selected() == []
 
 
-def test_divergence_is_marked_and_named(explorer: Explorer, api: httpx.Client) -> None:
+def test_divergence_is_marked_and_named(
+    explorer: Explorer, api: httpx.Client, screenshots_dir: Path
+) -> None:
     explorer.open()
     run_id = start_from_form(
         explorer,
@@ -175,8 +185,8 @@ def test_divergence_is_marked_and_named(explorer: Explorer, api: httpx.Client) -
             "model.depth": "6",
             "model.width": "16",
             "model.init": "normal",
-            "model.init_std": "3",
-            "training.lr": "5",
+            "model.init_std": "0.6",
+            "training.lr": "0.3",
             "training.steps": "200",
             "training.batch_size": "32",
         },
@@ -186,20 +196,4 @@ def test_divergence_is_marked_and_named(explorer: Explorer, api: httpx.Client) -
     divergence = api.get(f"/api/runs/{run_id}").json()["divergence"]
     expected = f"went non-finite at step {divergence['step']}"
     assert expected in banner.inner_text()
-    explorer.shot("diverged")
-
-
-def test_screenshot_tour(explorer: Explorer, api: httpx.Client, screenshots_dir: Path) -> None:
-    """`make screenshots`: the views a README shows, written to --screenshots-dir."""
-    explorer.open()
-    explorer.run_preset(0)
-    explorer.wait_columns(20, timeout=30)
-    explorer.shot("explorer", screenshots_dir)
-    explorer.run_preset(1)
-    explorer.wait_columns(20, timeout=30)
-    explorer.page.check("input[name=view][value=compare]")
-    explorer.wait_columns(20, nth=1, timeout=30)
-    explorer.shot("compare", screenshots_dir)
-    explorer.page.check("input[name=view][value=ratio]")
-    explorer.wait_columns(20, timeout=30)
-    explorer.shot("ratio", screenshots_dir)
+    explorer.shot("diverged", screenshots_dir)
