@@ -116,3 +116,15 @@ def test_render_report_shows_nulls_of_a_diverged_run() -> None:
     page = render_report({}, ["block1", "readout"], records, outcome)
     assert "diverged" in page and "null" in page
     assert "NaN" not in page.replace(plotly.offline.get_plotlyjs(), "")
+
+
+def test_render_report_summary_is_readable() -> None:
+    outcome = {
+        "status": "completed",
+        "steps_done": 3,
+        "final": {"loss": 0.123456789, "val_accuracy": None},
+        "divergence": None,
+    }
+    page = render_report({}, ["readout"], [fake_record(0, 1, 1.0)], outcome)
+    assert "<th>status</th><td>completed</td>" in page
+    assert "<td>loss 0.1235, val_accuracy -</td>" in page

@@ -122,9 +122,18 @@ def _profile(records: Sequence[Mapping[str, Any]], layers: list[str], metric: st
     return fig
 
 
+def _plain(value: Any) -> str:
+    """A summary value for people: 4 significant digits, mappings as `key value` pairs."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {_plain(v)}" for k, v in value.items()) or "-"
+    return "-" if value is None else str(value)
+
+
 def _summary_html(config: Mapping[str, Any], outcome: Mapping[str, Any]) -> str:
     rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(json.dumps(v))}</td></tr>"
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(_plain(v))}</td></tr>"
         for k, v in outcome.items()
     )
     return (
