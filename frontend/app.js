@@ -26,12 +26,22 @@ const app = {
   runs: new Map(), // id -> RunData
   summaries: [],
   stops: new Map(), // id -> closes its event stream
-  titles: new Map(), // run id -> preset title it was started from
+  presetTitles: new Map(), // canonical config JSON -> preset title, to name runs started from one
   scheduler: new FrameScheduler(),
 };
 window.depthscope = app; // for the browser tests and the render benchmark
 
-const label = (run) => app.titles.get(run.id) ?? runLabel(run.summary);
+/** Same keys in the same order, so equal configs give equal strings. */
+function canonical(value) {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
+  if (value && typeof value === "object") {
+    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical(value[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+const summaryLabel = (summary) => app.presetTitles.get(canonical(summary.config)) ?? runLabel(summary);
+const label = (run) => summaryLabel(run.summary);
 const shownRuns = () => app.state.runs.map((id) => app.runs.get(id)).filter(Boolean);
 
 // -- state <-> URL ----------------------------------------------------------------------------
@@ -164,7 +174,7 @@ async function refreshList() {
 }
 
 // -- actions -----------------------------------------------------------------------------------
-async function startRun(config, title) {
+async function startRun(config) {
   const button = $("run");
   button.disabled = true;
   try {
@@ -175,7 +185,6 @@ async function startRun(config, title) {
       return;
     }
     app.form.clearErrors();
-    if (title) app.titles.set(r.data.id, title);
     setState({ runs: [r.data.id, ...app.state.runs.filter((id) => id !== r.data.id)].slice(0, MAX_SHOWN), step: -1 });
     refreshList();
   } finally {
@@ -219,7 +228,7 @@ function bindControls() {
   $("config-form").addEventListener("submit", (e) => {
     e.preventDefault();
     setState({ config: app.form.values() });
-    startRun(app.form.values(), null);
+    startRun(app.form.values());
   });
   $("config-form").addEventListener("change", () => setState({ config: app.form.values() }));
   $("reset").addEventListener("click", () => {
@@ -249,10 +258,11 @@ async function main() {
   if (health?.version) $("version").textContent = `v${health.version}`;
   app.form = new ConfigForm($("fields"), $("form-error"), schema);
   if (app.state.config) app.form.setConfig(app.state.config);
+  for (const p of presets) app.presetTitles.set(canonical(p.config), p.title);
   renderPresets($("presets"), presets, (p) => {
     app.form.setConfig(p.config);
     setState({ config: p.config });
-    startRun(p.config, p.title);
+    startRun(p.config);
   });
   app.heatmap = new HeatmapPanel($("heatmaps"));
   app.curves = new CurvesPanel($("curves"));
@@ -261,7 +271,7 @@ async function main() {
     (step) => setState({ step }),
   );
   app.histogram = new HistogramPanel({ div: $("histogram"), layerSelect: $("hist-layer"), kindSelect: $("hist-kind") }, (patch) => setState(patch));
-  app.runList = new RunList($("run-rows"), { onToggle: toggleRun, onCancel: cancelRun, onDelete: deleteRun });
+  app.runList = new RunList($("run-rows"), { onToggle: toggleRun, onCancel: cancelRun, onDelete: deleteRun }, summaryLabel);
   renderGuide($("guide"));
   bindControls();
   setState({});

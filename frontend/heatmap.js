@@ -29,9 +29,13 @@ class Grid {
     return this.cols.version !== this.version;
   }
 
-  /** Copy columns not drawn yet; returns how many were added. */
+  /** Copy columns not drawn yet (and a provisional last column that moved on). */
   append() {
     const { steps, cols } = this.cols;
+    if (this.x.length && steps[this.x.length - 1] !== this.x.at(-1)) {
+      this.x.pop();
+      for (const rows of [this.z, this.raw, this.mask]) for (const row of rows) row.pop();
+    }
     const start = this.x.length;
     for (let i = start; i < steps.length; i++) {
       this.x.push(steps[i]);

@@ -46,7 +46,7 @@ export class ProfilePanel {
       height: 340,
       plot_bgcolor: "#ffffff",
       margin: { l: 70, r: 10, t: 10, b: 60 },
-      xaxis: { title: { text: "layer (input → readout)" }, type: "category", gridcolor: "#eee" },
+      xaxis: { title: { text: "layer (input → readout)" }, type: "category", gridcolor: "#eee", automargin: true },
       yaxis: { title: { text: yTitle }, type: info.scale === "linear" ? "linear" : "log", exponentformat: "power", gridcolor: "#eee" },
       legend: { orientation: "h", y: -0.3, font: { size: 11 } },
       showlegend: true,

@@ -13,6 +13,7 @@ export class Columns {
     this.stride = 1;
     this.seen = 0;
     this.lastStep = -Infinity;
+    this.tail = false; // the last column is the newest step, off the stride: the next one replaces it
     this.version = 0; // bumps when old columns change (compaction, reseed): charts redraw fully
   }
 
@@ -20,13 +21,22 @@ export class Columns {
     return this.steps.length;
   }
 
-  /** Append one step; false when it was a duplicate or skipped by the stride. */
+  /**
+   * Append one step; false for a duplicate. A step the stride would skip still replaces a
+   * provisional last column, so the newest step is always shown while old ones thin out.
+   */
   push(step, values) {
     if (step <= this.lastStep) return false;
     this.lastStep = step;
-    if (this.seen++ % this.stride !== 0) return false;
-    this.steps.push(step);
-    this.cols.push(values);
+    const onStride = this.seen++ % this.stride === 0;
+    if (this.tail) {
+      this.steps[this.steps.length - 1] = step;
+      this.cols[this.cols.length - 1] = values;
+    } else {
+      this.steps.push(step);
+      this.cols.push(values);
+    }
+    this.tail = !onStride;
     if (this.steps.length > MAX_COLUMNS) this.compact();
     return true;
   }
@@ -48,6 +58,7 @@ export class Columns {
     this.lastStep = steps[steps.length - 1];
     this.stride = 1;
     this.seen = 0;
+    this.tail = false;
     this.version++;
     return true;
   }

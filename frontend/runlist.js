@@ -25,10 +25,11 @@ function button(text, label, onClick) {
 }
 
 export class RunList {
-  /** handlers: {onToggle(id, shown), onCancel(id), onDelete(id)} */
-  constructor(tbody, handlers) {
+  /** handlers: {onToggle(id, shown), onCancel(id), onDelete(id)}; label(summary) names a run. */
+  constructor(tbody, handlers, label = runLabel) {
     this.tbody = tbody;
     this.handlers = handlers;
+    this.label = label;
   }
 
   render(summaries, selected) {
@@ -52,7 +53,7 @@ export class RunList {
     const box = Object.assign(document.createElement("input"), { type: "checkbox", checked: position >= 0, id: `show-${s.id}` });
     box.dataset.focusKey = `show-${s.id}`;
     box.addEventListener("change", () => this.handlers.onToggle(s.id, box.checked));
-    const name = Object.assign(document.createElement("label"), { htmlFor: box.id, textContent: runLabel(s) });
+    const name = Object.assign(document.createElement("label"), { htmlFor: box.id, textContent: this.label(s) });
     name.title = `run ${s.id}`;
     const tag = position >= 0 ? Object.assign(document.createElement("span"), { className: "tag", textContent: "AB".charAt(position) || `#${position + 1}` }) : "";
     const status = Object.assign(document.createElement("span"), { className: `status ${s.status}`, textContent: s.status });
@@ -61,12 +62,12 @@ export class RunList {
     const actions = document.createElement("td");
     actions.className = "actions";
     if (!isTerminal(s.status)) {
-      const cancel = button("Cancel", `cancel run ${runLabel(s)}`, () => this.handlers.onCancel(s.id));
+      const cancel = button("Cancel", `cancel run ${this.label(s)}`, () => this.handlers.onCancel(s.id));
       cancel.dataset.focusKey = `cancel-${s.id}`;
       cancel.className = "cancel";
       actions.append(cancel);
     }
-    const del = button("Delete", `delete run ${runLabel(s)}`, () => this.handlers.onDelete(s.id));
+    const del = button("Delete", `delete run ${this.label(s)}`, () => this.handlers.onDelete(s.id));
     del.className = "delete";
     del.dataset.focusKey = `delete-${s.id}`;
     const csv = Object.assign(document.createElement("a"), { href: api.exportUrl(s.id, "csv"), textContent: "CSV", download: "" });
