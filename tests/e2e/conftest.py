@@ -151,3 +151,16 @@ def screenshots_dir(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture
 def explorer(page: Any, server_url: str) -> Explorer:
     return Explorer(page, server_url, ARTIFACTS)
+
+
+@pytest.fixture(scope="module")
+def modules(browser: Any, server_url: str) -> Iterator[Any]:
+    """One page on the server's origin for unit tests of the ES modules (import('/state.js'))."""
+    context = browser.new_context()
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(f"{server_url}/api/health")
+    yield pg
+    context.close()
+    assert errors == []

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import itertools
-
-from e2e_helpers import Explorer
+from typing import Any
 
 COLUMNS = """async (n) => {
   const m = await import('/rundata.js');
@@ -17,10 +16,9 @@ COLUMNS = """async (n) => {
 }"""
 
 
-def test_columns_stay_bounded_and_keep_latest(explorer: Explorer) -> None:
-    explorer.open()
+def test_columns_stay_bounded_and_keep_latest(modules: Any) -> None:
     n = 10_000
-    got = explorer.page.evaluate(COLUMNS, n)
+    got = modules.evaluate(COLUMNS, n)
     steps = got["steps"]
     assert len(steps) <= got["max"]
     assert steps[-1] == n - 1 and steps == sorted(set(steps))
@@ -35,9 +33,8 @@ def test_columns_stay_bounded_and_keep_latest(explorer: Explorer) -> None:
         assert index == expected, probe
 
 
-def test_columns_seed_only_when_ahead(explorer: Explorer) -> None:
-    explorer.open()
-    got = explorer.page.evaluate(
+def test_columns_seed_only_when_ahead(modules: Any) -> None:
+    got = modules.evaluate(
         """async () => {
           const m = await import('/rundata.js');
           const c = new m.Columns();
@@ -54,9 +51,8 @@ def test_columns_seed_only_when_ahead(explorer: Explorer) -> None:
     assert got["steps"] == [0, 4, 8, 9] and got["cols"] == [[1], [2], [3], [4]]
 
 
-def test_rundata_names_first_non_finite_cell(explorer: Explorer) -> None:
-    explorer.open()
-    got = explorer.page.evaluate(
+def test_rundata_names_first_non_finite_cell(modules: Any) -> None:
+    got = modules.evaluate(
         """async () => {
           const m = await import('/rundata.js');
           const layers = ['block1', 'block2', 'readout'];
