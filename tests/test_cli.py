@@ -356,7 +356,7 @@ def test_runs_unreachable_server_exits_1(capsys: pytest.CaptureFixture[str]) -> 
 def wait_for_run(url: str, run_id: str, seconds: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        summary: dict[str, Any] = httpx.get(f"{url}/api/runs/{run_id}").json()
+        summary: dict[str, Any] = httpx.get(f"{url}/api/runs/{run_id}", timeout=30).json()
         if summary["status"] not in ("queued", "running"):
             return summary
         time.sleep(0.2)
@@ -367,7 +367,7 @@ def wait_for_run(url: str, run_id: str, seconds: float = 60) -> dict[str, Any]:
 def test_runs_and_export_against_live_server(
     live_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    created = httpx.post(f"{live_server}/api/runs", json=SMALL)
+    created = httpx.post(f"{live_server}/api/runs", json=SMALL, timeout=60)
     assert created.status_code == 201
     run_id = created.json()["id"]
     assert wait_for_run(live_server, run_id)["status"] == "completed"
