@@ -33,8 +33,9 @@ cleanup() {
         [[ $status -ne 0 ]] && docker logs --tail 40 "$NAME" 2>&1 | sed 's/^/  container: /' >&2
         docker rm -f "$NAME" >/dev/null 2>&1
         docker volume rm "$VOLUME" >/dev/null 2>&1
-        # Images an earlier build left untagged; the current image and its cache stay.
-        docker image prune -f >/dev/null 2>&1
+        # In our own daemon's store only: images an earlier build left untagged (the current
+        # image and its build cache stay).
+        [[ -n "$DOCKERD_PID" ]] && docker image prune -f >/dev/null 2>&1
     fi
     rm -rf "$EXTRA/pip.conf" "$EXTRA/ca-bundle.crt" "$EXTRA/wheels"
     if [[ -n "$DOCKERD_PID" ]]; then
