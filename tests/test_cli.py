@@ -388,3 +388,11 @@ def test_runs_and_export_against_live_server(
         == 0
     )
     assert len(csv_out.read_text().splitlines()) == 1 + 15 * 4  # header + steps × layers
+
+
+def test_run_output_in_missing_directory_exits_2_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "no" / "such" / "report.html"
+    assert main(["run", str(write_config(tmp_path, SMALL)), "--out", str(out)]) == EXIT_USAGE
+    assert f"no directory {out.parent}" in capsys.readouterr().err

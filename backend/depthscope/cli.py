@@ -141,23 +141,15 @@ class Progress:
             self.stream.flush()
 
 
-def run_command(args: argparse.Namespace) -> int:
-    from depthscope import report  # plotly: imported only by the command that may need it
-
-    base = load_preset(args.preset) if args.preset else load_config_file(args.config)
-    config = validate(apply_overrides(base, args.set or []))
-    try:
-        trainer = Trainer(config)
-    except DeviceUnavailableError as error:
-        raise CliError(str(error)) from error
-
+def train_with_progress(trainer: Trainer) -> tuple[list[dict[str, Any]], RunResult]:
+    """Every record (wire form) and the outcome; Ctrl-C ends the run after the current step."""
     stop = {"requested": False}
 
     def on_interrupt(_signum: int, _frame: FrameType | None) -> None:
-        stop["requested"] = True  # finish the step, keep the records, still write the outputs
+        stop["requested"] = True  # keep the records so far, still write the outputs
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
-    progress = Progress(config.training.steps, sys.stderr)
+    progress = Progress(trainer.config.training.steps, sys.stderr)
     records: list[dict[str, Any]] = []
     gen = trainer.records(lambda: stop["requested"])
     try:
@@ -174,6 +166,22 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         signal.signal(signal.SIGINT, previous)
+    return records, result
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from depthscope import report  # plotly: imported only by the command that may need it
+
+    for path in (args.out, args.json):  # fail before training, not after
+        if path is not None and not path.parent.is_dir():
+            raise CliError(f"cannot write {path}: no directory {path.parent}", EXIT_USAGE)
+    base = load_preset(args.preset) if args.preset else load_config_file(args.config)
+    config = validate(apply_overrides(base, args.set or []))
+    try:
+        trainer = Trainer(config)
+    except DeviceUnavailableError as error:
+        raise CliError(str(error)) from error
+    records, result = train_with_progress(trainer)
 
     outcome = {
         "status": result.status,
@@ -182,14 +190,17 @@ def run_command(args: argparse.Namespace) -> int:
         "divergence": result.divergence.to_wire() if result.divergence else None,
     }
     document = {"config": config.model_dump(), "layers": trainer.layer_names, **outcome}
-    if args.json:
-        text = json.dumps({**document, "records": records}, allow_nan=False)
-        args.json.write_text(text + "\n", encoding="utf-8")
-    if args.out:
-        title = f"depthscope: {args.preset or args.config.name}"
-        report.write_report(
-            args.out, config.model_dump(), trainer.layer_names, records, outcome, title
-        )
+    try:
+        if args.json:
+            text = json.dumps({**document, "records": records}, allow_nan=False)
+            args.json.write_text(text + "\n", encoding="utf-8")
+        if args.out:
+            title = f"depthscope: {args.preset or args.config.name}"
+            report.write_report(
+                args.out, config.model_dump(), trainer.layer_names, records, outcome, title
+            )
+    except OSError as error:
+        raise CliError(f"cannot write {error.filename}: {error.strerror}") from error
     return finish_message(result)
 
 
@@ -198,7 +209,9 @@ def finish_message(result: RunResult) -> int:
     if result.status == "completed":
         acc = final.get("val_accuracy")
         tail = f", held-out accuracy {acc:.3f}" if isinstance(acc, float) else ""
-        print(f"completed {result.steps_done} steps: loss {final.get('loss')}{tail}")
+        loss = final.get("loss")
+        shown = f"{loss:.4g}" if isinstance(loss, float) else "n/a"
+        print(f"completed {result.steps_done} steps: loss {shown}{tail}")
         return EXIT_OK
     if result.status == "diverged":
         where = result.divergence.describe() if result.divergence else "non-finite values"
