@@ -8,22 +8,22 @@ and all the numbers of a step leave the device in ONE transfer (`.tolist()` of o
 
 Lifecycle of a recorded step, driven by the trainer:
     probe.attach()          before the forward pass: the model starts filling `Taps`
-    probe.after_forward()   hooks that keep the gradient of every block output (dL/dh_l)
+    probe.backward(loss)    instead of loss.backward(): also keeps dL/dh_l and dL/dlogits
     probe.before_update()   after backward, before clipping: grad norms, a copy of the weights
     probe.finish(...)       after the optimizer step: one transfer, returns the StepRecord
 All statistics describe the weights the step's forward pass used (before the update).
-The probe owns its hooks and drops them after each step and when closed (a context manager).
+The probe drops what it holds after each step and when closed (it is a context manager).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import partial
 from types import TracebackType
 
 import torch
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 
 from depthscope.layers import ACTIVATIONS
 from depthscope.model import DeepNet, Taps
@@ -31,6 +31,18 @@ from depthscope.records import HISTOGRAM_KINDS, METRICS, Histogram, StepRecord, 
 from depthscope.stats import TINY, Buffers, ShapeGroups, histograms, moments_
 
 HISTOGRAM_BINS = 32
+# The order step_tensors assembles the metric rows in; METRICS is the order they leave in.
+BUILT = (
+    "grad_norm",
+    "weight_norm",
+    "grad_to_weight",
+    "update_ratio",
+    "act_grad_norm",
+    *METRICS[5:],
+)
+# Per-layer gradients at least this large are copied out by hooks rather than held: glibc's
+# default threshold for serving an allocation by mmap, where heap growth starts to cost.
+HOOK_BYTES = 128 * 1024
 
 
 class Probe:
@@ -50,9 +62,10 @@ class Probe:
         self.activation = ACTIVATIONS[model.activation]
         self.taps: Taps | None = None
         self.grads: list[Tensor | None] = []  # dL/dh_l per hidden block, then dL/dlogits
-        self.handles: list[RemovableHandle] = []
         self._previous: list[Tensor] = []  # the weights before the update, stacked by shape
         self._before: Tensor | None = None  # [grad_norm, weight_norm] per layer
+        self._hooked: Tensor | None = None  # dL/dh_l as the backward hooks copied it
+        self._metric_order = torch.tensor([BUILT.index(m) for m in METRICS], device=device)
 
     @property
     def layer_names(self) -> list[str]:
@@ -63,18 +76,37 @@ class Probe:
         self.taps = Taps()
         self.model.taps = self.taps
 
-    def after_forward(self) -> None:
-        """Hook every block output and the logits. A hook keeps a reference to the gradient
-        (`retain_grad` would clone it); holding it also stops autograd from accumulating into
-        that tensor in place, so it stays as it was."""
+    def backward(self, loss: Tensor) -> None:
+        """Backpropagate `loss` as `loss.backward()` would, keeping dL/dh_l and dL/dlogits too.
+
+        Small layers: one autograd call returns the parameters' gradients and the block
+        outputs' together (no per-layer Python hooks, no `retain_grad` clones). Large layers:
+        holding every dL/dh_l until the step ends makes the heap grow and shrink each step
+        (a page fault per 4 KiB), so a hook copies each one into the probe's own buffer and
+        lets autograd free it as usual."""
         taps = self._require_taps()
         assert taps.logits is not None
         outputs = [*taps.h, taps.logits]
         self.grads = [None] * len(outputs)
-        self.handles = [
-            t.register_hook(partial(self._keep, i))  # type: ignore[no-untyped-call]
-            for i, t in enumerate(outputs)
-        ]
+        if taps.h[0].numel() * taps.h[0].element_size() >= HOOK_BYTES:
+            rows = self.scratch.get("g", (len(taps.h), *taps.h[0].shape), taps.h[0]).unbind(0)
+            hooks = [partial(_copy_into, row) for row in rows] + [partial(self._keep, -1)]
+            handles = [
+                t.register_hook(hook)  # type: ignore[no-untyped-call]
+                for t, hook in zip(outputs, hooks, strict=True)
+            ]
+            try:
+                loss.backward()  # type: ignore[no-untyped-call]
+            finally:
+                for handle in handles:
+                    handle.remove()
+            self.grads[:-1] = rows
+            self._hooked = self.scratch.store["g"].view(len(rows), -1)
+            return
+        grads = torch.autograd.grad(loss, [*outputs, *self.params], allow_unused=True)
+        self.grads = list(grads[: len(outputs)])
+        for p, g in zip(self.params, grads[len(outputs) :], strict=True):
+            p.grad = g if p.grad is None or g is None else p.grad + g
 
     def _keep(self, index: int, grad: Tensor) -> None:
         self.grads[index] = grad
@@ -92,9 +124,7 @@ class Probe:
         return total
 
     def detach(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles, self.grads, self._previous = [], [], []
+        self.grads, self._previous, self._hooked = [], [], None
         self.model.taps = None
         self.taps = None
 
@@ -127,8 +157,8 @@ class Probe:
         z = self.scratch.cat("z", taps.z)
         u = z if taps.u[0] is taps.z[0] else self.scratch.cat("u", taps.u)
         h = u if taps.h[0] is taps.u[0] else self.scratch.cat("h", taps.h)
-        g = self.scratch.cat("g", grads[:-1])
-        return z, u, h, g, taps.logits.detach().reshape(1, -1), grads[-1].reshape(1, -1)
+        g = self._hooked if self._hooked is not None else self.scratch.cat("g", grads[:-1])
+        return z, u, h, g, taps.logits.reshape(1, -1), grads[-1].reshape(1, -1)
 
     @torch.no_grad()
     def step_tensors(self, with_histograms: bool) -> list[Tensor]:
@@ -142,28 +172,21 @@ class Probe:
         saturation, dead = self._saturation_and_dead(u)
         pre_mean, pre_std = moments_(z)
         act_mean, act_std = (pre_mean, pre_std) if h is z else moments_(h)
-        out_mean, out_std = moments_(logits.clone())
-        grad_norm, weight_norm = self._before
+        hidden = [torch.linalg.vector_norm(g, dim=1), act_mean, act_std, pre_mean, pre_std]
+        out_std, out_mean = torch.std_mean(logits, correction=0)
+        zero = out_mean.new_zeros(())  # the readout is linear: never saturated or dead
+        out = [torch.linalg.vector_norm(dlogits), out_mean, out_std, out_mean, out_std, zero, zero]
+        activation_side = torch.cat(
+            [torch.stack([*hidden, saturation, dead]), torch.stack(out).unsqueeze(1)], dim=1
+        )
         now = self.weight_groups.stack("now", self.weights)
-        delta = [n.sub_(p) for n, p in zip(now, self._previous, strict=True)]
-        safe_w = weight_norm.clamp_min(TINY)
-        zero = saturation.new_zeros(1)  # the readout is linear: never saturated or dead
-        by_name = {
-            "grad_norm": grad_norm,
-            "act_grad_norm": torch.cat(
-                [torch.linalg.vector_norm(g, dim=1), torch.linalg.vector_norm(dlogits, dim=1)]
-            ),
-            "grad_to_weight": grad_norm / safe_w,
-            "update_ratio": self.weight_groups.norms(delta) / safe_w,
-            "weight_norm": weight_norm,
-            "act_mean": torch.cat([act_mean, out_mean]),
-            "act_std": torch.cat([act_std, out_std]),
-            "preact_mean": torch.cat([pre_mean, out_mean]),
-            "preact_std": torch.cat([pre_std, out_std]),
-            "saturation": torch.cat([saturation, zero]),
-            "dead": torch.cat([dead, zero]),
-        }
-        metrics = torch.cat([by_name[m].float() for m in METRICS])
+        delta = self.weight_groups.norms(
+            [n.sub_(p) for n, p in zip(now, self._previous, strict=True)]
+        )
+        grad_norm, weight_norm = self._before
+        ratios = torch.stack([grad_norm, delta]) / weight_norm.clamp_min(TINY)
+        rows = torch.cat([self._before, ratios, activation_side])  # in BUILT order
+        metrics = rows.index_select(0, self._metric_order.to(rows.device)).flatten()
         return [metrics, *parts]
 
     def _saturation_and_dead(self, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -189,6 +212,7 @@ class Probe:
         return [torch.cat([r[k].flatten() for r in results]).float() for k in range(3)]
 
     # -- one transfer ----------------------------------------------------------------------
+    @torch.no_grad()
     def finish(
         self,
         step: int,
@@ -198,7 +222,7 @@ class Probe:
         """Build the step's record. `scalars` are 0-d tensors: loss, accuracy (NaN for
         regression), total grad norm, clipped (0/1)."""
         try:
-            parts = [torch.stack([s.detach().float().reshape(()) for s in scalars])]
+            parts = [torch.stack([s.float() for s in scalars])]
             parts += self.step_tensors(with_histograms)
             flat: list[float] = torch.cat(parts).tolist()  # the one host transfer
         finally:
@@ -210,8 +234,11 @@ class Probe:
         loss, accuracy, total, clipped = flat[:4]
         pos = 4
         layers: dict[str, list[float | None]] = {}
+        end = pos + len(METRICS) * n_layers
+        clean = all(map(math.isfinite, flat[pos:end]))  # the usual case: no per-value check
         for metric in METRICS:
-            layers[metric] = [finite(v) for v in flat[pos : pos + n_layers]]
+            values: list[float | None] = flat[pos : pos + n_layers]  # type: ignore[assignment]
+            layers[metric] = values if clean else [finite(v) for v in flat[pos : pos + n_layers]]
             pos += n_layers
         hists = None
         if with_histograms:
@@ -238,3 +265,7 @@ class Probe:
             layers=layers,
             histograms=hists,
         )
+
+
+def _copy_into(row: Tensor, grad: Tensor) -> None:
+    row.copy_(grad)

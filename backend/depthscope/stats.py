@@ -17,7 +17,8 @@ TINY = 1e-30
 
 
 class Buffers:
-    """Scratch tensors kept from step to step, by name. Contents are undefined on return."""
+    """Scratch tensors kept from step to step, by name. Contents are undefined on return.
+    Call under `torch.no_grad()`: `out=` does not take tensors that require grad."""
 
     def __init__(self) -> None:
         self.store: dict[str, Tensor] = {}
@@ -41,14 +42,14 @@ class Buffers:
         """Per-layer tensors of one shape, concatenated into [layers, numel] in buffer `name`."""
         first = tensors[0]
         out = self.get(name, (len(tensors) * first.shape[0], *first.shape[1:]), first)
-        torch.cat([t.detach() for t in tensors], out=out)
+        torch.cat(list(tensors), out=out)
         return out.view(len(tensors), -1)
 
     def stack(self, name: str, tensors: Sequence[Tensor]) -> Tensor:
         """Tensors of one shape stacked into [members, numel] in buffer `name`."""
         first = tensors[0]
         out = self.get(name, (len(tensors), *first.shape), first)
-        torch.stack([t.detach() for t in tensors], out=out)
+        torch.stack(list(tensors), out=out)
         return out.view(len(tensors), -1)
 
 
@@ -58,7 +59,7 @@ def moments_(x: Tensor) -> tuple[Tensor, Tensor]:
     The std is the norm of values centred on their exact mean: a deep sigmoid net's activations
     collapse to a near-constant, where E[x²] − E[x]² in float32 would return noise."""
     n = x.shape[1]
-    mean = x.sum(1, keepdim=True) / n
+    mean = x.mean(1, keepdim=True)
     x.sub_(mean)
     return mean.squeeze(1), torch.linalg.vector_norm(x, dim=1) / math.sqrt(n)
 

@@ -121,8 +121,9 @@ class Trainer:
         if not record and not math.isfinite(loss.item()):
             return self._step(step, idx, record=True, histograms=False, evaluate=False)
         if record:
-            self.probe.after_forward()
-        loss.backward()  # type: ignore[no-untyped-call]
+            self.probe.backward(loss)
+        else:
+            loss.backward()  # type: ignore[no-untyped-call]
         total = self.probe.before_update() if record else None
         clipped = self._clip(record)
         self.optimizer.step()
