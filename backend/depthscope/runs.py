@@ -33,7 +33,8 @@ class QueueFullError(Exception):
 
 def _context() -> ForkServerContext:
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["depthscope.trainer"])
+    # torch.optim imports torch._dynamo on first use: seconds that every run would pay again.
+    ctx.set_forkserver_preload(["depthscope.worker", "torch._dynamo"])
     return ctx
 
 

@@ -7,6 +7,7 @@ marks the run failed from the exit code.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from pathlib import Path
@@ -54,7 +55,13 @@ class RecordWriter:
 def train_into(store: RunStore, run_id: str, config: RunConfig, stop: StopFlag) -> RunResult:
     """Train `config`, committing its records as they come; returns the trainer's result."""
     writer = RecordWriter(store, run_id)
-    generator = Trainer(config).records(stop.is_set)
+    parent = os.getppid()
+
+    def should_stop() -> bool:
+        # An orphan (the server was killed) stops too, so it never writes past a restart.
+        return stop.is_set() or os.getppid() != parent
+
+    generator = Trainer(config).records(should_stop)
     try:
         while True:
             try:
