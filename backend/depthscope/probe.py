@@ -155,8 +155,8 @@ class Probe:
             for g, t in zip(self.grads, [*taps.h, taps.logits], strict=True)
         ]
         z = self.scratch.cat("z", taps.z)
-        u = z if taps.u[0] is taps.z[0] else self.scratch.cat("u", taps.u)
-        h = u if taps.h[0] is taps.u[0] else self.scratch.cat("h", taps.h)
+        u = z if _same(taps.u, taps.z) else self.scratch.cat("u", taps.u)
+        h = u if _same(taps.h, taps.u) else self.scratch.cat("h", taps.h)
         g = self._hooked if self._hooked is not None else self.scratch.cat("g", grads[:-1])
         return z, u, h, g, taps.logits.reshape(1, -1), grads[-1].reshape(1, -1)
 
@@ -269,3 +269,9 @@ class Probe:
 
 def _copy_into(row: Tensor, grad: Tensor) -> None:
     row.copy_(grad)
+
+
+def _same(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:
+    """Whether two per-layer lists hold the very same tensors (a residual add breaks this on
+    some layers only)."""
+    return all(x is y for x, y in zip(a, b, strict=True))

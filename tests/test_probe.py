@@ -1,0 +1,274 @@
+"""Every per-layer metric against a plain-autograd reference written here, independently of
+the probe: the forward pass by hand, dL/dh and dL/dW from torch.autograd.grad, f'(u) from
+autograd, ΔW from a copy of the network stepped by a fresh torch optimizer."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from depthscope import METRICS, RunConfig, StepRecord
+from depthscope.layers import ACTIVATIONS
+from depthscope.model import DeepNet
+from depthscope.trainer import Trainer
+
+# 20 samples leave 16 for training, so a batch of 16 is the whole training split: the
+# probe's batch is a permutation of it, and every statistic here is permutation-invariant.
+TINY_DATA = {"n_samples": 20, "input_dim": 3}
+BATCH = 16
+NORMS = [
+    ("none", "pre_activation"),
+    ("batchnorm", "pre_activation"),
+    ("batchnorm", "post_activation"),
+    ("layernorm", "pre_activation"),
+    ("layernorm", "post_activation"),
+]
+REFERENCE_OPTIMIZERS = {
+    "sgd": lambda p, lr: torch.optim.SGD(p, lr=lr),
+    "momentum": lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9),
+    "adam": lambda p, lr: torch.optim.Adam(p, lr=lr),
+    "rmsprop": lambda p, lr: torch.optim.RMSprop(p, lr=lr),
+}
+TORCH_ACTIVATIONS = {
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "leaky_relu": lambda u: functional.leaky_relu(u, 0.01),
+    "elu": functional.elu,
+    "gelu": functional.gelu,
+    "selu": functional.selu,
+    "silu": functional.silu,
+    "linear": lambda u: u,
+}
+
+
+def tiny_config(**model: Any) -> RunConfig:
+    optimizer = model.pop("optimizer", "sgd")
+    return RunConfig.model_validate(
+        {
+            "model": {"depth": 4, "width": 8, **model},
+            "training": {"batch_size": BATCH, "steps": 2, "optimizer": optimizer, "lr": 0.1},
+            "data": TINY_DATA,
+            "recording": {"histogram_every": 1, "eval_every": 0},
+        }
+    )
+
+
+def first_record(config: RunConfig) -> tuple[StepRecord, DeepNet, Trainer]:
+    trainer = Trainer(config)
+    before = copy.deepcopy(trainer.model)
+    record = next(trainer.records())
+    return record, before, trainer
+
+
+def act_fn(name: str, block: nn.Module) -> Any:
+    if name == "prelu":
+        weight = block.act.weight
+        return lambda u: functional.prelu(u, weight)
+    return TORCH_ACTIVATIONS[name]
+
+
+def manual_forward(net: DeepNet, x: Tensor, activation: str, k: int) -> dict[str, Any]:
+    """The network by hand: z = Wx + b, u = norm(z) or z, h = act(u) [then norm], with a skip
+    around every k blocks starting after block 1."""
+    zs, us, hs = [], [], []
+    skip = None
+    for i, block in enumerate(net.blocks, start=1):
+        z = functional.linear(x, block.linear.weight, block.linear.bias)
+        u = block.pre_norm(z)
+        h = block.post_norm(act_fn(activation, block)(u))
+        if k and (i - 1) % k == 0:
+            if skip is not None:
+                h = h + skip
+            skip = h
+        zs.append(z)
+        us.append(u)
+        hs.append(h)
+        x = h
+    logits = functional.linear(x, net.readout.weight, net.readout.bias)
+    return {"z": zs, "u": us, "h": hs, "logits": logits}
+
+
+def derivative_by_autograd(activation: str, block: nn.Module, u: Tensor) -> Tensor:
+    u = u.detach().clone().requires_grad_(True)
+    (d,) = torch.autograd.grad(act_fn(activation, block)(u).sum(), u)
+    return d.detach()
+
+
+def max_derivative(activation: str, block: nn.Module) -> float:
+    if activation == "prelu":  # 1 above zero, the learned slope below
+        return max(1.0, abs(float(block.act.weight)))
+    return _grid_max(activation)
+
+
+@functools.cache
+def _grid_max(activation: str) -> float:
+    grid = torch.linspace(-10, 10, 400_001)
+    return float(derivative_by_autograd(activation, nn.Identity(), grid).abs().max())
+
+
+def reference(config: RunConfig, net: DeepNet, trainer: Trainer) -> dict[str, list[float]]:
+    """The 11 metrics of step 0, from the network as it was before the step."""
+    m = config.model
+    x, y = trainer.data.x_train, trainer.data.y_train
+    net = copy.deepcopy(net)
+    net.train()
+    fwd = manual_forward(net, x, m.activation, m.residual_every)
+    loss = functional.cross_entropy(fwd["logits"], y)
+    weights = [b.linear.weight for b in net.blocks] + [net.readout.weight]
+    params = list(net.parameters())
+    outputs = [*fwd["h"], fwd["logits"]]
+    grads = torch.autograd.grad(loss, outputs + params)
+    act_grads, param_grads = grads[: len(outputs)], grads[len(outputs) :]
+    weight_grads = [param_grads[[id(p) for p in params].index(id(w))] for w in weights]
+    before = [w.detach().clone() for w in weights]
+    optimizer = REFERENCE_OPTIMIZERS[config.training.optimizer](params, config.training.lr)
+    for p, g in zip(params, param_grads, strict=True):
+        p.grad = g
+    optimizer.step()
+
+    def std(t: Tensor) -> float:
+        return float(t.detach().double().std(unbiased=False))
+
+    out: dict[str, list[float]] = {name: [] for name in METRICS}
+    for i, w in enumerate(before):
+        out["grad_norm"].append(float(weight_grads[i].norm()))
+        out["weight_norm"].append(float(w.norm()))
+        out["grad_to_weight"].append(float(weight_grads[i].norm() / w.norm()))
+        out["update_ratio"].append(float((weights[i].detach() - w).norm() / w.norm()))
+        out["act_grad_norm"].append(float(act_grads[i].norm()))
+    for block, z, u, h in zip(net.blocks, fwd["z"], fwd["u"], fwd["h"], strict=True):
+        out["act_mean"].append(float(h.detach().double().mean()))
+        out["act_std"].append(std(h))
+        out["preact_mean"].append(float(z.detach().double().mean()))
+        out["preact_std"].append(std(z))
+        d = derivative_by_autograd(m.activation, block, u)
+        top = max_derivative(m.activation, block)
+        out["saturation"].append(float((d.abs() < 0.05 * top).double().mean()))
+        out["dead"].append(float((d == 0).all(0).double().mean()))
+    logits = fwd["logits"]
+    for name in ("act_mean", "preact_mean"):
+        out[name].append(float(logits.detach().double().mean()))
+    for name in ("act_std", "preact_std"):
+        out[name].append(std(logits))
+    out["saturation"].append(0.0)
+    out["dead"].append(0.0)
+    return out
+
+
+def assert_metrics_match(record: StepRecord, expected: dict[str, list[float]]) -> None:
+    for name in METRICS:
+        got = record.layers[name]
+        assert None not in got, name
+        if name in ("saturation", "dead"):  # fractions of whole counts: exact
+            assert got == pytest.approx(expected[name], abs=1e-6), name
+        else:
+            assert got == pytest.approx(expected[name], rel=2e-4, abs=2e-6), name
+
+
+@pytest.mark.parametrize(("norm", "position"), NORMS)
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_probe_metrics_match_autograd_reference(activation: str, norm: str, position: str) -> None:
+    config = tiny_config(activation=activation, norm=norm, norm_position=position)
+    record, net, trainer = first_record(config)
+    assert_metrics_match(record, reference(config, net, trainer))
+
+
+@pytest.mark.parametrize("residual_every", [1, 2])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "linear"])
+def test_probe_metrics_match_reference_with_residual(activation: str, residual_every: int) -> None:
+    config = tiny_config(activation=activation, residual_every=residual_every)
+    record, net, trainer = first_record(config)
+    assert_metrics_match(record, reference(config, net, trainer))
+
+
+@pytest.mark.parametrize("norm", ["none", "layernorm"])
+def test_probe_metrics_match_reference_without_bias(norm: str) -> None:
+    config = tiny_config(activation="elu", bias=False, norm=norm)
+    record, net, trainer = first_record(config)
+    assert_metrics_match(record, reference(config, net, trainer))
+
+
+@pytest.mark.parametrize("optimizer", list(REFERENCE_OPTIMIZERS))
+def test_probe_update_ratio_matches_each_optimizer(optimizer: str) -> None:
+    config = tiny_config(activation="relu", optimizer=optimizer)
+    record, net, trainer = first_record(config)
+    expected = reference(config, net, trainer)
+    assert record.layers["update_ratio"] == pytest.approx(expected["update_ratio"], rel=2e-4)
+
+
+def test_probe_large_layers_use_hooks_and_match_reference() -> None:
+    """Blocks of at least HOOK_BYTES take the hook path for dL/dh: same numbers."""
+    config = RunConfig.model_validate(
+        {
+            "model": {"depth": 3, "width": 256, "activation": "tanh", "residual_every": 1},
+            "training": {"batch_size": 128, "steps": 2},
+            "data": {"n_samples": 160, "input_dim": 3},
+            "recording": {"histogram_every": 1, "eval_every": 0},
+        }
+    )
+    record, net, trainer = first_record(config)
+    assert_metrics_match(record, reference(config, net, trainer))
+
+
+def test_probe_dead_counts_units_inactive_for_every_sample() -> None:
+    """A ReLU net whose first block has a strongly negative bias on half its units: those
+    units are dead, the rest are not."""
+    config = tiny_config(activation="relu", depth=2)
+    trainer = Trainer(config)
+    with torch.no_grad():
+        trainer.model.blocks[0].linear.bias[:4] = -100.0
+    record = next(trainer.records())
+    assert record.layers["dead"][0] == 0.5
+
+
+@pytest.mark.parametrize("kind", ["act", "act_grad"])
+def test_probe_histograms_match_histc(kind: str) -> None:
+    config = tiny_config(activation="tanh", residual_every=1)
+    record, net, trainer = first_record(config)
+    fwd = manual_forward(copy.deepcopy(net), trainer.data.x_train, "tanh", 1)
+    loss = functional.cross_entropy(fwd["logits"], trainer.data.y_train)
+    values = [*fwd["h"], fwd["logits"]]
+    if kind == "act_grad":
+        values = list(torch.autograd.grad(loss, values))
+    assert record.histograms is not None
+    hist = record.histograms[kind]
+    for layer, v in enumerate(values):
+        v = v.detach().flatten()
+        lo, hi = float(v.min()), float(v.max())
+        assert hist.lo[layer] == pytest.approx(lo, rel=1e-6)
+        assert hist.hi[layer] == pytest.approx(hi, rel=1e-6)
+        expected = torch.histc(v, bins=32, min=lo, max=hi).long().tolist()
+        assert hist.counts[layer] == expected
+        assert sum(hist.counts[layer]) == v.numel()
+
+
+def test_probe_histograms_only_on_histogram_steps() -> None:
+    config = tiny_config().model_copy(
+        update={"recording": tiny_config().recording.model_copy(update={"histogram_every": 2})}
+    )
+    config = RunConfig.model_validate(
+        {**config.model_dump(), "training": {**config.training.model_dump(), "steps": 4}}
+    )
+    records = list(Trainer(config).records())
+    assert [r.histograms is not None for r in records] == [True, False, True, False]
+    wire = records[0].to_wire()
+    assert set(wire["histograms"]) == {"act", "act_grad"}
+    assert len(wire["histograms"]["act"]["counts"]) == config.n_layers
+    assert all(len(c) == 32 for c in wire["histograms"]["act"]["counts"])
+
+
+def test_probe_record_has_one_value_per_layer_for_every_metric() -> None:
+    config = tiny_config()
+    record = next(Trainer(config).records())
+    assert list(record.layers) == list(METRICS)
+    assert all(len(v) == config.n_layers for v in record.layers.values())
+    assert all(isinstance(v, float) for vals in record.layers.values() for v in vals)
+    assert math.isfinite(record.loss or math.nan)
