@@ -11,13 +11,12 @@ from typing import Any
 
 import pytest
 import torch
-from torch import Tensor, nn
-from torch.nn import functional
-
 from depthscope import METRICS, RunConfig, StepRecord
 from depthscope.layers import ACTIVATIONS
 from depthscope.model import DeepNet
 from depthscope.trainer import Trainer
+from torch import Tensor, nn
+from torch.nn import functional
 
 # 20 samples leave 16 for training, so a batch of 16 is the whole training split: the
 # probe's batch is a permutation of it, and every statistic here is permutation-invariant.
@@ -104,7 +103,7 @@ def derivative_by_autograd(activation: str, block: nn.Module, u: Tensor) -> Tens
 
 def max_derivative(activation: str, block: nn.Module) -> float:
     if activation == "prelu":  # 1 above zero, the learned slope below
-        return max(1.0, abs(float(block.act.weight)))
+        return max(1.0, abs(float(block.act.weight.detach())))
     return _grid_max(activation)
 
 
