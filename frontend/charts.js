@@ -2,8 +2,16 @@
 
 /* global Plotly */
 
-// Viridis: perceptually uniform and readable with the common colour-vision deficiencies.
-export const SEQUENTIAL = "Viridis";
+// Viridis (Plotly's stops): perceptually uniform and readable with the common colour-vision
+// deficiencies. Listed here because the heatmap paints its pixels itself with the same stops.
+export const VIRIDIS = [
+  [0, "#440154"], [0.0627, "#48186a"], [0.1255, "#472d7b"], [0.1882, "#424086"],
+  [0.251, "#3b528b"], [0.3137, "#33638d"], [0.3765, "#2c728e"], [0.4392, "#26828e"],
+  [0.502, "#21918c"], [0.5647, "#1fa088"], [0.6275, "#28ae80"], [0.6902, "#3fbc73"],
+  [0.7529, "#5ec962"], [0.8157, "#84d44b"], [0.8784, "#addc30"], [0.9412, "#d8e219"],
+  [1, "#fde725"],
+];
+export const SEQUENTIAL = VIRIDIS;
 // Blue-white-orange diverging scale (no red/green pair) for log ratios centred on zero.
 export const DIVERGING = [
   [0, "#2166ac"],

@@ -1,16 +1,21 @@
 /** Heatmaps of one metric over layer × step: a single run, runs side by side on one scale, or log B − log A. */
 
 /* global Plotly */
-import { CONFIG, DIVERGING, NON_FINITE, SEQUENTIAL, baseLayout } from "./charts.js";
+import { BLANK, CONFIG, DIVERGING, NON_FINITE, SEQUENTIAL, baseLayout, layerAxis } from "./charts.js";
 import { colourLabel, metricInfo, transformFor } from "./metrics.js";
+import { Painter, colourTable } from "./painter.js";
 
-/**
- * One plot's rows, grown in place. z holds colour values, raw the exact numbers for hover,
- * mask a 1 where a cell went non-finite (null after the layer held a number).
- */
+// Plotly redraws a whole heatmap trace on any change (~100 ms for 100 × 1000 cells), so the cells
+// are painted into an image here, one pixel per cell, and only new columns are painted per
+// update; Plotly draws that image under its axes, colour bar and annotations.
+const SEQUENTIAL_TABLE = colourTable(SEQUENTIAL);
+const DIVERGING_TABLE = colourTable(DIVERGING);
+
+/** One run's rows, grown in place: z colour values, raw exact numbers, mask 1 = non-finite. */
 class Grid {
   constructor(run, metric) {
     this.run = run;
+    this.layers = run.layers;
     this.cols = run.metrics[metric];
     this.version = this.cols.version;
     this.tf = transformFor(metric);
@@ -22,6 +27,7 @@ class Grid {
     this.seen = new Uint8Array(n);
     this.lo = Infinity;
     this.hi = -Infinity;
+    this.dirty = 0; // first column not painted yet
     this.append();
   }
 
@@ -36,8 +42,8 @@ class Grid {
       this.x.pop();
       for (const rows of [this.z, this.raw, this.mask]) for (const row of rows) row.pop();
     }
-    const start = this.x.length;
-    for (let i = start; i < steps.length; i++) {
+    this.dirty = Math.min(this.dirty, this.x.length);
+    for (let i = this.x.length; i < steps.length; i++) {
       this.x.push(steps[i]);
       const col = cols[i];
       for (let l = 0; l < this.z.length; l++) {
@@ -46,187 +52,236 @@ class Grid {
         this.z[l].push(t);
         this.raw[l].push(v);
         if (v !== null) this.seen[l] = 1;
-        this.mask[l].push(v === null && this.seen[l] ? 1 : null);
+        this.mask[l].push(v === null && this.seen[l] ? 1 : 0);
         if (t !== null) {
           if (t < this.lo) this.lo = t;
           if (t > this.hi) this.hi = t;
         }
       }
     }
-    return steps.length - start;
+  }
+
+  hover(l, i, metric) {
+    const v = this.raw[l][i];
+    if (this.mask[l][i]) return "non-finite (NaN or ∞)";
+    if (v === null) return `${metric}: undefined`;
+    return `${metric} = ${v.toPrecision(6)}\n${colourLabel(metric)} = ${this.z[l][i]?.toFixed(3) ?? "—"}`;
   }
 }
 
-function heatTrace(grid, metric, range) {
-  return {
-    type: "heatmap",
-    x: grid.x,
-    y: grid.run.layers,
-    z: grid.z,
-    customdata: grid.raw,
-    colorscale: SEQUENTIAL,
-    ...range,
-    colorbar: { title: { text: colourLabel(metric), side: "right" }, thickness: 14 },
-    hovertemplate: `layer %{y}<br>step %{x}<br>${metric} = %{customdata:.6g}<br>${colourLabel(metric)} = %{z:.3f}<extra></extra>`,
-    hoverongaps: false,
-  };
-}
-
-function maskTrace(grid) {
-  return {
-    type: "heatmap",
-    x: grid.x,
-    y: grid.run.layers,
-    z: grid.mask,
-    colorscale: [[0, NON_FINITE], [1, NON_FINITE]],
-    showscale: false,
-    zmin: 0,
-    zmax: 1,
-    hovertemplate: "layer %{y}<br>step %{x}<br>non-finite (NaN or ∞)<extra></extra>",
-    hoverongaps: false,
-    name: "non-finite",
-  };
+/** Outward to a quarter decade, so a slowly drifting range does not repaint every frame. */
+function roundRange(lo, hi) {
+  if (!Number.isFinite(lo) || !Number.isFinite(hi)) return [0, 1];
+  const a = Math.floor(lo * 4) / 4;
+  const b = Math.ceil(hi * 4) / 4;
+  return b > a ? [a, b] : [a, a + 0.25];
 }
 
 function heightFor(layers) {
   return Math.max(300, Math.min(640, 160 + layers * 4));
 }
 
-function layoutFor(grid, title, revision) {
-  const bad = grid.run.firstNonFinite();
-  const annotations = bad
-    ? [{
-        x: bad.step, y: bad.layer, text: `first non-finite: ${bad.layer}, step ${bad.step}`,
-        showarrow: true, arrowcolor: "#1b1f24", arrowwidth: 1.5, ax: -70, ay: -35,
-        bgcolor: "#ffffff", bordercolor: NON_FINITE, borderwidth: 2, font: { color: "#1b1f24" },
-      }]
-    : [];
-  return baseLayout({
+/** An image spanning the steps, plus two invisible traces: the data extent and the colour bar. */
+function figure({ x, layers, source, range, colourscale, barTitle, title, annotations }) {
+  const n = x.length;
+  const d = n > 1 ? (x[n - 1] - x[0]) / (n - 1) : 1;
+  const left = (x[0] ?? 0) - d / 2;
+  const span = n * d;
+  // One empty cell covering the image: heatmaps autorange without padding, so the axes fit
+  // the image exactly, and a user's zoom survives updates (uirevision).
+  const extent = {
+    type: "heatmap", z: [[0]], opacity: 0, x0: left + span / 2, dx: span, y0: (layers.length - 1) / 2,
+    dy: layers.length, showscale: false, hoverinfo: "skip",
+  };
+  const bar = {
+    // In the middle of the extent, so its markers' autorange padding stays inside it.
+    type: "scatter", mode: "markers", x: [left + span / 2, left + span / 2],
+    y: [(layers.length - 1) / 2, (layers.length - 1) / 2], hoverinfo: "skip", showlegend: false,
+    marker: {
+      size: 1, opacity: 0, color: range, cmin: range[0], cmax: range[1], colorscale: colourscale,
+      showscale: true, colorbar: { title: { text: barTitle, side: "right" }, thickness: 14 },
+    },
+  };
+  const layout = baseLayout({
     title: { text: title, font: { size: 13 }, x: 0.01 },
-    height: heightFor(grid.run.layers.length),
-    xaxis: { title: { text: "step" } },
-    yaxis: { title: { text: "layer (input at bottom)" }, type: "category" },
-    datarevision: revision,
+    height: heightFor(layers.length),
+    hovermode: false,
+    xaxis: { title: { text: "step" }, showgrid: false, zeroline: false },
+    yaxis: { ...layerAxis(layers), showgrid: false },
+    images: [{
+      source, xref: "x", yref: "y", x: left, y: layers.length - 0.5, sizex: span, sizey: layers.length,
+      xanchor: "left", yanchor: "top", sizing: "stretch", layer: "below",
+    }],
     annotations,
   });
+  return { traces: [extent, bar], layout, left, d };
 }
 
 export class HeatmapPanel {
   constructor(container) {
     this.el = container;
     this.key = null;
-    this.plots = []; // [{div, grid}]
-    this.revision = 0;
+    this.plots = []; // [{div, grid, painter, range, geometry}]
+    this.tip = Object.assign(document.createElement("div"), { className: "hm-tip", hidden: true });
+    this.tip.setAttribute("role", "status");
   }
 
-  /** Draw `runs` for the state's metric and view; incremental when only new columns arrived. */
+  /** Draw `runs` for the state's metric and view; only new columns are painted. */
   render(runs, state, label) {
     const view = state.view === "ratio" && runs.length >= 2 ? "ratio" : state.view;
     const shown = view === "single" ? runs.slice(0, 1) : runs;
-    const key = [view, state.metric, ...shown.map((r) => r.id)].join("|");
     if (!shown.length) return this.message("Run a preset or pick a run from the list to see its heatmap.");
+    const key = [view, state.metric, ...shown.map((r) => r.id)].join("|");
+    this.note = state.view === "ratio" && view !== "ratio" ? "The ratio view needs two runs: tick a second run in the list." : "";
     if (view === "ratio") return this.renderRatio(shown[0], shown[1], state.metric, label, key);
-    if (state.view === "ratio") this.note = "The ratio view needs two runs: tick a second run in the list.";
-    else this.note = "";
-    const rebuild = key !== this.key || this.plots.some((p) => p.grid.stale);
-    if (rebuild) this.build(shown, state.metric, key);
-    else for (const p of this.plots) p.grid.append();
-    this.draw(view, state.metric, label);
+    if (key !== this.key || this.plots.some((p) => p.grid.stale)) {
+      this.build(shown.length, key);
+      this.plots.forEach((p, i) => (p.grid = new Grid(shown[i], state.metric)));
+    } else for (const p of this.plots) p.grid.append();
+    this.drawRuns(view, state.metric, label);
   }
 
   message(text) {
+    for (const p of this.plots) Plotly.purge(p.div);
     this.key = null;
     this.plots = [];
     this.el.replaceChildren(Object.assign(document.createElement("p"), { className: "empty", textContent: text }));
   }
 
-  build(runs, metric, key) {
+  build(count, key) {
     for (const p of this.plots) Plotly.purge(p.div);
     this.key = key;
     this.el.replaceChildren();
-    this.el.classList.toggle("grid2", runs.length > 1);
+    this.el.classList.toggle("grid2", count > 1);
     if (this.note) this.el.append(Object.assign(document.createElement("p"), { className: "note", textContent: this.note }));
-    this.plots = runs.map((run) => {
-      const div = document.createElement("div");
-      div.className = "plot heatmap";
-      div.dataset.run = run.id;
+    this.plots = Array.from({ length: count }, () => {
+      const div = Object.assign(document.createElement("div"), { className: "plot heatmap" });
       this.el.append(div);
-      return { div, grid: new Grid(run, metric) };
+      const plot = { div, grid: null, painter: null, range: null, geometry: null };
+      div.addEventListener("mousemove", (e) => this.hover(e, plot));
+      div.addEventListener("mouseleave", () => (this.tip.hidden = true));
+      return plot;
     });
+    this.el.append(this.tip);
   }
 
-  draw(view, metric, label) {
-    this.revision++;
+  drawRuns(view, metric, label) {
     const info = metricInfo(metric);
-    let range = {};
-    if (info.scale === "linear") range = { zmin: 0, zmax: 1, zauto: false };
+    let shared = null;
+    if (info.scale === "linear") shared = [0, 1];
     else if (view === "compare") {
       // One colour scale for every run, so equal colours mean equal values across plots.
-      const lo = Math.min(...this.plots.map((p) => p.grid.lo));
-      const hi = Math.max(...this.plots.map((p) => p.grid.hi));
-      if (Number.isFinite(lo) && Number.isFinite(hi)) range = { zmin: lo, zmax: Math.max(hi, lo + 1e-6), zauto: false };
+      shared = roundRange(Math.min(...this.plots.map((p) => p.grid.lo)), Math.max(...this.plots.map((p) => p.grid.hi)));
     }
-    for (const { div, grid } of this.plots) {
-      const title = `${label(grid.run)} · ${info.name}`;
-      const traces = [heatTrace(grid, metric, range), maskTrace(grid)];
-      Plotly.react(div, traces, layoutFor(grid, title, this.revision), CONFIG);
-      div.dataset.columns = String(grid.x.length);
+    for (const plot of this.plots) {
+      const { grid } = plot;
+      const range = shared ?? roundRange(grid.lo, grid.hi);
+      if (!plot.painter || plot.range?.[0] !== range[0] || plot.range?.[1] !== range[1]) {
+        plot.painter ??= new Painter(grid.layers.length, { table: SEQUENTIAL_TABLE, blank: BLANK, bad: NON_FINITE });
+        plot.range = range;
+        grid.dirty = 0; // a new colour range repaints every column
+      }
+      for (let i = grid.dirty; i < grid.x.length; i++) {
+        plot.painter.paint(i, grid.z.map((row) => row[i]), grid.mask.map((row) => row[i]), range[0], range[1]);
+      }
+      grid.dirty = grid.x.length;
+      const bad = grid.run.firstNonFinite();
+      const badIndex = bad ? grid.layers.indexOf(bad.layer) : -1;
+      const annotations = badIndex >= 0 ? [{
+        x: bad.step, y: badIndex, text: `first non-finite: ${bad.layer}, step ${bad.step}`,
+        showarrow: true, arrowcolor: "#1b1f24", arrowwidth: 1.5, ax: -70, ay: -35,
+        bgcolor: "#ffffff", bordercolor: NON_FINITE, borderwidth: 2, font: { color: "#1b1f24" },
+      }] : [];
+      const fig = figure({
+        x: grid.x, layers: grid.layers, source: plot.painter.url(grid.x.length), range,
+        colourscale: SEQUENTIAL, barTitle: colourLabel(metric),
+        title: `${label(grid.run)} · ${metric}`, annotations,
+      });
+      this.show(plot, fig, { metric, text: (l, i) => grid.hover(l, i, metric) }, grid.x, grid.layers, range);
+      plot.div.dataset.run = grid.run.id;
     }
+  }
+
+  show(plot, fig, hover, x, layers, range) {
+    Plotly.react(plot.div, fig.traces, fig.layout, CONFIG);
+    plot.geometry = { left: fig.left, d: fig.d, x, layers, hover };
+    plot.div.dataset.columns = String(x.length);
+    plot.div.heat = { layers, columns: x.length, zmin: range[0], zmax: range[1], colourbar: fig.traces[1].marker.colorbar.title.text };
+  }
+
+  /** Our own hover: Plotly's would need a heatmap trace, which is what this module avoids. */
+  hover(event, plot) {
+    const g = plot.geometry;
+    const full = plot.div._fullLayout;
+    if (!g || !full?.xaxis?.p2d || !g.x.length) return;
+    const box = plot.div.getBoundingClientRect();
+    const px = event.clientX - box.left - full._size.l;
+    const py = event.clientY - box.top - full._size.t;
+    if (px < 0 || py < 0 || px > full._size.w || py > full._size.h) {
+      this.tip.hidden = true;
+      return;
+    }
+    const i = Math.floor((full.xaxis.p2d(px) - g.left) / g.d);
+    const l = Math.round(full.yaxis.p2d(py));
+    if (i < 0 || i >= g.x.length || l < 0 || l >= g.layers.length) {
+      this.tip.hidden = true;
+      return;
+    }
+    this.tip.textContent = `layer ${g.layers[l]} · step ${g.x[i]}\n${g.hover.text(l, i)}`;
+    this.tip.hidden = false;
+    const host = this.el.getBoundingClientRect();
+    this.tip.style.left = `${event.clientX - host.left + 14}px`;
+    this.tip.style.top = `${event.clientY - host.top + 14}px`;
   }
 
   renderRatio(a, b, metric, label, key) {
-    if (key !== this.key) {
-      this.build([a], metric, key);
-      this.plots[0].div.classList.add("ratio");
-    }
+    if (key !== this.key) this.build(1, key);
+    const plot = this.plots[0];
+    plot.div.classList.add("ratio");
     const tf = transformFor(metric);
     const ca = a.metrics[metric];
     const cb = b.metrics[metric];
     const n = Math.min(a.layers.length, b.layers.length);
     const x = [];
-    const z = Array.from({ length: n }, () => []);
-    let i = 0;
-    let j = 0;
+    const cols = [];
+    const pairs = [];
     let top = 0;
     // Walk both step lists once; only steps both runs recorded get a column.
-    while (i < ca.length && j < cb.length) {
-      const sa = ca.steps[i];
-      const sb = cb.steps[j];
-      if (sa < sb) i++;
-      else if (sb < sa) j++;
+    for (let i = 0, j = 0; i < ca.length && j < cb.length; ) {
+      if (ca.steps[i] < cb.steps[j]) i++;
+      else if (cb.steps[j] < ca.steps[i]) j++;
       else {
-        x.push(sa);
+        const col = [];
         for (let l = 0; l < n; l++) {
           const va = tf(ca.cols[i][l] ?? null);
           const vb = tf(cb.cols[j][l] ?? null);
-          const d = va === null || vb === null ? null : vb - va;
-          if (d !== null && Math.abs(d) > top) top = Math.abs(d);
-          z[l].push(d);
+          const diff = va === null || vb === null ? null : vb - va;
+          if (diff !== null && Math.abs(diff) > top) top = Math.abs(diff);
+          col.push(diff);
         }
+        x.push(ca.steps[i]);
+        cols.push(col);
+        pairs.push([i, j]);
         i++;
         j++;
       }
     }
-    const names = a.layers.slice(0, n);
-    const what = metricInfo(metric).scale === "linear" ? `${metric} B − A` : `log10 B − log10 A`;
-    const trace = {
-      type: "heatmap", x, y: names, z, colorscale: DIVERGING, zmid: 0,
-      zmin: -(top || 1), zmax: top || 1, zauto: false,
-      colorbar: { title: { text: what, side: "right" }, thickness: 14 },
-      hovertemplate: `layer %{y}<br>step %{x}<br>${what} = %{z:.3f}<extra></extra>`,
-      hoverongaps: false,
-    };
-    this.revision++;
-    const title = `B / A for ${metric}: B = ${label(b)}, A = ${label(a)} (orange: B larger, blue: A larger)`;
-    const layout = baseLayout({
-      title: { text: title, font: { size: 13 }, x: 0.01 },
-      height: heightFor(n),
-      xaxis: { title: { text: "step" } },
-      yaxis: { title: { text: "layer (input at bottom)" }, type: "category" },
-      datarevision: this.revision,
+    const layers = a.layers.slice(0, n);
+    const bound = Math.ceil((top || 1) * 4) / 4;
+    plot.painter ??= new Painter(n, { table: DIVERGING_TABLE, blank: BLANK, bad: NON_FINITE });
+    cols.forEach((col, i) => plot.painter.paint(i, col, null, -bound, bound));
+    const what = metricInfo(metric).scale === "linear" ? `${metric} B − A` : "log10 B − log10 A";
+    const fig = figure({
+      x, layers, source: plot.painter.url(x.length), range: [-bound, bound], colourscale: DIVERGING,
+      barTitle: what, annotations: [],
+      title: `B / A for ${metric}: B = ${label(b)}, A = ${label(a)} (orange: B larger, blue: A larger)`,
     });
-    const div = this.plots[0].div;
-    Plotly.react(div, [trace], layout, CONFIG);
-    div.dataset.columns = String(x.length);
+    const text = (l, i) => {
+      const [ia, ib] = pairs[i];
+      const d = cols[i][l];
+      return `A: ${ca.cols[ia][l] ?? "—"}\nB: ${cb.cols[ib][l] ?? "—"}\n${what} = ${d === null ? "—" : d.toFixed(3)}`;
+    };
+    this.show(plot, fig, { metric, text }, x, layers, [-bound, bound]);
+    plot.div.heat.zmid = 0;
   }
 }

@@ -70,12 +70,17 @@ def test_preset_heatmap_fills_and_grows_live(
     summary = api.get(f"/api/runs/{run_id}").json()
     grown = explorer.wait_columns(first, timeout=20)
     assert grown > first
-    # One heatmap row per layer, input at the bottom, readout on top; hover names layer and step.
-    trace = explorer.page.evaluate("document.querySelector('#heatmaps .plot').data[0]")
-    assert trace["y"] == summary["layers"]
-    assert len(trace["z"]) == len(summary["layers"])
-    assert "layer %{y}" in trace["hovertemplate"] and "step %{x}" in trace["hovertemplate"]
-    assert trace["colorscale"] == "Viridis" or trace["colorscale"][0][1]  # a named or listed scale
+    # One heatmap row per layer (input at the bottom); hovering names layer, step and value.
+    heat = explorer.page.evaluate("document.querySelector('#heatmaps .plot').heat")
+    assert heat["layers"] == summary["layers"]
+    assert heat["colourbar"] == "log10 grad_norm" and heat["zmin"] < heat["zmax"]
+    box = explorer.page.locator("#heatmaps .plot .nsewdrag").first.bounding_box()
+    assert box is not None
+    explorer.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 3)  # top row: the readout
+    tip = explorer.page.locator(".hm-tip")
+    tip.wait_for(state="visible")
+    assert tip.inner_text().startswith("layer readout · step ")
+    assert "grad_norm = " in tip.inner_text()
     explorer.page.wait_for_function(
         "document.querySelector('#curves').data?.[0]?.x?.length > 0", timeout=10_000
     )
@@ -93,16 +98,16 @@ def test_compare_two_presets_shared_scale_and_ratio(
     explorer.wait_columns(0, nth=1, timeout=20)
     explorer.wait_columns(0, nth=0, timeout=20)
     scales = explorer.page.evaluate(
-        "[...document.querySelectorAll('#heatmaps .plot')]"
-        ".map(d => [d.data[0].zmin, d.data[0].zmax])"
+        "[...document.querySelectorAll('#heatmaps .plot')].map(d => [d.heat.zmin, d.heat.zmax])"
     )
     assert len(scales) == 2 and scales[0] == scales[1], "side by side must share one colour scale"
     explorer.shot("compare", screenshots_dir)
     explorer.page.check("input[name=view][value=ratio]")
     explorer.page.wait_for_selector("#heatmaps .plot.ratio")
     explorer.wait_columns(0, timeout=20)
-    ratio = explorer.page.evaluate("document.querySelector('#heatmaps .plot.ratio').data[0]")
-    assert ratio["zmid"] == 0 and "log10 B − log10 A" in ratio["colorbar"]["title"]["text"]
+    ratio = explorer.page.evaluate("document.querySelector('#heatmaps .plot.ratio').heat")
+    assert ratio["zmid"] == 0 and ratio["zmin"] == -ratio["zmax"]
+    assert ratio["colourbar"] == "log10 B − log10 A"
     explorer.shot("ratio", screenshots_dir)
 
 
