@@ -1,5 +1,5 @@
 """The command line: `run` end to end in-process, overrides and errors, exit codes, the HTTP
-client commands against a stub server and (once it exists) the real service."""
+client commands against a stub server and the real service."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
+import torch
 from depthscope import RunConfig, iter_records
 from depthscope.cli import (
     EXIT_DIVERGED,
@@ -28,6 +29,7 @@ from depthscope.cli import (
     main,
     parse_override,
 )
+from depthscope.presets import PRESETS
 
 SMALL: dict[str, Any] = {
     "model": {"depth": 3, "width": 8},
@@ -170,9 +172,6 @@ def test_run_diverged_exits_3_and_keeps_the_records(
 def test_run_cuda_without_gpu_fails_clearly(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("torch")
-    import torch
-
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     status = main(["run", str(write_config(tmp_path, SMALL)), "--set", "training.device=cuda"])
@@ -181,8 +180,7 @@ def test_run_cuda_without_gpu_fails_clearly(
 
 
 def test_run_preset_trains_the_preset(tmp_path: Path) -> None:
-    presets = pytest.importorskip("depthscope.presets")
-    preset = presets.PRESETS[0]
+    preset = PRESETS[0]
     out_json = tmp_path / "records.json"
     # Shortened: the preset's network, ten steps.
     args = ["run", "--preset", preset.id, "--set", "training.steps=10", "--json", str(out_json)]
@@ -192,7 +190,6 @@ def test_run_preset_trains_the_preset(tmp_path: Path) -> None:
 
 
 def test_run_unknown_preset_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("depthscope.presets")
     assert main(["run", "--preset", "no-such-preset"]) == EXIT_USAGE
     assert "unknown preset 'no-such-preset'" in capsys.readouterr().err
 
