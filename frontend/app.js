@@ -65,10 +65,11 @@ function syncControls() {
 function redrawAll() {
   const s = app.scheduler;
   s.request("heatmap", () => app.heatmap.render(shownRuns(), app.state, label));
-  s.request("curves", () => app.curves.render(shownRuns(), label));
-  s.request("profile", () => app.profile.render(shownRuns(), app.state, label));
-  s.request("hist", () => app.histogram.render(shownRuns()[0], app.state, label));
-  s.request("status", renderStatus);
+  // The heatmap follows every frame; the other charts redraw fully, so a few times a second.
+  s.request("curves", () => app.curves.render(shownRuns(), label), 250);
+  s.request("profile", () => app.profile.render(shownRuns(), app.state, label), 100);
+  s.request("hist", () => app.histogram.render(shownRuns()[0], app.state, label), 500);
+  s.request("status", renderStatus, 200);
 }
 
 function renderStatus() {

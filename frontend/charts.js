@@ -55,18 +55,33 @@ export function layerAxis(layers, title = "layer (input at bottom)") {
 export class FrameScheduler {
   constructor() {
     this.pending = new Map();
+    this.last = new Map(); // key -> time of its last run
     this.handle = null;
   }
 
-  request(key, fn) {
-    this.pending.set(key, fn);
-    if (this.handle === null) this.handle = requestAnimationFrame(() => this.flush());
+  /**
+   * Run `fn` on the next frame, replacing any earlier request under `key`. With `minGapMs`, a
+   * key runs at most that often (secondary charts need not redraw at 60 Hz during a live run).
+   */
+  request(key, fn, minGapMs = 0) {
+    this.pending.set(key, { fn, minGapMs });
+    this.wake();
   }
 
-  flush() {
+  wake() {
+    if (this.handle === null) this.handle = requestAnimationFrame((now) => this.flush(now));
+  }
+
+  flush(now) {
     this.handle = null;
-    const jobs = [...this.pending.values()];
-    this.pending.clear();
+    const jobs = [];
+    for (const [key, job] of this.pending) {
+      if (now - (this.last.get(key) ?? -Infinity) < job.minGapMs) continue; // not yet: next frame
+      jobs.push(job.fn);
+      this.last.set(key, now);
+      this.pending.delete(key);
+    }
+    if (this.pending.size) this.wake();
     for (const job of jobs) {
       try {
         job();
