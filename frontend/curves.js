@@ -34,13 +34,13 @@ export class CurvesPanel {
     });
     this.revision++;
     const layout = baseLayout({
-      height: 360,
+      height: 400,
       plot_bgcolor: "#ffffff",
       margin: { l: 60, r: 10, t: 10, b: 40 },
       xaxis: { title: { text: "step" }, anchor: "y2" },
       yaxis: { title: { text: "loss (log)" }, type: "log", domain: [0.5, 1], gridcolor: "#eee", exponentformat: "power" },
       yaxis2: { title: { text: "accuracy" }, domain: [0, 0.42], range: [0, 1.02], gridcolor: "#eee" },
-      legend: { orientation: "h", y: -0.18, font: { size: 11 } },
+      legend: { orientation: "h", yanchor: "top", y: -0.2, font: { size: 11 } },
       showlegend: runs.length > 0,
       datarevision: this.revision,
     });

@@ -312,7 +312,7 @@ export class HeatmapPanel {
     const fig = figure({
       x, layers, source: plot.painter.url(x.length), range: [-bound, bound], colourscale: DIVERGING,
       barTitle: what, annotations: [],
-      title: `B / A for ${metric}: B = ${label(b)}, A = ${label(a)} (orange: B larger, blue: A larger)`,
+      title: `B / A · ${metric} · B = ${label(b)}, A = ${label(a)}`,
     });
     const text = (l, i) => {
       const [ia, ib] = pairs[i];
