@@ -13,7 +13,6 @@ import httpx
 import pytest
 import torch
 from conftest import tiny_config
-
 from depthscope.records import METRICS
 
 pytestmark = pytest.mark.anyio
@@ -150,7 +149,7 @@ async def test_series_downsamples_to_max_points(client: httpx.AsyncClient) -> No
     full = (await client.get(f"/api/runs/{run['id']}/series?metric=act_std")).json()
     assert full["downsample"] == "none" and full["steps"] == list(range(50))
     assert len(full["values"]) == 3 and len(full["values"][0]) == 50
-    small = (await client.get(f"/api/runs/{run['id']}/series?metric=act_std&max_points=10"))
+    small = await client.get(f"/api/runs/{run['id']}/series?metric=act_std&max_points=10")
     body = small.json()
     assert body["downsample"] == "extreme" and body["bucket"] == 5
     assert body["steps"] == list(range(0, 50, 5)) and len(body["values"][2]) == 10

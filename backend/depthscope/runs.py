@@ -9,11 +9,12 @@ if the worker could not say why itself, and starts the next queued run.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import secrets
 import signal
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
@@ -42,6 +43,7 @@ def _context() -> ForkServerContext:
 class _Active:
     process: BaseProcess
     stop: Event
+    started: threading.Event = field(default_factory=threading.Event)
 
 
 class RunManager:
@@ -68,8 +70,8 @@ class RunManager:
             layers = [f"block{i}" for i in range(1, config.model.depth + 1)] + ["readout"]
             row = self.store.create_run(run_id, config.model_dump(), layers)
             self._queue.append((run_id, config.model_dump_json()))
-            self._pump()
-        return self.store.get_run(run_id) or row
+        threading.Thread(target=self._pump, daemon=True).start()
+        return row
 
     def counts(self) -> tuple[int, int]:
         """(running, queued)."""
@@ -91,6 +93,9 @@ class RunManager:
             self.store.transition(run_id, "cancelled", only_from=("queued",))
             return
         active.stop.set()
+        if not active.started.wait(CANCEL_GRACE_S):  # still starting: it will see the flag
+            self.store.transition(run_id, "cancelled", only_from=("running",))
+            return
         active.process.join(CANCEL_GRACE_S)
         if active.process.is_alive():
             self.store.transition(run_id, "cancelled", only_from=("running",))
@@ -104,26 +109,32 @@ class RunManager:
             self._queue.clear()
             active = list(self._active.values())
         for a in active:
-            a.process.kill()
-        for a in active:
-            a.process.join(5)
+            if a.started.wait(5):
+                a.process.kill()
+                a.process.join(5)
 
     # -- internals ------------------------------------------------------------------------------
     def _pump(self) -> None:
-        """Start queued runs while there are free slots. Caller holds the lock."""
-        while not self._closed and self._queue and len(self._active) < self.max_concurrent:
-            run_id, config_json = self._queue.popleft()
-            if not self.store.transition(run_id, "running", only_from=("queued",)):
-                continue  # cancelled or deleted while it waited
-            stop = self._ctx.Event()
-            process = self._ctx.Process(
-                target=run_worker,
-                args=(str(self.store.path), run_id, config_json, stop),
-                name=f"depthscope-run-{run_id}",
-                daemon=True,
-            )
+        """Start queued runs while there are free slots. A slot is claimed under the lock, the
+        process started outside it: the first start waits for the fork server to import torch
+        (seconds), and health checks and submissions must not wait with it."""
+        while True:
+            with self._lock:
+                if self._closed or not self._queue or len(self._active) >= self.max_concurrent:
+                    return
+                run_id, config_json = self._queue.popleft()
+                if not self.store.transition(run_id, "running", only_from=("queued",)):
+                    continue  # cancelled or deleted while it waited
+                stop = self._ctx.Event()
+                process = self._ctx.Process(
+                    target=run_worker,
+                    args=(str(self.store.path), run_id, config_json, stop, os.getpid()),
+                    name=f"depthscope-run-{run_id}",
+                    daemon=True,
+                )
+                active = self._active[run_id] = _Active(process, stop)
             process.start()
-            self._active[run_id] = _Active(process, stop)
+            active.started.set()
             threading.Thread(target=self._monitor, args=(run_id,), daemon=True).start()
 
     def _monitor(self, run_id: str) -> None:
@@ -134,7 +145,7 @@ class RunManager:
             self.store.transition(run_id, "failed", only_from=("running",), error=reason)
         with self._lock:
             del self._active[run_id]
-            self._pump()
+        self._pump()
 
 
 def _exit_reason(code: int | None) -> str:

@@ -52,14 +52,42 @@ class RecordWriter:
         self.last_flush = time.monotonic() if now is None else now
 
 
-def train_into(store: RunStore, run_id: str, config: RunConfig, stop: StopFlag) -> RunResult:
+class ServerWatch:
+    """Whether the server process still exists, asked at most every `every_s` seconds.
+
+    A worker's parent is the fork server, which can outlive a killed server; so the worker
+    watches the server itself, and an orphan stops instead of writing past a restart."""
+
+    def __init__(self, server_pid: int | None, every_s: float = 0.2) -> None:
+        self.pid, self.every_s, self.next_check = server_pid, every_s, 0.0
+
+    def gone(self) -> bool:
+        now = time.monotonic()
+        if self.pid is None or now < self.next_check:
+            return False
+        self.next_check = now + self.every_s
+        try:
+            os.kill(self.pid, 0)  # signal 0: an existence check, nothing is sent
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+
+def train_into(
+    store: RunStore,
+    run_id: str,
+    config: RunConfig,
+    stop: StopFlag,
+    server_pid: int | None = None,
+) -> RunResult:
     """Train `config`, committing its records as they come; returns the trainer's result."""
     writer = RecordWriter(store, run_id)
-    parent = os.getppid()
+    server = ServerWatch(server_pid)
 
     def should_stop() -> bool:
-        # An orphan (the server was killed) stops too, so it never writes past a restart.
-        return stop.is_set() or os.getppid() != parent
+        return stop.is_set() or server.gone()
 
     generator = Trainer(config).records(should_stop)
     try:
@@ -74,18 +102,23 @@ def train_into(store: RunStore, run_id: str, config: RunConfig, stop: StopFlag) 
         writer.flush()  # also on an exception: keep every record the run produced
 
 
-def run_worker(db_path: str, run_id: str, config_json: str, stop: StopFlag) -> None:
+def run_worker(
+    db_path: str, run_id: str, config_json: str, stop: StopFlag, server_pid: int
+) -> None:
     """Process entry point. The manager already marked the run `running`."""
     # One thread per run: with several runs on a few cores, more threads only contend.
     torch.set_num_threads(1)
     store = RunStore(Path(db_path))
     try:
-        result = train_into(store, run_id, RunConfig.model_validate_json(config_json), stop)
+        config = RunConfig.model_validate_json(config_json)
+        result = train_into(store, run_id, config, stop, server_pid)
     except Exception as exc:  # any failure is this run's, reported with its reason
         last = traceback.extract_tb(exc.__traceback__)[-1:]
         where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
         store.transition(run_id, "failed", error=f"{type(exc).__name__}: {exc}{where}")
         return
+    if result.status == "cancelled" and not stop.is_set():
+        return  # orphaned: the restarted server has marked this run interrupted
     divergence = result.divergence
     store.transition(
         run_id,
