@@ -64,7 +64,8 @@ class RunManager:
 
     def submit(self, config: RunConfig) -> RunRow:
         with self._lock:
-            if len(self._active) >= self.max_concurrent and len(self._queue) >= self.max_queued:
+            # Counted together: a run not yet moved from the queue to a slot counts once either way.
+            if len(self._active) + len(self._queue) >= self.max_concurrent + self.max_queued:
                 raise QueueFullError(len(self._queue))
             run_id = secrets.token_hex(6)
             layers = [f"block{i}" for i in range(1, config.model.depth + 1)] + ["readout"]
