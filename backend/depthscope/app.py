@@ -23,8 +23,9 @@ from depthscope.settings import Settings
 from depthscope.store import RunStore
 from depthscope.stream import Broadcaster
 
-# A static name is one plain file name: no slash, no leading dot, so nothing escapes frontend/.
-STATIC_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}$")
+# A static name is one plain file name with a shipped extension (pyproject's package-data): no
+# slash, no leading dot, so nothing outside frontend/ and no Python source is ever served.
+STATIC_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}\.(html|js|css|svg|png)$")
 
 
 def create_app(settings: Settings) -> FastAPI:
