@@ -1,5 +1,5 @@
 """Batched statistics: row moments (accurate on near-constant rows), row histograms (against
-torch.histc, non-finite rows), shape-grouped norms (against per-tensor norms, in order)."""
+torch.histc, non-finite rows), norms by parameter shape group (against per-tensor norms, in order)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from depthscope.stats import Buffers, ShapeGroups, histograms, moments_
+from depthscope.stats import Buffers, ParamGroups, histograms, moments_
 
 
 def test_stats_moments_match_float64_reference() -> None:
@@ -56,20 +56,28 @@ def test_stats_histograms_leave_non_finite_rows_empty(bad: float) -> None:
     assert counts[0].sum() == counts[2].sum() == 20
 
 
-def test_stats_shape_groups_norms_in_list_order() -> None:
-    tensors = [torch.randn(4, 3), torch.randn(4, 4), torch.randn(7), torch.randn(4, 4)]
-    tensors += [torch.randn(2, 4), torch.randn(4, 4), torch.randn(7)]
-    groups = ShapeGroups(tensors, Buffers())
-    got = groups.norms(groups.stack("x", tensors))
-    assert torch.allclose(got, torch.stack([t.norm() for t in tensors]))
+def test_stats_param_groups_norms_in_list_order() -> None:
+    params = [torch.randn(4, 3), torch.randn(4, 4), torch.randn(7), torch.randn(4, 4)]
+    params += [torch.randn(2, 4), torch.randn(4, 4), torch.randn(7)]
+    grads = [torch.randn_like(p) for p in params]
+    before = [p.clone() for p in params]
+    groups = ParamGroups(params)
+    groups.before_update(grads)
+    for p, g in zip(params, grads, strict=True):  # an "optimizer step"
+        p.sub_(0.1 * g)
+    norms = groups.norms()
+    assert torch.allclose(norms[0], torch.stack([g.norm() for g in grads]))
+    assert torch.allclose(norms[1], torch.stack([b.norm() for b in before]))
+    assert torch.allclose(norms[2], torch.stack([0.1 * g.norm() for g in grads]), rtol=1e-4)
 
 
-def test_stats_shape_groups_stack_copies() -> None:
-    tensors = [torch.ones(2, 2), torch.ones(2, 2)]
-    groups = ShapeGroups(tensors, Buffers())
-    (stacked,) = groups.stack("copy", tensors)
-    tensors[0].mul_(3)
-    assert float(stacked.sum()) == 8.0
+def test_stats_param_groups_copy_gradients_before_clipping() -> None:
+    params = [torch.ones(2, 2), torch.ones(2, 2)]
+    grads = [torch.full((2, 2), 3.0), torch.full((2, 2), 4.0)]
+    groups = ParamGroups(params)
+    groups.before_update(grads)
+    grads[0].mul_(0)  # clipping in place afterwards must not change the recorded norm
+    assert groups.norms()[0].tolist() == [6.0, 8.0]
 
 
 def test_stats_buffers_are_reused_for_the_same_shape() -> None:

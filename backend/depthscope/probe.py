@@ -1,15 +1,16 @@
 """The probe: every per-layer statistic of DESIGN §5 at a recorded step, computed on the device.
 
-The cost of a statistic is the passes it makes over memory, so the probe keeps them few: the
-hidden layers' tensors are concatenated once into [layers, batch × units] buffers it owns (and
-may centre in place) and keeps from step to step, each statistic is one reduction over a
-buffer, parameter-shaped quantities are stacked by shape (a handful of ops whatever the depth),
-and all the numbers of a step leave the device in ONE transfer (`.tolist()` of one flat tensor).
+On small networks a step's cost is the number of tensor ops, on large ones the passes over
+memory, so the probe keeps both few: the hidden layers' tensors are concatenated once into
+[layers, batch × units] buffers it owns (and may centre in place) and keeps from step to step,
+each statistic is one reduction over a buffer, parameter-shaped quantities are stacked by shape
+(a handful of ops whatever the depth), the scalings are folded into one op at the end, and all
+the numbers of a step leave the device in ONE transfer (`.tolist()` of one flat tensor).
 
 Lifecycle of a recorded step, driven by the trainer:
     probe.attach()          before the forward pass: the model starts filling `Taps`
     probe.backward(loss)    instead of loss.backward(): also keeps dL/dh_l and dL/dlogits
-    probe.before_update()   after backward, before clipping: grad norms, a copy of the weights
+    probe.before_update()   after backward, before clipping: copies of gradients and weights
     probe.finish(...)       after the optimizer step: one transfer, returns the StepRecord
 All statistics describe the weights the step's forward pass used (before the update).
 The probe drops what it holds after each step and when closed (it is a context manager).
@@ -21,6 +22,7 @@ import math
 from collections.abc import Sequence
 from functools import partial
 from types import TracebackType
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -28,21 +30,25 @@ from torch import Tensor, nn
 from depthscope.layers import ACTIVATIONS
 from depthscope.model import DeepNet, Taps
 from depthscope.records import HISTOGRAM_KINDS, METRICS, Histogram, StepRecord, finite
-from depthscope.stats import TINY, Buffers, ShapeGroups, histograms, moments_
+from depthscope.stats import TINY, Buffers, ParamGroups, histograms
 
 HISTOGRAM_BINS = 32
-# The order step_tensors assembles the metric rows in; METRICS is the order they leave in.
-BUILT = (
-    "grad_norm",
-    "weight_norm",
-    "grad_to_weight",
-    "update_ratio",
-    "act_grad_norm",
-    *METRICS[5:],
-)
 # Per-layer gradients at least this large are copied out by hooks rather than held: glibc's
 # default threshold for serving an allocation by mmap, where heap growth starts to cost.
 HOOK_BYTES = 128 * 1024
+# The rows step_tensors assembles, in order: weight side, then activation side (raw sums and
+# norms, scaled by one op). METRICS picks its rows out of these.
+WEIGHT_ROWS = ("grad_norm", "weight_norm", "update_norm", "grad_to_weight", "one", "update_ratio")
+ACTIVATION_ROWS = (
+    "act_grad_norm",
+    "act_mean",
+    "act_std",
+    "preact_mean",
+    "preact_std",
+    "saturation",
+    "dead",
+)
+ROWS = WEIGHT_ROWS + ACTIVATION_ROWS
 
 
 class Probe:
@@ -55,17 +61,15 @@ class Probe:
         ids = {id(p): i for i, p in enumerate(self.params)}
         device = self.weights[0].device
         self.weight_index = torch.tensor([ids[id(w)] for w in self.weights], device=device)
+        self.metric_rows = torch.tensor([ROWS.index(m) for m in METRICS], device=device)
         self.scratch = Buffers()
-        self.weight_groups = ShapeGroups(self.weights, self.scratch)
-        self.param_groups = ShapeGroups(self.params, self.scratch)
+        self.param_groups = ParamGroups(self.params)
         self.acts: list[nn.Module] = [block.act for block in model.block_list]
         self.activation = ACTIVATIONS[model.activation]
         self.taps: Taps | None = None
         self.grads: list[Tensor | None] = []  # dL/dh_l per hidden block, then dL/dlogits
-        self._previous: list[Tensor] = []  # the weights before the update, stacked by shape
-        self._before: Tensor | None = None  # [grad_norm, weight_norm] per layer
         self._hooked: Tensor | None = None  # dL/dh_l as the backward hooks copied it
-        self._metric_order = torch.tensor([BUILT.index(m) for m in METRICS], device=device)
+        self._constants: dict[str, Tensor] = {}
 
     @property
     def layer_names(self) -> list[str]:
@@ -112,19 +116,14 @@ class Probe:
         self.grads[index] = grad
 
     @torch.no_grad()
-    def before_update(self) -> Tensor:
-        """Take the gradient norms and a copy of the weights; returns the total gradient norm
-        over every parameter (0-d tensor, still on the device)."""
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        grad_norms = self.param_groups.norms(self.param_groups.stack("grads", grads))
-        self._previous = self.weight_groups.stack("previous", self.weights)
-        weight_norms = self.weight_groups.norms(self._previous)
-        self._before = torch.stack([grad_norms[self.weight_index], weight_norms])
-        total: Tensor = torch.linalg.vector_norm(grad_norms)
-        return total
+    def before_update(self) -> None:
+        """Copy the gradients (before any clipping) and the weights before the update."""
+        self.param_groups.before_update(
+            [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        )
 
     def detach(self) -> None:
-        self.grads, self._previous, self._hooked = [], [], None
+        self.grads, self._hooked = [], None
         self.model.taps = None
         self.taps = None
 
@@ -160,51 +159,76 @@ class Probe:
         g = self._hooked if self._hooked is not None else self.scratch.cat("g", grads[:-1])
         return z, u, h, g, taps.logits.reshape(1, -1), grads[-1].reshape(1, -1)
 
+    def _constant(self, name: str, values: list[Any], like: Tensor) -> Tensor:
+        """A small tensor made once, so a step does not rebuild it."""
+        if name not in self._constants:
+            self._constants[name] = torch.tensor(values, dtype=like.dtype, device=like.device)
+        return self._constants[name]
+
     @torch.no_grad()
-    def step_tensors(self, with_histograms: bool) -> list[Tensor]:
-        """The step's numbers, still on the device: [len(METRICS) × layers] in METRICS order,
-        then (with histograms) lo, hi [kinds × layers] and counts [kinds × layers × bins]."""
-        assert self._before is not None
+    def step_tensors(self, with_histograms: bool) -> tuple[Tensor, list[Tensor]]:
+        """The step's numbers, still on the device: the total gradient norm (0-d), then the
+        metrics [len(METRICS) × layers] in METRICS order and (with histograms) lo, hi
+        [kinds × layers] and counts [kinds × layers × bins]."""
         z, u, h, g, logits, dlogits = self._activations()
         parts = []
-        if with_histograms:  # first: the moments below centre z and h in place
+        if with_histograms:  # first: the sums below centre z and h in place
             parts = self._histograms([h, logits, g, dlogits])
-        saturation, dead = self._saturation_and_dead(u)
-        pre_mean, pre_std = moments_(z)
-        act_mean, act_std = (pre_mean, pre_std) if h is z else moments_(h)
-        hidden = [torch.linalg.vector_norm(g, dim=1), act_mean, act_std, pre_mean, pre_std]
-        out_std, out_mean = torch.std_mean(logits, correction=0)
-        zero = out_mean.new_zeros(())  # the readout is linear: never saturated or dead
-        out = [torch.linalg.vector_norm(dlogits), out_mean, out_std, out_mean, out_std, zero, zero]
-        activation_side = torch.cat(
-            [torch.stack([*hidden, saturation, dead]), torch.stack(out).unsqueeze(1)], dim=1
-        )
-        now = self.weight_groups.stack("now", self.weights)
-        delta = self.weight_groups.norms(
-            [n.sub_(p) for n, p in zip(now, self._previous, strict=True)]
-        )
-        grad_norm, weight_norm = self._before
-        ratios = torch.stack([grad_norm, delta]) / weight_norm.clamp_min(TINY)
-        rows = torch.cat([self._before, ratios, activation_side])  # in BUILT order
-        metrics = rows.index_select(0, self._metric_order.to(rows.device)).flatten()
-        return [metrics, *parts]
+        activation_side = self._activation_rows(z, u, h, g, logits, dlogits)
+        norms = self.param_groups.norms()  # [grad, weight before, update] × parameters
+        weight = norms.index_select(1, self.weight_index)
+        ratios = weight / weight[1].clamp_min(TINY)  # grad_to_weight, one, update_ratio
+        rows = torch.cat([weight, ratios, activation_side])  # in ROWS order
+        metrics = rows.index_select(0, self.metric_rows).flatten()
+        return torch.linalg.vector_norm(norms[0]), [metrics, *parts]
 
-    def _saturation_and_dead(self, u: Tensor) -> tuple[Tensor, Tensor]:
-        """Per hidden layer: the fraction of (sample, unit) whose |f'(u)| is below 5% of its
-        maximum, and the fraction of units with f'(u) = 0 for every sample in the batch."""
+    def _activation_rows(
+        self, z: Tensor, u: Tensor, h: Tensor, g: Tensor, logits: Tensor, dlogits: Tensor
+    ) -> Tensor:
+        """[len(ACTIVATION_ROWS), layers]: raw per-layer sums and norms gathered into one
+        tensor, then scaled into means, stds and fractions by one multiply-add."""
+        n = z.shape[1]
+        healthy, dead = self._health_counts(u)
+        z_mean = z.mean(1, keepdim=True)
+        z_norm = torch.linalg.vector_norm(z.sub_(z_mean), dim=1, keepdim=True)
+        h_mean, h_norm = z_mean, z_norm
+        if h is not z:
+            h_mean = h.mean(1, keepdim=True)
+            h_norm = torch.linalg.vector_norm(h.sub_(h_mean), dim=1, keepdim=True)
+        g_norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)
+        hidden = torch.cat([g_norm, h_mean, h_norm, z_mean, z_norm, healthy, dead], dim=1)
+        # The readout is linear, never saturated or dead; its std is pre-multiplied by √n so
+        # the common scaling below leaves it as it is.
+        out_std, out_mean = torch.std_mean(logits, correction=0)
+        out_std = out_std * math.sqrt(n)
+        zero, full = self._constant("readout", [0.0, float(n)], logits).unbind()
+        readout = [torch.linalg.vector_norm(dlogits), out_mean, out_std, out_mean, out_std]
+        raw = torch.cat([hidden, torch.stack([*readout, full, zero]).unsqueeze(0)])
+        # act_grad_norm, means: as they are; stds: norm / √n; saturation: 1 - healthy / n;
+        # dead: dead units / units.
+        scale = self._constant(
+            f"scale{n}", [1, 1, n**-0.5, 1, n**-0.5, -1 / n, 1 / self.width], raw
+        )
+        offset = self._constant("offset", [0, 0, 0, 0, 0, 1, 0], raw)
+        return torch.addcmul(offset, raw, scale).t()
+
+    def _health_counts(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Per hidden layer [layers, 1]: how many (sample, unit) have |f'(u)| at least 5% of
+        its maximum, and how many units have f'(u) = 0 for every sample in the batch."""
         layers, n = u.shape
         u3 = u.view(layers, -1, self.width)
         health = self.activation.health(u3, self.acts, self.scratch.get("mask", u3.shape, u3))
-        zeros = u.new_zeros(layers)
-        per_unit = None if health.active is None else health.active.sum(1)  # [layers, units]
-        dead = zeros if per_unit is None else (per_unit == 0).float().mean(1)
-        if health.healthy is None:
-            return zeros, dead
-        if health.healthy is health.active and per_unit is not None:
-            healthy = per_unit.sum(1)
+        if health.active is None:
+            dead = self._constant(f"zeros{layers}", [[0.0]] * layers, u)
+            per_unit = None
         else:
-            healthy = health.healthy.view(layers, -1).sum(1)
-        return 1 - healthy / n, dead
+            per_unit = health.active.sum(1)  # [layers, units]: samples where f' != 0
+            dead = (per_unit == 0).sum(1, keepdim=True)
+        if health.healthy is None:
+            return self._constant(f"full{layers}", [[float(n)]] * layers, u), dead
+        if health.healthy is health.active and per_unit is not None:
+            return per_unit.sum(1, keepdim=True), dead
+        return health.healthy.view(layers, -1).sum(1, keepdim=True), dead
 
     def _histograms(self, rows: Sequence[Tensor]) -> list[Tensor]:
         """lo, hi and counts of h_l then dL/dh_l, readout last in each kind."""
@@ -214,17 +238,14 @@ class Probe:
     # -- one transfer ----------------------------------------------------------------------
     @torch.no_grad()
     def finish(
-        self,
-        step: int,
-        scalars: Sequence[Tensor],
-        with_histograms: bool,
+        self, step: int, loss: Tensor, accuracy: Tensor, clipped: Tensor, with_histograms: bool
     ) -> StepRecord:
-        """Build the step's record. `scalars` are 0-d tensors: loss, accuracy (NaN for
-        regression), total grad norm, clipped (0/1)."""
+        """Build the step's record from 0-d tensors: loss, accuracy (NaN for regression) and
+        whether clipping acted."""
         try:
-            parts = [torch.stack([s.float() for s in scalars])]
-            parts += self.step_tensors(with_histograms)
-            flat: list[float] = torch.cat(parts).tolist()  # the one host transfer
+            total, parts = self.step_tensors(with_histograms)
+            scalars = torch.stack([loss, accuracy, total, clipped])
+            flat: list[float] = torch.cat([scalars, *parts]).tolist()  # the one host transfer
         finally:
             self.detach()
         return self._unpack(step, flat, with_histograms)

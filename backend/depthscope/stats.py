@@ -85,30 +85,42 @@ def histograms(x: Tensor, bins: int, scratch: Buffers) -> tuple[Tensor, Tensor, 
     return torch.where(ok, lo, nan), torch.where(ok, hi, nan), counts * ok.unsqueeze(1)
 
 
-class ShapeGroups:
-    """Norms of a fixed list of tensors in a few ops: same-shape tensors are stacked and
-    reduced together (a deep net's hidden weights all share one shape), then the norms are put
-    back in list order. On the CPU this beats `_foreach_norm`, which loops tensor by tensor."""
+class ParamGroups:
+    """Per parameter: the norm of its gradient, of its value before the update, and of the
+    update, in a few ops whatever the depth. Same-shape parameters (a deep net's hidden
+    weights, its biases) share one [3, members, numel] buffer (gradients, values before,
+    updates) reduced in one op; on the CPU this beats `_foreach_norm`, which loops tensor by
+    tensor. The gradients are copied before clipping, so their norms are the pre-clip ones."""
 
-    def __init__(self, tensors: Sequence[Tensor], scratch: Buffers) -> None:
+    def __init__(self, params: Sequence[Tensor]) -> None:
         groups: dict[tuple[int, ...], list[int]] = {}
-        for i, t in enumerate(tensors):
-            groups.setdefault(tuple(t.shape), []).append(i)
+        for i, p in enumerate(params):
+            groups.setdefault(tuple(p.shape), []).append(i)
+        self.params = list(params)
         self.groups = list(groups.values())
+        device = self.params[0].device
+        self.buffers = [
+            torch.empty(3, len(g), self.params[g[0]].numel(), device=device) for g in self.groups
+        ]
         order = torch.tensor([i for g in self.groups for i in g])
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(len(order))
-        self.inverse = inverse.to(tensors[0].device)
-        self.scratch = scratch
+        self.inverse = inverse.to(device)
 
-    def stack(self, name: str, tensors: Sequence[Tensor]) -> list[Tensor]:
-        """One [members, numel] copy per group, in buffers named after `name`."""
-        return [
-            self.scratch.stack(f"{name}.{k}", [tensors[i] for i in group])
-            for k, group in enumerate(self.groups)
-        ]
+    def _stack(self, row: int, tensors: Sequence[Tensor]) -> None:
+        for buf, group in zip(self.buffers, self.groups, strict=True):
+            first = tensors[group[0]]
+            torch.stack([tensors[i] for i in group], out=buf[row].view(len(group), *first.shape))
 
-    def norms(self, stacked: Sequence[Tensor]) -> Tensor:
-        """Norm of each member, in the original list order."""
-        flat = torch.cat([torch.linalg.vector_norm(s, dim=1) for s in stacked])
-        return flat[self.inverse]
+    def before_update(self, grads: Sequence[Tensor]) -> None:
+        """Copy the gradients (aligned with the parameters) and the current values."""
+        self._stack(0, grads)
+        self._stack(1, self.params)
+
+    def norms(self) -> Tensor:
+        """After the update: [3, parameters] norms of gradient, value before, update."""
+        self._stack(2, self.params)
+        for buf in self.buffers:
+            buf[2].sub_(buf[1])
+        flat = torch.cat([torch.linalg.vector_norm(buf, dim=2) for buf in self.buffers], dim=1)
+        return flat.index_select(1, self.inverse)

@@ -124,13 +124,14 @@ class Trainer:
             self.probe.backward(loss)
         else:
             loss.backward()  # type: ignore[no-untyped-call]
-        total = self.probe.before_update() if record else None
+        if record:
+            self.probe.before_update()
         clipped = self._clip(record)
         self.optimizer.step()
         if not record:
             return None
-        assert total is not None and clipped is not None
-        result = self.probe.finish(step, [loss, accuracy, total, clipped], histograms)
+        assert clipped is not None
+        result = self.probe.finish(step, loss, accuracy, clipped, histograms)
         if evaluate:  # after finish: the probe has detached, so this forward is not tapped
             val_loss, val_accuracy = self.evaluate()
             result = replace(result, val_loss=val_loss, val_accuracy=val_accuracy)
