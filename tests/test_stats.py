@@ -1,5 +1,5 @@
 """Batched statistics: row moments (accurate on near-constant rows), row histograms (against
-torch.histc, non-finite rows), norms by parameter shape group (against per-tensor norms, in order)."""
+torch.histc, non-finite rows), norms by parameter shape group (against per-tensor norms)."""
 
 from __future__ import annotations
 
