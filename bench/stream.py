@@ -142,7 +142,7 @@ def train_seconds(url: str, subscribers: int) -> float:
     return (finished - started).total_seconds()
 
 
-def fanout(url: str, rounds: int = 2) -> dict[str, Any]:
+def fanout(url: str, rounds: int = 3) -> dict[str, Any]:
     """Alternate 0 and 50 subscribers so drift in machine load hits both alike."""
     train_seconds(url, 0)  # warm the fork server
     times: dict[int, list[float]] = {0: [], 50: []}

@@ -23,7 +23,7 @@ from depthscope.trainer import RunResult, Trainer
 # A batch is committed when this long has passed since the last commit, or it grows this large:
 # short enough for live charts (record-to-client latency), long enough that fast runs commit
 # tens of records per transaction instead of one.
-FLUSH_INTERVAL_S = 0.015
+FLUSH_INTERVAL_S = 0.008
 FLUSH_MAX_RECORDS = 512
 
 
