@@ -44,8 +44,12 @@ export function layerAxis(layers, title = "layer (input at bottom)") {
   const every = Math.max(1, Math.ceil(layers.length / 20));
   const tickvals = [];
   for (let i = 0; i < layers.length; i += every) tickvals.push(i);
-  if (tickvals.at(-1) !== layers.length - 1) tickvals.push(layers.length - 1);
-  return { title: { text: title }, tickvals, ticktext: tickvals.map((i) => layers[i]), zeroline: false };
+  // The readout always gets a tick; it takes the place of a neighbour that would crowd it.
+  if (tickvals.at(-1) !== layers.length - 1) {
+    if (layers.length - 1 - tickvals.at(-1) < every / 2) tickvals.pop();
+    tickvals.push(layers.length - 1);
+  }
+  return { title: { text: title }, tickvals, ticktext: tickvals.map((i) => layers[i]), zeroline: false, automargin: true };
 }
 
 /**

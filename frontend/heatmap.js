@@ -158,8 +158,11 @@ export class HeatmapPanel {
       const div = Object.assign(document.createElement("div"), { className: "plot heatmap" });
       this.el.append(div);
       const plot = { div, grid: null, painter: null, range: null, geometry: null };
-      div.addEventListener("mousemove", (e) => this.hover(e, plot));
-      div.addEventListener("mouseleave", () => (this.tip.hidden = true));
+      div.addEventListener("mousemove", (e) => this.hover((this.pointer = { e, plot }).e, plot));
+      div.addEventListener("mouseleave", () => {
+        this.pointer = null;
+        this.tip.hidden = true;
+      });
       return plot;
     });
     this.el.append(this.tip);
@@ -206,6 +209,8 @@ export class HeatmapPanel {
     this.apply(plot, fig, layers.length);
     plot.geometry = { left: fig.left, d: fig.d, x, layers, hover };
     plot.div.dataset.columns = String(x.length);
+    // A tooltip under a still cursor follows the data as it streams in.
+    if (this.pointer?.plot === plot) this.hover(this.pointer.e, plot);
     plot.div.heat = { layers, columns: x.length, zmin: range[0], zmax: range[1], colourbar: fig.traces[1].marker.colorbar.title.text };
   }
 

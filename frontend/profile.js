@@ -1,7 +1,7 @@
 /** Depth profile: the chosen metric against layer at one step, several runs overlaid (log axis). */
 
 /* global Plotly */
-import { CONFIG, RUN_COLOURS, baseLayout } from "./charts.js";
+import { CONFIG, RUN_COLOURS, baseLayout, layerAxis } from "./charts.js";
 import { metricInfo } from "./metrics.js";
 
 export class ProfilePanel {
@@ -32,12 +32,14 @@ export class ProfilePanel {
       steps.push(cols.steps[at]);
       const values = cols.cols[at].map((v) => (v === null ? null : info.scale === "logabs" ? Math.abs(v) : v));
       traces.push({
-        type: "scatter", mode: "lines+markers", x: run.layers, y: values,
+        // x is the layer index, so runs of different depths line up from the input side.
+        type: "scatter", mode: "lines+markers", x: run.layers.map((_, l) => l), y: values, text: run.layers,
         name: `${label(run)} (step ${cols.steps[at]})`,
         line: { color: RUN_COLOURS[i % RUN_COLOURS.length] }, marker: { size: 5 },
-        hovertemplate: `%{x}<br>${state.metric} = %{y:.6g}<extra>${label(run)}</extra>`,
+        hovertemplate: `%{text}<br>${state.metric} = %{y:.6g}<extra>${label(run)}</extra>`,
       });
     });
+    const deepest = runs.reduce((a, r) => (r.layers.length > a.length ? r.layers : a), []);
     const at = steps.length ? `step ${steps[0]}` : "no data yet";
     this.output.value = state.step < 0 ? `latest: ${at}` : at;
     this.revision++;
@@ -46,7 +48,7 @@ export class ProfilePanel {
       height: 340,
       plot_bgcolor: "#ffffff",
       margin: { l: 70, r: 10, t: 10, b: 60 },
-      xaxis: { title: { text: "layer (input → readout)" }, type: "category", gridcolor: "#eee", automargin: true },
+      xaxis: { ...layerAxis(deepest, "layer (input → readout)"), gridcolor: "#eee", automargin: true },
       yaxis: { title: { text: yTitle }, type: info.scale === "linear" ? "linear" : "log", exponentformat: "power", gridcolor: "#eee" },
       legend: { orientation: "h", y: -0.3, font: { size: 11 } },
       showlegend: true,

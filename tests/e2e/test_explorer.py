@@ -74,11 +74,15 @@ def test_preset_heatmap_fills_and_grows_live(
     heat = explorer.page.evaluate("document.querySelector('#heatmaps .plot').heat")
     assert heat["layers"] == summary["layers"]
     assert heat["colourbar"] == "log10 grad_norm" and heat["zmin"] < heat["zmax"]
-    box = explorer.page.locator("#heatmaps .plot .nsewdrag").first.bounding_box()
-    assert box is not None
-    explorer.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 3)  # top row: the readout
     tip = explorer.page.locator(".hm-tip")
-    tip.wait_for(state="visible")
+    for attempt in range(20):  # the plot may be rebuilt under a still cursor while it trains
+        box = explorer.page.locator("#heatmaps .plot .nsewdrag").first.bounding_box()
+        assert box is not None
+        # the top row is the readout
+        explorer.page.mouse.move(box["x"] + box["width"] / 2 + attempt % 2, box["y"] + 3)
+        if tip.is_visible():
+            break
+        time.sleep(0.25)
     assert tip.inner_text().startswith("layer readout · step ")
     assert "grad_norm = " in tip.inner_text()
     explorer.page.wait_for_function(
