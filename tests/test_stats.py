@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from depthscope.stats import Buffers, ParamGroups, histograms, moments_
+from depthscope.stats import Buffers, WeightGroups, histograms, moments_
 
 
 def test_stats_moments_match_float64_reference() -> None:
@@ -56,12 +56,13 @@ def test_stats_histograms_leave_non_finite_rows_empty(bad: float) -> None:
     assert counts[0].sum() == counts[2].sum() == 20
 
 
-def test_stats_param_groups_norms_in_list_order() -> None:
+def test_stats_weight_groups_norms_in_list_order() -> None:
+    # (4, 3) and (3, 4) share a group by size, through a view
     params = [torch.randn(4, 3), torch.randn(4, 4), torch.randn(7), torch.randn(4, 4)]
-    params += [torch.randn(2, 4), torch.randn(4, 4), torch.randn(7)]
+    params += [torch.randn(3, 4), torch.randn(4, 4), torch.randn(7)]
     grads = [torch.randn_like(p) for p in params]
     before = [p.clone() for p in params]
-    groups = ParamGroups(params)
+    groups = WeightGroups(params)
     groups.before_update(grads)
     for p, g in zip(params, grads, strict=True):  # an "optimizer step"
         p.sub_(0.1 * g)
@@ -71,10 +72,10 @@ def test_stats_param_groups_norms_in_list_order() -> None:
     assert torch.allclose(norms[2], torch.stack([0.1 * g.norm() for g in grads]), rtol=1e-4)
 
 
-def test_stats_param_groups_copy_gradients_before_clipping() -> None:
+def test_stats_weight_groups_copy_gradients_before_clipping() -> None:
     params = [torch.ones(2, 2), torch.ones(2, 2)]
     grads = [torch.full((2, 2), 3.0), torch.full((2, 2), 4.0)]
-    groups = ParamGroups(params)
+    groups = WeightGroups(params)
     groups.before_update(grads)
     grads[0].mul_(0)  # clipping in place afterwards must not change the recorded norm
     assert groups.norms()[0].tolist() == [6.0, 8.0]

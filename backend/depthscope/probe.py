@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from depthscope.layers import ACTIVATIONS
 from depthscope.model import DeepNet, Taps
 from depthscope.records import HISTOGRAM_KINDS, METRICS, Histogram, StepRecord, finite
-from depthscope.stats import TINY, Buffers, ParamGroups, histograms
+from depthscope.stats import TINY, Buffers, WeightGroups, histograms
 
 HISTOGRAM_BINS = 32
 # Per-layer gradients at least this large are copied out by hooks rather than held: glibc's
@@ -58,12 +58,13 @@ class Probe:
         self.width = model.linears[0].out_features
         self.weights = [layer.weight for layer in model.linears]
         self.params = [p for p in model.parameters() if p.requires_grad]
-        ids = {id(p): i for i, p in enumerate(self.params)}
+        weight_ids = {id(w) for w in self.weights}
+        self.others = [p for p in self.params if id(p) not in weight_ids]  # biases, norms, …
         device = self.weights[0].device
-        self.weight_index = torch.tensor([ids[id(w)] for w in self.weights], device=device)
         self.metric_rows = torch.tensor([ROWS.index(m) for m in METRICS], device=device)
         self.scratch = Buffers()
-        self.param_groups = ParamGroups(self.params)
+        self.weight_groups = WeightGroups(self.weights)
+        self._other_grad_norms: Tensor | None = None
         self.acts: list[nn.Module] = [block.act for block in model.block_list]
         self.activation = ACTIVATIONS[model.activation]
         self.taps: Taps | None = None
@@ -117,13 +118,14 @@ class Probe:
 
     @torch.no_grad()
     def before_update(self) -> None:
-        """Copy the gradients (before any clipping) and the weights before the update."""
-        self.param_groups.before_update(
-            [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        )
+        """Copy the weights' gradients (before any clipping) and values before the update;
+        the other parameters' gradients only count towards the total norm."""
+        self.weight_groups.before_update([_grad(w) for w in self.weights])
+        others = [_grad(p) for p in self.others]
+        self._other_grad_norms = torch.stack(torch._foreach_norm(others)) if others else None
 
     def detach(self) -> None:
-        self.grads, self._hooked = [], None
+        self.grads, self._hooked, self._other_grad_norms = [], None, None
         self.model.taps = None
         self.taps = None
 
@@ -175,12 +177,14 @@ class Probe:
         if with_histograms:  # first: the sums below centre z and h in place
             parts = self._histograms([h, logits, g, dlogits])
         activation_side = self._activation_rows(z, u, h, g, logits, dlogits)
-        norms = self.param_groups.norms()  # [grad, weight before, update] × parameters
-        weight = norms.index_select(1, self.weight_index)
+        weight = self.weight_groups.norms()  # [grad, value before, update] × layers
         ratios = weight / weight[1].clamp_min(TINY)  # grad_to_weight, one, update_ratio
         rows = torch.cat([weight, ratios, activation_side])  # in ROWS order
         metrics = rows.index_select(0, self.metric_rows).flatten()
-        return torch.linalg.vector_norm(norms[0]), [metrics, *parts]
+        grads = weight[0]
+        if self._other_grad_norms is not None:
+            grads = torch.cat([grads, self._other_grad_norms])
+        return torch.linalg.vector_norm(grads), [metrics, *parts]
 
     def _activation_rows(
         self, z: Tensor, u: Tensor, h: Tensor, g: Tensor, logits: Tensor, dlogits: Tensor
@@ -286,6 +290,10 @@ class Probe:
             layers=layers,
             histograms=hists,
         )
+
+
+def _grad(p: Tensor) -> Tensor:
+    return p.grad if p.grad is not None else torch.zeros_like(p)
 
 
 def _copy_into(row: Tensor, grad: Tensor) -> None:

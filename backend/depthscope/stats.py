@@ -85,22 +85,28 @@ def histograms(x: Tensor, bins: int, scratch: Buffers) -> tuple[Tensor, Tensor, 
     return torch.where(ok, lo, nan), torch.where(ok, hi, nan), counts * ok.unsqueeze(1)
 
 
-class ParamGroups:
-    """Per parameter: the norm of its gradient, of its value before the update, and of the
-    update, in a few ops whatever the depth. Same-shape parameters (a deep net's hidden
-    weights, its biases) share one [3, members, numel] buffer (gradients, values before,
-    updates) reduced in one op; on the CPU this beats `_foreach_norm`, which loops tensor by
-    tensor. The gradients are copied before clipping, so their norms are the pre-clip ones."""
+class WeightGroups:
+    """Per weight matrix: the norm of its gradient, of its value before the update, and of
+    the update, in a few ops whatever the depth. Weights of equal size (a deep net's hidden
+    weights; often the first and the readout too) share one [3, members, numel] buffer
+    (gradients, values before, updates) reduced in one op; on the CPU this beats
+    `_foreach_norm`, which loops tensor by tensor. The gradients are copied before clipping,
+    so their norms are the pre-clip ones."""
 
-    def __init__(self, params: Sequence[Tensor]) -> None:
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, p in enumerate(params):
-            groups.setdefault(tuple(p.shape), []).append(i)
-        self.params = list(params)
+    def __init__(self, weights: Sequence[Tensor]) -> None:
+        groups: dict[int, list[int]] = {}
+        for i, w in enumerate(weights):
+            groups.setdefault(w.numel(), []).append(i)
+        self.weights = list(weights)
         self.groups = list(groups.values())
-        device = self.params[0].device
+        # members whose shape differs from their group's first are stacked through a view
+        self.shapes = [weights[g[0]].shape for g in self.groups]
+        self.reshaped = [
+            any(weights[i].shape != weights[g[0]].shape for i in g) for g in self.groups
+        ]
+        device = self.weights[0].device
         self.buffers = [
-            torch.empty(3, len(g), self.params[g[0]].numel(), device=device) for g in self.groups
+            torch.empty(3, len(g), self.weights[g[0]].numel(), device=device) for g in self.groups
         ]
         order = torch.tensor([i for g in self.groups for i in g])
         inverse = torch.empty_like(order)
@@ -108,18 +114,20 @@ class ParamGroups:
         self.inverse = inverse.to(device)
 
     def _stack(self, row: int, tensors: Sequence[Tensor]) -> None:
-        for buf, group in zip(self.buffers, self.groups, strict=True):
-            first = tensors[group[0]]
-            torch.stack([tensors[i] for i in group], out=buf[row].view(len(group), *first.shape))
+        for buf, group, shape, reshaped in zip(
+            self.buffers, self.groups, self.shapes, self.reshaped, strict=True
+        ):
+            members = [tensors[i].view(shape) if reshaped else tensors[i] for i in group]
+            torch.stack(members, out=buf[row].view(len(group), *shape))
 
     def before_update(self, grads: Sequence[Tensor]) -> None:
-        """Copy the gradients (aligned with the parameters) and the current values."""
+        """Copy the gradients (aligned with the weights) and the current values."""
         self._stack(0, grads)
-        self._stack(1, self.params)
+        self._stack(1, self.weights)
 
     def norms(self) -> Tensor:
-        """After the update: [3, parameters] norms of gradient, value before, update."""
-        self._stack(2, self.params)
+        """After the update: [3, weights] norms of gradient, value before, update."""
+        self._stack(2, self.weights)
         for buf in self.buffers:
             buf[2].sub_(buf[1])
         flat = torch.cat([torch.linalg.vector_norm(buf, dim=2) for buf in self.buffers], dim=1)
