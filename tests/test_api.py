@@ -184,3 +184,23 @@ async def test_delete_removes_run(client: httpx.AsyncClient) -> None:
     run = await finished_run(client, steps=3)
     assert (await client.delete(f"/api/runs/{run['id']}")).status_code == 204
     assert (await client.get(f"/api/runs/{run['id']}")).status_code == 404
+
+
+async def test_runs_diverged_reports_first_non_finite_and_exports_valid_json(
+    client: httpx.AsyncClient,
+) -> None:
+    presets = {p["id"]: p for p in (await client.get("/api/presets")).json()}
+    created = await client.post("/api/runs", json=presets["exploding"]["config"])
+    run = await wait_until(client, created.json()["id"], TERMINAL)
+    assert run["status"] == "diverged"
+    divergence = run["divergence"]
+    assert set(divergence) == {"step", "layer", "layer_index", "metric"}
+    assert run["error"] == (
+        f"layer {divergence['layer']} went non-finite at step {divergence['step']} "
+        f"({divergence['metric']})"
+    )
+    text = (await client.get(f"/api/runs/{run['id']}/export")).text
+    assert "NaN" not in text and "Infinity" not in text
+    records = json.loads(text)["records"]
+    last = records[-1]["layers"][divergence["metric"]][divergence["layer_index"]]
+    assert records[-1]["step"] == divergence["step"] and last is None

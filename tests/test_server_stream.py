@@ -115,7 +115,9 @@ def test_server_health_is_fast_while_two_runs_train(live_server: str) -> None:
     assert statistics.median(timings) < 0.05
 
 
-@pytest.mark.parametrize("kill", [False, True], ids=["terminate", "kill-9"])
+@pytest.mark.parametrize(
+    "kill", [pytest.param(False, marks=pytest.mark.slow), True], ids=["terminate", "kill-9"]
+)
 def test_server_restart_marks_run_interrupted_with_records(
     server_process: ServerProcess, kill: bool
 ) -> None:

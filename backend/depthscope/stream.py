@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -57,6 +58,11 @@ class Update:
     def end(self) -> int:
         return self.start + len(self.records)
 
+    @functools.cached_property
+    def payload(self) -> str:
+        """The `records` event data, built once however many subscribers receive it."""
+        return records_payload(self.records)
+
 
 async def read_update(store: RunStore, run_id: str, pos: Position) -> Update:
     """Read news past `pos`. The summary is read before the records: the worker commits its
@@ -72,10 +78,12 @@ async def read_update(store: RunStore, run_id: str, pos: Position) -> Update:
     return Update(pos.records, records, run)
 
 
-def records_event(records: list[str], pos: Position) -> ServerSentEvent:
-    return ServerSentEvent(
-        data='{"records":[' + ",".join(records) + "]}", event="records", id=pos.event_id
-    )
+def records_payload(records: list[str]) -> str:
+    return '{"records":[' + ",".join(records) + "]}"
+
+
+def records_event(data: str, pos: Position) -> ServerSentEvent:
+    return ServerSentEvent(data=data, event="records", id=pos.event_id)
 
 
 def status_event(run: RunRow, pos: Position, kind: str = "status") -> ServerSentEvent:
@@ -185,10 +193,12 @@ def _apply(update: Update, pos: Position) -> tuple[Position, list[ServerSentEven
     """The events `update` means for a client at `pos`, its new position, and whether the
     stream is over. Records it already has are skipped, so overlaps never duplicate."""
     events: list[ServerSentEvent] = []
-    fresh = update.records[max(0, pos.records - update.start) :]
+    skip = max(0, pos.records - update.start)
+    fresh = update.records[skip:]
     if fresh:
         pos = Position(max(pos.records, update.start) + len(fresh), pos.version)
-        events.append(records_event(fresh, pos))
+        data = update.payload if skip == 0 else records_payload(fresh)
+        events.append(records_event(data, pos))
     run = update.run
     if run is None:
         return pos, events, True
