@@ -63,13 +63,18 @@ function syncControls() {
 
 // -- redraws: at most one per widget per animation frame ---------------------------------------
 function redrawAll() {
+  // With no run shown, the secondary charts give way to a one-line hint instead of empty axes.
+  const empty = shownRuns().length === 0;
+  document.body.dataset.empty = String(empty);
   const s = app.scheduler;
   s.request("heatmap", () => app.heatmap.render(shownRuns(), app.state, label));
-  // The heatmap follows every frame; the other charts redraw fully, so a few times a second.
-  s.request("curves", () => app.curves.render(shownRuns(), label), 250);
-  s.request("profile", () => app.profile.render(shownRuns(), app.state, label), 100);
-  s.request("hist", () => app.histogram.render(shownRuns()[0], app.state, label), 500);
   s.request("status", renderStatus, 200);
+  if (empty) return; // hidden charts are not drawn: Plotly would size them for a hidden box
+  // The heatmap follows every frame; the other charts redraw fully, so a few times a second.
+  const ifShown = (draw) => () => shownRuns().length && draw(shownRuns());
+  s.request("curves", ifShown((runs) => app.curves.render(runs, label)), 250);
+  s.request("profile", ifShown((runs) => app.profile.render(runs, app.state, label)), 100);
+  s.request("hist", ifShown((runs) => app.histogram.render(runs[0], app.state, label)), 500);
 }
 
 function renderStatus() {
