@@ -94,24 +94,29 @@ class Probe:
         outputs = [*taps.h, taps.logits]
         self.grads = [None] * len(outputs)
         if taps.h[0].numel() * taps.h[0].element_size() >= HOOK_BYTES:
-            rows = self.scratch.get("g", (len(taps.h), *taps.h[0].shape), taps.h[0]).unbind(0)
-            hooks = [partial(_copy_into, row) for row in rows] + [partial(self._keep, -1)]
-            handles = [
-                t.register_hook(hook)  # type: ignore[no-untyped-call]
-                for t, hook in zip(outputs, hooks, strict=True)
-            ]
-            try:
-                loss.backward()  # type: ignore[no-untyped-call]
-            finally:
-                for handle in handles:
-                    handle.remove()
-            self.grads[:-1] = rows
-            self._hooked = self.scratch.store["g"].view(len(rows), -1)
+            self._backward_with_hooks(loss, outputs)
             return
         grads = torch.autograd.grad(loss, [*outputs, *self.params], allow_unused=True)
         self.grads = list(grads[: len(outputs)])
         for p, g in zip(self.params, grads[len(outputs) :], strict=True):
             p.grad = g if p.grad is None or g is None else p.grad + g
+
+    def _backward_with_hooks(self, loss: Tensor, outputs: list[Tensor]) -> None:
+        hidden = outputs[:-1]
+        buffer = self.scratch.get("g", (len(hidden), *hidden[0].shape), hidden[0])
+        rows = buffer.unbind(0)
+        hooks = [partial(_copy_into, row) for row in rows] + [partial(self._keep, -1)]
+        handles = [
+            t.register_hook(hook)  # type: ignore[no-untyped-call]
+            for t, hook in zip(outputs, hooks, strict=True)
+        ]
+        try:
+            loss.backward()  # type: ignore[no-untyped-call]
+        finally:
+            for handle in handles:
+                handle.remove()
+        self.grads[:-1] = rows
+        self._hooked = buffer.view(len(rows), -1)
 
     def _keep(self, index: int, grad: Tensor) -> None:
         self.grads[index] = grad
