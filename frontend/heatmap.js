@@ -211,7 +211,7 @@ export class HeatmapPanel {
     plot.div.dataset.columns = String(x.length);
     // A tooltip under a still cursor follows the data as it streams in.
     if (this.pointer?.plot === plot) this.hover(this.pointer.e, plot);
-    plot.div.heat = { layers, columns: x.length, zmin: range[0], zmax: range[1], colourbar: fig.traces[1].marker.colorbar.title.text };
+    plot.div.heat = { layers, columns: x.length, lastStep: x.at(-1), zmin: range[0], zmax: range[1], colourbar: fig.traces[1].marker.colorbar.title.text };
   }
 
   /**
@@ -242,7 +242,9 @@ export class HeatmapPanel {
     if (!plot.listening) {
       plot.listening = true;
       plot.div.on("plotly_relayout", (e) => {
-        if (plot.self) return;
+        // Our own updates may report after they return (the image loads asynchronously);
+        // they are the ones that carry the image source.
+        if (plot.self || "images[0].source" in e || e.autosize) return;
         const axes = plot.div._fullLayout;
         if (e["xaxis.autorange"] || e["yaxis.autorange"]) plot.zoom = null;
         else if ("xaxis.range[0]" in e || "yaxis.range[0]" in e || "xaxis.range" in e) {

@@ -147,7 +147,19 @@ def test_share_link_round_trips(
 def test_cancel_stops_the_run(explorer: Explorer, api: httpx.Client) -> None:
     explorer.open()
     run_id = start_from_form(explorer, LONG_RUN)
-    explorer.wait_columns(0, timeout=20)
+    shown = explorer.wait_columns(0, timeout=20)
+    # While it trains, the step axis follows the data, until the user zooms: then it stays.
+    x_range = "document.querySelector('#heatmaps .plot')._fullLayout.xaxis.range"
+    explorer.page.wait_for_function(
+        f"({x_range})[1] >= document.querySelector('#heatmaps .plot').heat.lastStep"
+        " && document.querySelector('#heatmaps .plot').heat.lastStep > 20",
+        timeout=10_000,
+    )
+    explorer.page.evaluate(
+        "Plotly.relayout(document.querySelector('#heatmaps .plot'), {'xaxis.range': [0, 5]})"
+    )
+    explorer.wait_columns(shown + 5, timeout=20)
+    assert explorer.page.evaluate(x_range) == [0, 5]
     row = explorer.page.locator(f"tr[data-run='{run_id}']")
     row.locator("button.cancel").click()
     explorer.page.wait_for_selector(
