@@ -120,6 +120,14 @@ def live_server(server_process: ServerProcess) -> str:
     return server_process.start()
 
 
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real server shared by a module's tests (each server start imports torch: seconds)."""
+    server = ServerProcess(tmp_path_factory.mktemp("data"))
+    yield server.start()
+    server.stop()
+
+
 @dataclass
 class Event:
     event: str

@@ -55,9 +55,9 @@ def steps_of(events: list[Event]) -> list[int]:
     ]
 
 
-def test_server_events_full_lifecycle_in_order(live_server: str) -> None:
-    run_id = create(live_server, 40)
-    events = stream(live_server, run_id)
+def test_server_events_full_lifecycle_in_order(module_server: str) -> None:
+    run_id = create(module_server, 40)
+    events = stream(module_server, run_id)
     assert events[0].event == "status" and events[-1].event == "end"
     assert steps_of(events) == list(range(40))  # every record once, in order
     statuses = [json.loads(e.data)["status"] for e in events if e.event == "status"]
@@ -72,40 +72,40 @@ def test_server_events_full_lifecycle_in_order(live_server: str) -> None:
 
 
 def test_server_events_resume_with_last_event_id_has_no_gap_or_duplicate(
-    live_server: str,
+    module_server: str,
 ) -> None:
-    run_id = create(live_server, 400)
-    first = stream(live_server, run_id, limit=3)  # leave mid-run
-    rest = stream(live_server, run_id, last_id=first[-1].id)
+    run_id = create(module_server, 400)
+    first = stream(module_server, run_id, limit=3)  # leave mid-run
+    rest = stream(module_server, run_id, last_id=first[-1].id)
     steps = steps_of(first) + steps_of(rest)
     assert steps == list(range(400))
     assert rest[-1].event == "end"
     statuses = [json.loads(e.data)["status"] for e in first + rest if e.event == "status"]
     assert len(statuses) == len(set(statuses))  # no status repeated either
-    again = stream(live_server, run_id)  # a late joiner gets everything
+    again = stream(module_server, run_id)  # a late joiner gets everything
     assert steps_of(again) == list(range(400))
 
 
-def test_server_silent_subscriber_does_not_stall_training(live_server: str) -> None:
-    run_id = create(live_server, 1500)
-    host, port = live_server.removeprefix("http://").split(":")
+def test_server_silent_subscriber_does_not_stall_training(module_server: str) -> None:
+    run_id = create(module_server, 1500)
+    host, port = module_server.removeprefix("http://").split(":")
     silent = socket.create_connection((host, int(port)))
     silent.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     request = f"GET /api/runs/{run_id}/events HTTP/1.1\r\nHost: {host}\r\n\r\n"
     silent.sendall(request.encode())  # … and never read a byte
     try:
-        run = wait_for(live_server, run_id, lambda r: r["status"] in TERMINAL, timeout=90)
+        run = wait_for(module_server, run_id, lambda r: r["status"] in TERMINAL, timeout=90)
         assert run["status"] == "completed" and run["records"] == 1500
-        assert steps_of(stream(live_server, run_id)) == list(range(1500))
+        assert steps_of(stream(module_server, run_id)) == list(range(1500))
     finally:
         silent.close()
 
 
-def test_server_health_is_fast_while_two_runs_train(live_server: str) -> None:
-    ids = [create(live_server, 3000) for _ in range(2)]
-    wait_for(live_server, ids[1], lambda r: r["records"] > 0)
+def test_server_health_is_fast_while_two_runs_train(module_server: str) -> None:
+    ids = [create(module_server, 3000) for _ in range(2)]
+    wait_for(module_server, ids[1], lambda r: r["records"] > 0)
     timings = []
-    with httpx.Client(base_url=live_server, timeout=10) as client:
+    with httpx.Client(base_url=module_server, timeout=10) as client:
         for _ in range(20):
             started = time.perf_counter()
             assert client.get("/api/health").json()["running"] == 2

@@ -92,7 +92,7 @@ def status_event(run: RunRow, pos: Position, kind: str = "status") -> ServerSent
 
 @dataclass(eq=False)
 class _Subscriber:
-    queue: asyncio.Queue[Update]
+    queue: asyncio.Queue[Update | None]  # None: the tailer has stopped
     dropped: bool = False
 
 
@@ -121,7 +121,10 @@ class Broadcaster:
                 if joined and not refill:
                     if sub.dropped and sub.queue.empty():
                         return  # too slow: the client resumes from its Last-Event-ID
-                    update = await sub.queue.get()
+                    queued = await sub.queue.get()
+                    if queued is None:
+                        return  # the tailer stopped early: the client resumes from the store
+                    update = queued
                     if update.start > pos.records:  # never expected; fill from the store
                         update = await read_update(self.store, run_id, pos)
                 else:  # catching up from the store
@@ -179,6 +182,10 @@ class Broadcaster:
         finally:
             if self._tails.get(tail.run_id) is tail:
                 del self._tails[tail.run_id]
+            for sub in tail.subscribers:  # left behind by an error or close(): let them go
+                sub.dropped = True
+                with contextlib.suppress(asyncio.QueueFull):
+                    sub.queue.put_nowait(None)
 
     async def close(self) -> None:
         tasks = [t.task for t in self._tails.values() if t.task is not None]
