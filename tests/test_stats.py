@@ -81,6 +81,16 @@ def test_stats_weight_groups_copy_gradients_before_clipping() -> None:
     assert groups.norms()[0].tolist() == [6.0, 8.0]
 
 
+def test_stats_weight_groups_gradients_only() -> None:
+    params = [torch.randn(5), torch.randn(5), torch.randn(2)]
+    grads = [torch.randn_like(p) for p in params]
+    groups = WeightGroups(params, track_updates=False)
+    groups.before_update(grads)
+    norms = groups.norms()
+    assert norms.shape == (1, 3)
+    assert torch.allclose(norms[0], torch.stack([g.norm() for g in grads]))
+
+
 def test_stats_buffers_are_reused_for_the_same_shape() -> None:
     scratch = Buffers()
     like = torch.zeros(3)

@@ -64,7 +64,7 @@ class Probe:
         self.metric_rows = torch.tensor([ROWS.index(m) for m in METRICS], device=device)
         self.scratch = Buffers()
         self.weight_groups = WeightGroups(self.weights)
-        self._other_grad_norms: Tensor | None = None
+        self.other_groups = WeightGroups(self.others, track_updates=False) if self.others else None
         self.acts: list[nn.Module] = [block.act for block in model.block_list]
         self.activation = ACTIVATIONS[model.activation]
         self.taps: Taps | None = None
@@ -126,11 +126,11 @@ class Probe:
         """Copy the weights' gradients (before any clipping) and values before the update;
         the other parameters' gradients only count towards the total norm."""
         self.weight_groups.before_update([_grad(w) for w in self.weights])
-        others = [_grad(p) for p in self.others]
-        self._other_grad_norms = torch.stack(torch._foreach_norm(others)) if others else None
+        if self.other_groups is not None:
+            self.other_groups.before_update([_grad(p) for p in self.others])
 
     def detach(self) -> None:
-        self.grads, self._hooked, self._other_grad_norms = [], None, None
+        self.grads, self._hooked = [], None
         self.model.taps = None
         self.taps = None
 
@@ -187,8 +187,8 @@ class Probe:
         rows = torch.cat([weight, ratios, activation_side])  # in ROWS order
         metrics = rows.index_select(0, self.metric_rows).flatten()
         grads = weight[0]
-        if self._other_grad_norms is not None:
-            grads = torch.cat([grads, self._other_grad_norms])
+        if self.other_groups is not None:
+            grads = torch.cat([grads, self.other_groups.norms()[0]])
         return torch.linalg.vector_norm(grads), [metrics, *parts]
 
     def _activation_rows(

@@ -86,14 +86,17 @@ def histograms(x: Tensor, bins: int, scratch: Buffers) -> tuple[Tensor, Tensor, 
 
 
 class WeightGroups:
-    """Per weight matrix: the norm of its gradient, of its value before the update, and of
-    the update, in a few ops whatever the depth. Weights of equal size (a deep net's hidden
+    """Per weight matrix (or any parameter): the norm of its gradient, of its value before the
+    update, and of the update, in a few ops whatever the depth. Weights of equal size (a deep net's hidden
     weights; often the first and the readout too) share one [3, members, numel] buffer
     (gradients, values before, updates) reduced in one op; on the CPU this beats
     `_foreach_norm`, which loops tensor by tensor. The gradients are copied before clipping,
     so their norms are the pre-clip ones."""
 
-    def __init__(self, weights: Sequence[Tensor]) -> None:
+    def __init__(self, weights: Sequence[Tensor], track_updates: bool = True) -> None:
+        """With `track_updates` False only gradient norms are kept (a [1, members, numel]
+        buffer): for the biases and norm parameters, which only count towards the total."""
+        self.track_updates = track_updates
         groups: dict[int, list[int]] = {}
         for i, w in enumerate(weights):
             groups.setdefault(w.numel(), []).append(i)
@@ -106,7 +109,10 @@ class WeightGroups:
         ]
         device = self.weights[0].device
         self.buffers = [
-            torch.empty(3, len(g), self.weights[g[0]].numel(), device=device) for g in self.groups
+            torch.empty(
+                3 if track_updates else 1, len(g), self.weights[g[0]].numel(), device=device
+            )
+            for g in self.groups
         ]
         order = torch.tensor([i for g in self.groups for i in g])
         inverse = torch.empty_like(order)
@@ -123,12 +129,15 @@ class WeightGroups:
     def before_update(self, grads: Sequence[Tensor]) -> None:
         """Copy the gradients (aligned with the weights) and the current values."""
         self._stack(0, grads)
-        self._stack(1, self.weights)
+        if self.track_updates:
+            self._stack(1, self.weights)
 
     def norms(self) -> Tensor:
-        """After the update: [3, weights] norms of gradient, value before, update."""
-        self._stack(2, self.weights)
-        for buf in self.buffers:
-            buf[2].sub_(buf[1])
+        """After the update: [3, weights] norms of gradient, value before, update (or [1,
+        weights] gradient norms without `track_updates`)."""
+        if self.track_updates:
+            self._stack(2, self.weights)
+            for buf in self.buffers:
+                buf[2].sub_(buf[1])
         flat = torch.cat([torch.linalg.vector_norm(buf, dim=2) for buf in self.buffers], dim=1)
         return flat.index_select(1, self.inverse)
