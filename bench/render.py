@@ -197,7 +197,12 @@ def main() -> None:
     result = {
         "benchmark": "render",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            # shared machine: other processes' load shows up in every timing
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        },
         "browser": f"Chromium {version} (headless, software rendering)",
         "time_to_first_heatmap": first,
         "live_update_100x1000": update,
