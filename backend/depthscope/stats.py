@@ -87,9 +87,9 @@ def histograms(x: Tensor, bins: int, scratch: Buffers) -> tuple[Tensor, Tensor, 
 
 class WeightGroups:
     """Per weight matrix (or any parameter): the norm of its gradient, of its value before the
-    update, and of the update, in a few ops whatever the depth. Weights of equal size (a deep net's hidden
-    weights; often the first and the readout too) share one [3, members, numel] buffer
-    (gradients, values before, updates) reduced in one op; on the CPU this beats
+    update, and of the update, in a few ops whatever the depth. Tensors of equal size (a deep
+    net's hidden weights; often the first and the readout too) share one [3, members, numel]
+    buffer (gradients, values before, updates) reduced in one op; on the CPU this beats
     `_foreach_norm`, which loops tensor by tensor. The gradients are copied before clipping,
     so their norms are the pre-clip ones."""
 
