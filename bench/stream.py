@@ -206,7 +206,8 @@ def main() -> None:
                 "machine": {
                     "cpus": os.cpu_count(),
                     "python": platform.python_version(),
-                    "note": "shared CPU; loopback only",
+                    "load_average": os.getloadavg(),
+                    "note": "CPU shared with other work; loopback only",
                 },
             }
         finally:
