@@ -4,6 +4,7 @@
 import { BLANK, CONFIG, DIVERGING, NON_FINITE, SEQUENTIAL, baseLayout, layerAxis } from "./charts.js";
 import { colourLabel, metricInfo, transformFor } from "./metrics.js";
 import { Painter, colourTable } from "./painter.js";
+import { logRatio } from "./rundata.js";
 
 // Plotly redraws a whole heatmap trace on any change (~100 ms for 100 × 1000 cells), so the cells
 // are painted into an image here, one pixel per cell, and only new columns are painted per
@@ -283,34 +284,10 @@ export class HeatmapPanel {
     if (key !== this.key) this.build(1, key);
     const plot = this.plots[0];
     plot.div.classList.add("ratio");
-    const tf = transformFor(metric);
     const ca = a.metrics[metric];
     const cb = b.metrics[metric];
     const n = Math.min(a.layers.length, b.layers.length);
-    const x = [];
-    const cols = [];
-    const pairs = [];
-    let top = 0;
-    // Walk both step lists once; only steps both runs recorded get a column.
-    for (let i = 0, j = 0; i < ca.length && j < cb.length; ) {
-      if (ca.steps[i] < cb.steps[j]) i++;
-      else if (cb.steps[j] < ca.steps[i]) j++;
-      else {
-        const col = [];
-        for (let l = 0; l < n; l++) {
-          const va = tf(ca.cols[i][l] ?? null);
-          const vb = tf(cb.cols[j][l] ?? null);
-          const diff = va === null || vb === null ? null : vb - va;
-          if (diff !== null && Math.abs(diff) > top) top = Math.abs(diff);
-          col.push(diff);
-        }
-        x.push(ca.steps[i]);
-        cols.push(col);
-        pairs.push([i, j]);
-        i++;
-        j++;
-      }
-    }
+    const { x, cols, pairs, top } = logRatio(ca, cb, transformFor(metric), n);
     const layers = a.layers.slice(0, n);
     const bound = Math.ceil((top || 1) * 4) / 4;
     plot.painter ??= new Painter(n, { table: DIVERGING_TABLE, blank: BLANK, bad: NON_FINITE });

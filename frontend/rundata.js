@@ -174,3 +174,34 @@ export class RunData {
     return null;
   }
 }
+
+/**
+ * Columns of B − A (of the transformed values: log10 B − log10 A) at the steps both runs hold,
+ * found in one walk over the two step lists. `pairs` maps each column to its A and B indices.
+ */
+export function logRatio(ca, cb, tf, rows) {
+  const x = [];
+  const cols = [];
+  const pairs = [];
+  let top = 0;
+  for (let i = 0, j = 0; i < ca.length && j < cb.length; ) {
+    if (ca.steps[i] < cb.steps[j]) i++;
+    else if (cb.steps[j] < ca.steps[i]) j++;
+    else {
+      const col = [];
+      for (let l = 0; l < rows; l++) {
+        const va = tf(ca.cols[i][l] ?? null);
+        const vb = tf(cb.cols[j][l] ?? null);
+        const diff = va === null || vb === null ? null : vb - va;
+        if (diff !== null && Math.abs(diff) > top) top = Math.abs(diff);
+        col.push(diff);
+      }
+      x.push(ca.steps[i]);
+      cols.push(col);
+      pairs.push([i, j]);
+      i++;
+      j++;
+    }
+  }
+  return { x, cols, pairs, top };
+}

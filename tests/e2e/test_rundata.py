@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
+
+import pytest
 
 COLUMNS = """async (n) => {
   const m = await import('/rundata.js');
@@ -71,3 +74,28 @@ def test_rundata_names_first_non_finite_cell(modules: Any) -> None:
     assert got["before"] is None
     assert got["bad"] == {"step": 2, "layer": "block2", "metric": "grad_norm"}
     assert got["after"] == "layer block2 went non-finite at step 2 (grad_norm)"
+
+
+def test_log_ratio_matches_step_aligned_reference(modules: Any) -> None:
+    a_steps, b_steps = [0, 1, 2, 4, 6, 8], [0, 2, 3, 4, 8, 9]
+    a_vals = [[10.0 ** (s % 3), 0.5] for s in a_steps]
+    b_vals = [[10.0 ** (s % 4), None] for s in b_steps]
+    got = modules.evaluate(
+        """async ([as, av, bs, bv]) => {
+          const m = await import('/rundata.js');
+          const { transformFor } = await import('/metrics.js');
+          const ca = new m.Columns();
+          const cb = new m.Columns();
+          as.forEach((s, i) => ca.push(s, av[i]));
+          bs.forEach((s, i) => cb.push(s, bv[i]));
+          return m.logRatio(ca, cb, transformFor('grad_norm'), 2);
+        }""",
+        [a_steps, a_vals, b_steps, b_vals],
+    )
+    common = sorted(set(a_steps) & set(b_steps))
+    assert got["x"] == common
+    for step, col in zip(common, got["cols"], strict=True):
+        a, b = a_vals[a_steps.index(step)], b_vals[b_steps.index(step)]
+        assert col[0] == pytest.approx(math.log10(b[0]) - math.log10(a[0]))
+        assert col[1] is None  # B's value is missing: no ratio
+    assert got["top"] == pytest.approx(max(abs(c[0]) for c in got["cols"]))
