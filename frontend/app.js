@@ -48,7 +48,8 @@ const shownRuns = () => app.state.runs.map((id) => app.runs.get(id)).filter(Bool
 function setState(patch) {
   Object.assign(app.state, patch);
   const hash = encodeState(app.state);
-  if (hash !== location.hash) history.replaceState(null, "", hash);
+  const url = hash === "#" ? location.pathname : hash; // default state: a clean URL
+  if (url !== location.hash && !(url === location.pathname && !location.hash)) history.replaceState(null, "", url);
   $("share").value = location.href;
   syncControls();
   for (const id of app.state.runs) openRun(id);

@@ -78,6 +78,8 @@ function roundRange(lo, hi) {
   return b > a ? [a, b] : [a, a + 0.25];
 }
 
+const lost = (err) => console.warn("heatmap update dropped", err);
+
 function heightFor(layers) {
   return Math.max(300, Math.min(640, 160 + layers * 4));
 }
@@ -229,7 +231,7 @@ export class HeatmapPanel {
       const update = { "images[0].source": image.source, "images[0].x": image.x, "images[0].sizex": image.sizex };
       if (!plot.zoom) update["xaxis.range"] = xRange;
       plot.self = true;
-      Plotly.relayout(plot.div, update);
+      Plotly.relayout(plot.div, update).catch(lost); // the plot may be rebuilt meanwhile
       plot.self = false;
       return;
     }
@@ -237,7 +239,7 @@ export class HeatmapPanel {
     layout.yaxis.range = plot.zoom?.y ?? [-0.5, rows - 0.5];
     delete layout.uirevision;
     plot.self = true;
-    Plotly.react(plot.div, traces, layout, CONFIG);
+    Plotly.react(plot.div, traces, layout, CONFIG).catch(lost);
     plot.self = false;
     plot.signature = signature;
     if (!plot.listening) {
