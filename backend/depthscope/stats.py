@@ -74,11 +74,12 @@ def histograms(x: Tensor, bins: int, scratch: Buffers) -> tuple[Tensor, Tensor, 
     scale = torch.where(ok, bins / (hi - lo).clamp_min(TINY), 0.0).unsqueeze(1)
     start = torch.where(ok, lo, 0.0).unsqueeze(1)
     # bin = clamp((x - lo) * scale) + row * bins, built in place in float (exact below 2^24).
-    idx = scratch.get("hist_bin", x.shape, x)
+    key = f"{rows}x{x.shape[1]}"  # hidden layers and readout alternate: one buffer each
+    idx = scratch.get(f"hist_bin{key}", x.shape, x)
     torch.addcmul(-start * scale, x, scale, out=idx)
     idx.clamp_(0, bins - 1).floor_().nan_to_num_(0.0, 0.0, 0.0)
     idx.add_(torch.arange(rows, device=x.device, dtype=x.dtype).unsqueeze(1) * bins)
-    index = scratch.get("hist_index", x.shape, x, torch.long)
+    index = scratch.get(f"hist_index{key}", x.shape, x, torch.long)
     index.copy_(idx)
     counts = torch.bincount(index.flatten(), minlength=rows * bins).reshape(rows, bins)
     nan = torch.full_like(lo, math.nan)
