@@ -166,6 +166,11 @@ export class HeatmapPanel {
         this.pointer = null;
         this.tip.hidden = true;
       });
+      // Keyboard: focus the plot, then arrows walk the cells (Shift: 10 at a time).
+      div.tabIndex = 0;
+      div.setAttribute("aria-label", "heatmap: arrow keys read the cells, Home and End jump to the first and last step");
+      div.addEventListener("keydown", (e) => this.keyboard(e, plot));
+      div.addEventListener("blur", () => (this.tip.hidden = true));
       return plot;
     });
     this.el.append(this.tip);
@@ -275,11 +280,38 @@ export class HeatmapPanel {
       this.tip.hidden = true;
       return;
     }
+    this.showTip(g, l, i, event.clientX, event.clientY);
+  }
+
+  showTip(g, l, i, clientX, clientY) {
     this.tip.textContent = `layer ${g.layers[l]} · step ${g.x[i]}\n${g.hover.text(l, i)}`;
     this.tip.hidden = false;
     const host = this.el.getBoundingClientRect();
-    this.tip.style.left = `${event.clientX - host.left + 14}px`;
-    this.tip.style.top = `${event.clientY - host.top + 14}px`;
+    this.tip.style.left = `${clientX - host.left + 14}px`;
+    this.tip.style.top = `${clientY - host.top + 14}px`;
+  }
+
+  keyboard(event, plot) {
+    const g = plot.geometry;
+    const full = plot.div._fullLayout;
+    const moves = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [1, 0], ArrowDown: [-1, 0] };
+    if (!g || !full?.xaxis?.d2p || !g.x.length) return;
+    const n = g.x.length;
+    const c = (plot.cursor ??= { l: g.layers.length - 1, i: n - 1 });
+    const step = event.shiftKey ? 10 : 1;
+    if (event.key in moves) {
+      c.l += moves[event.key][0] * step;
+      c.i += moves[event.key][1] * step;
+    } else if (event.key === "Home") c.i = 0;
+    else if (event.key === "End") c.i = n - 1;
+    else return;
+    event.preventDefault();
+    c.l = Math.max(0, Math.min(g.layers.length - 1, c.l));
+    c.i = Math.max(0, Math.min(n - 1, c.i));
+    const box = plot.div.getBoundingClientRect();
+    const x = box.left + full._size.l + full.xaxis.d2p(g.left + (c.i + 0.5) * g.d);
+    const y = box.top + full._size.t + full.yaxis.d2p(c.l);
+    this.showTip(g, c.l, c.i, x, y);
   }
 
   renderRatio(a, b, metric, label, key) {

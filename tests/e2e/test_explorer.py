@@ -85,6 +85,12 @@ def test_preset_heatmap_fills_and_grows_live(
         time.sleep(0.25)
     assert tip.inner_text().startswith("layer readout · step ")
     assert "grad_norm = " in tip.inner_text()
+    # The same from the keyboard: focus the plot, Home = first step, Down = one layer lower.
+    explorer.page.mouse.move(0, 0)
+    explorer.page.focus("#heatmaps .plot")
+    explorer.page.keyboard.press("Home")
+    explorer.page.keyboard.press("ArrowDown")
+    assert tip.inner_text().startswith(f"layer {summary['layers'][-2]} · step 0\n")
     explorer.page.wait_for_function(
         "document.querySelector('#curves').data?.[0]?.x?.length > 0", timeout=10_000
     )
