@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_helpers import Console, Explorer
+
+from .e2e_helpers import Console, Explorer
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Playwright's own browser download cannot work here, so it drives the system Chromium.

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from e2e_helpers import Console, Explorer
+
+from .e2e_helpers import Console, Explorer
 
 # A small net that would train for a long time: something to watch live and to cancel.
 LONG_RUN = {
