@@ -203,14 +203,16 @@ def test_probe_update_ratio_matches_each_optimizer(optimizer: str) -> None:
     assert record.layers["update_ratio"] == pytest.approx(expected["update_ratio"], rel=2e-4)
 
 
-def test_probe_large_layers_use_hooks_and_match_reference() -> None:
-    """Blocks of at least HOOK_BYTES take the hook path for dL/dh: same numbers."""
+@pytest.mark.parametrize("histogram_every", [1, 0])
+def test_probe_large_layers_use_hooks_and_match_reference(histogram_every: int) -> None:
+    """Blocks of at least HOOK_BYTES take the hook path for dL/dh (copies with histograms,
+    norms alone without): same numbers."""
     config = RunConfig.model_validate(
         {
             "model": {"depth": 3, "width": 256, "activation": "tanh", "residual_every": 1},
             "training": {"batch_size": 128, "steps": 2},
             "data": {"n_samples": 160, "input_dim": 3},
-            "recording": {"histogram_every": 1, "eval_every": 0},
+            "recording": {"histogram_every": histogram_every, "eval_every": 0},
         }
     )
     record, net, trainer = first_record(config)

@@ -19,7 +19,7 @@ The probe drops what it holds after each step and when closed (it is a context m
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from types import TracebackType
 from typing import Any
@@ -70,6 +70,7 @@ class Probe:
         self.taps: Taps | None = None
         self.grads: list[Tensor | None] = []  # dL/dh_l per hidden block, then dL/dlogits
         self._hooked: Tensor | None = None  # dL/dh_l as the backward hooks copied it
+        self._hooked_norms: Tensor | None = None  # or just its norms, [layers, 1]
         self._constants: dict[str, Tensor] = {}
 
     @property
@@ -81,31 +82,35 @@ class Probe:
         self.taps = Taps()
         self.model.taps = self.taps
 
-    def backward(self, loss: Tensor) -> None:
+    def backward(self, loss: Tensor, keep_gradients: bool = True) -> None:
         """Backpropagate `loss` as `loss.backward()` would, keeping dL/dh_l and dL/dlogits too.
 
         Small layers: one autograd call returns the parameters' gradients and the block
         outputs' together (no per-layer Python hooks, no `retain_grad` clones). Large layers:
         holding every dL/dh_l until the step ends makes the heap grow and shrink each step
         (a page fault per 4 KiB), so a hook copies each one into the probe's own buffer and
-        lets autograd free it as usual."""
+        lets autograd free it as usual; without `keep_gradients` (no histogram this step) the
+        hook takes just its norm, sparing the copy."""
         taps = self._require_taps()
         assert taps.logits is not None
         outputs = [*taps.h, taps.logits]
         self.grads = [None] * len(outputs)
         if taps.h[0].numel() * taps.h[0].element_size() >= HOOK_BYTES:
-            self._backward_with_hooks(loss, outputs)
+            self._backward_with_hooks(loss, outputs, keep_gradients)
             return
         grads = torch.autograd.grad(loss, [*outputs, *self.params], allow_unused=True)
         self.grads = list(grads[: len(outputs)])
         for p, g in zip(self.params, grads[len(outputs) :], strict=True):
             p.grad = g if p.grad is None or g is None else p.grad + g
 
-    def _backward_with_hooks(self, loss: Tensor, outputs: list[Tensor]) -> None:
+    def _backward_with_hooks(self, loss: Tensor, outputs: list[Tensor], keep: bool) -> None:
         hidden = outputs[:-1]
+        take: Callable[[Tensor, Tensor], None] = _copy_into
         buffer = self.scratch.get("g", (len(hidden), *hidden[0].shape), hidden[0])
+        if not keep:  # one 0-d slot per layer
+            take, buffer = _norm_into, self.scratch.get("g_norm", (len(hidden),), hidden[0])
         rows = buffer.unbind(0)
-        hooks = [partial(_copy_into, row) for row in rows] + [partial(self._keep, -1)]
+        hooks = [partial(take, row) for row in rows] + [partial(self._keep, -1)]
         handles = [
             t.register_hook(hook)  # type: ignore[no-untyped-call]
             for t, hook in zip(outputs, hooks, strict=True)
@@ -115,8 +120,11 @@ class Probe:
         finally:
             for handle in handles:
                 handle.remove()
-        self.grads[:-1] = rows
-        self._hooked = buffer.view(len(rows), -1)
+        if keep:
+            self.grads[:-1] = rows
+            self._hooked = buffer.view(len(rows), -1)
+        else:
+            self._hooked_norms = buffer.view(len(rows), 1)
 
     def _keep(self, index: int, grad: Tensor) -> None:
         self.grads[index] = grad
@@ -130,7 +138,7 @@ class Probe:
             self.other_groups.before_update([_grad(p) for p in self.others])
 
     def detach(self) -> None:
-        self.grads, self._hooked = [], None
+        self.grads, self._hooked, self._hooked_norms = [], None, None
         self.model.taps = None
         self.taps = None
 
@@ -153,18 +161,20 @@ class Probe:
     # -- statistics ----------------------------------------------------------------------
     def _activations(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """z, u, h, dL/dh as [layers, batch × units] buffers (u is z without a norm layer, h
-        is u for a linear activation: they then share one), then logits and dL/dlogits."""
+        is u for a linear activation: they then share one; dL/dh may be its norms alone,
+        [layers, 1]), then logits and dL/dlogits."""
         taps = self._require_taps()
         assert taps.logits is not None
-        grads = [
-            g if g is not None else torch.zeros_like(t)
-            for g, t in zip(self.grads, [*taps.h, taps.logits], strict=True)
-        ]
         z = self.scratch.cat("z", taps.z)
         u = z if _same(taps.u, taps.z) else self.scratch.cat("u", taps.u)
         h = u if _same(taps.h, taps.u) else self.scratch.cat("h", taps.h)
-        g = self._hooked if self._hooked is not None else self.scratch.cat("g", grads[:-1])
-        return z, u, h, g, taps.logits.reshape(1, -1), grads[-1].reshape(1, -1)
+        dlogits = _or_zeros(self.grads[-1], taps.logits)
+        # the hooks' copy, or only the norms they took ([layers, 1]), or a concatenation
+        g = self._hooked if self._hooked is not None else self._hooked_norms
+        if g is None:
+            hidden = zip(self.grads[:-1], taps.h, strict=True)
+            g = self.scratch.cat("g", [_or_zeros(grad, like) for grad, like in hidden])
+        return z, u, h, g, taps.logits.reshape(1, -1), dlogits.reshape(1, -1)
 
     def _constant(self, name: str, values: list[Any], like: Tensor) -> Tensor:
         """A small tensor made once, so a step does not rebuild it."""
@@ -179,6 +189,8 @@ class Probe:
         [kinds × layers] and counts [kinds × layers × bins]."""
         z, u, h, g, logits, dlogits = self._activations()
         parts = []
+        if with_histograms and self._hooked_norms is not None:
+            raise RuntimeError("histograms need backward(loss, keep_gradients=True)")
         if with_histograms:  # first: the sums below centre z and h in place
             parts = self._histograms([h, logits, g, dlogits])
         activation_side = self._activation_rows(z, u, h, g, logits, dlogits)
@@ -204,7 +216,11 @@ class Probe:
         if h is not z:
             h_mean = h.mean(1, keepdim=True)
             h_norm = torch.linalg.vector_norm(h.sub_(h_mean), dim=1, keepdim=True)
-        g_norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)
+        g_norm = (
+            self._hooked_norms  # hooks without histograms took the norms in the backward pass
+            if self._hooked_norms is not None
+            else torch.linalg.vector_norm(g, dim=1, keepdim=True)
+        )
         hidden = torch.cat([g_norm, h_mean, h_norm, z_mean, z_norm, healthy, dead], dim=1)
         # The readout is linear, never saturated or dead; its std is pre-multiplied by √n so
         # the common scaling below leaves it as it is.
@@ -298,11 +314,19 @@ class Probe:
 
 
 def _grad(p: Tensor) -> Tensor:
-    return p.grad if p.grad is not None else torch.zeros_like(p)
+    return _or_zeros(p.grad, p)
+
+
+def _or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
+    return grad if grad is not None else torch.zeros_like(like)
 
 
 def _copy_into(row: Tensor, grad: Tensor) -> None:
     row.copy_(grad)
+
+
+def _norm_into(slot: Tensor, grad: Tensor) -> None:
+    torch.linalg.vector_norm(grad, out=slot)
 
 
 def _same(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:

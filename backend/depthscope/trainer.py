@@ -121,7 +121,7 @@ class Trainer:
         if not record and not math.isfinite(loss.item()):
             return self._step(step, idx, record=True, histograms=False, evaluate=False)
         if record:
-            self.probe.backward(loss)
+            self.probe.backward(loss, keep_gradients=histograms)
         else:
             loss.backward()  # type: ignore[no-untyped-call]
         if record:
