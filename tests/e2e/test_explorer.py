@@ -175,6 +175,14 @@ def test_cancel_stops_the_run(explorer: Explorer, api: httpx.Client) -> None:
     summary = api.get(f"/api/runs/{run_id}").json()
     assert summary["status"] == "cancelled" and 0 < summary["steps_done"] < 100_000
     explorer.shot("cancelled")
+    # Export links in the row and the toolbar serve every record kept so far.
+    for fmt in ("csv", "json"):
+        href = explorer.page.locator(f"tr[data-run='{run_id}'] a", has_text=fmt.upper())
+        assert href.get_attribute("href") == explorer.page.get_attribute(f"#export-{fmt}", "href")
+        body = api.get(str(href.get_attribute("href")))
+        assert body.status_code == 200
+    records = api.get(f"/api/runs/{run_id}/export?format=json").json()["records"]
+    assert len(records) == summary["steps_done"]
     explorer.page.locator(f"tr[data-run='{run_id}'] button.delete").click()
     explorer.page.wait_for_selector(f"tr[data-run='{run_id}']", state="detached")
     assert api.get(f"/api/runs/{run_id}").status_code == 404
