@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from depthscope.layers import ACTIVATIONS
 from depthscope.model import DeepNet, Taps
-from depthscope.records import HISTOGRAM_KINDS, METRICS, Histogram, StepRecord, finite
+from depthscope.records import METRICS, StepRecord, unpack
 from depthscope.stats import TINY, Buffers, WeightGroups, histograms
 
 HISTOGRAM_BINS = 32
@@ -273,44 +273,7 @@ class Probe:
             flat: list[float] = torch.cat([scalars, *parts]).tolist()  # the one host transfer
         finally:
             self.detach()
-        return self._unpack(step, flat, with_histograms)
-
-    def _unpack(self, step: int, flat: list[float], with_histograms: bool) -> StepRecord:
-        n_layers = len(self.weights)
-        loss, accuracy, total, clipped = flat[:4]
-        pos = 4
-        layers: dict[str, list[float | None]] = {}
-        end = pos + len(METRICS) * n_layers
-        clean = all(map(math.isfinite, flat[pos:end]))  # the usual case: no per-value check
-        for metric in METRICS:
-            values: list[float | None] = flat[pos : pos + n_layers]  # type: ignore[assignment]
-            layers[metric] = values if clean else [finite(v) for v in flat[pos : pos + n_layers]]
-            pos += n_layers
-        hists = None
-        if with_histograms:
-            rows = len(HISTOGRAM_KINDS) * n_layers
-            lo, hi = flat[pos : pos + rows], flat[pos + rows : pos + 2 * rows]
-            counts = flat[pos + 2 * rows :]
-            hists = {}
-            for k, kind in enumerate(HISTOGRAM_KINDS):
-                layer_rows = range(k * n_layers, (k + 1) * n_layers)
-                hists[kind] = Histogram(
-                    lo=[finite(lo[r]) for r in layer_rows],
-                    hi=[finite(hi[r]) for r in layer_rows],
-                    counts=[
-                        [int(c) for c in counts[r * self.bins : (r + 1) * self.bins]]
-                        for r in layer_rows
-                    ],
-                )
-        return StepRecord(
-            step=step,
-            loss=finite(loss),
-            accuracy=finite(accuracy),
-            grad_norm_total=finite(total),
-            clipped=bool(clipped),
-            layers=layers,
-            histograms=hists,
-        )
+        return unpack(step, flat, len(self.weights), self.bins if with_histograms else 0)
 
 
 def _grad(p: Tensor) -> Tensor:
