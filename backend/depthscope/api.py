@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 import torch
-from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sse_starlette import EventSourceResponse
 
@@ -22,12 +22,22 @@ from depthscope.config import RunConfig
 from depthscope.deps import Authorized, BroadcasterDep, ManagerDep, SettingsDep, StoreDep
 from depthscope.presets import PRESETS
 from depthscope.records import METRICS
-from depthscope.runs import QueueFullError
+from depthscope.runs import QueueFullError, StoreFullError
+from depthscope.schemas import (
+    ExportOut,
+    Health,
+    PresetOut,
+    RunSummary,
+    SeriesOut,
+    problems,
+)
+from depthscope.security import SlotEventSource, StreamSlots
 from depthscope.series import downsample
 from depthscope.store import SCALARS, STEP_COLUMN, RunRow, RunStore, to_json
 
 router = APIRouter(prefix="/api")
 RunId = Annotated[str, Path(max_length=64, description="an opaque run id")]
+NOT_FOUND = problems(404, 422)
 RETRY_AFTER_S = 10
 
 
@@ -38,13 +48,13 @@ def _run(store: RunStore, run_id: str) -> RunRow:
     return row
 
 
-@router.get("/health")
+@router.get("/health", response_model=Health)
 def health(manager: ManagerDep) -> dict[str, Any]:
     running, queued = manager.counts()
     return {"status": "ok", "version": __version__, "running": running, "queued": queued}
 
 
-@router.get("/presets")
+@router.get("/presets", response_model=list[PresetOut])
 def presets() -> list[dict[str, Any]]:
     return [p.to_wire() for p in PRESETS]
 
@@ -54,7 +64,13 @@ def schema() -> dict[str, Any]:
     return RunConfig.model_json_schema()
 
 
-@router.post("/runs", status_code=201, dependencies=[Authorized])
+@router.post(
+    "/runs",
+    status_code=201,
+    dependencies=[Authorized],
+    response_model=RunSummary,
+    responses=problems(401, 413, 422, 429, 507),
+)
 def create_run(
     manager: ManagerDep, config: Annotated[RunConfig | None, Body()] = None
 ) -> dict[str, Any]:
@@ -73,27 +89,40 @@ def create_run(
         row = manager.submit(config)
     except QueueFullError as error:
         raise HTTPException(429, str(error), {"Retry-After": str(RETRY_AFTER_S)}) from error
+    except StoreFullError as error:
+        raise HTTPException(507, str(error)) from error
     return row.to_wire()
 
 
-@router.get("/runs")
+@router.get("/runs", response_model=list[RunSummary])
 def list_runs(store: StoreDep) -> list[dict[str, Any]]:
     return [row.to_wire() for row in store.list_runs()]
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", response_model=RunSummary, responses=NOT_FOUND)
 def get_run(store: StoreDep, run_id: RunId) -> dict[str, Any]:
     return _run(store, run_id).to_wire()
 
 
-@router.post("/runs/{run_id}/cancel", dependencies=[Authorized])
+@router.post(
+    "/runs/{run_id}/cancel",
+    dependencies=[Authorized],
+    response_model=RunSummary,
+    responses=problems(401, 404, 422),
+)
 def cancel_run(store: StoreDep, manager: ManagerDep, run_id: RunId) -> dict[str, Any]:
     _run(store, run_id)
     manager.cancel(run_id)
     return _run(store, run_id).to_wire()
 
 
-@router.delete("/runs/{run_id}", status_code=204, dependencies=[Authorized])
+@router.delete(
+    "/runs/{run_id}",
+    status_code=204,
+    dependencies=[Authorized],
+    response_class=Response,
+    responses=problems(401, 404, 422),
+)
 def delete_run(store: StoreDep, manager: ManagerDep, run_id: RunId) -> Response:
     _run(store, run_id)
     manager.cancel(run_id)  # stop a worker before its rows go
@@ -104,7 +133,11 @@ def delete_run(store: StoreDep, manager: ManagerDep, run_id: RunId) -> Response:
 SERIES_METRICS = METRICS + SCALARS
 
 
-@router.get("/runs/{run_id}/series")
+@router.get(
+    "/runs/{run_id}/series",
+    response_class=Response,
+    responses={200: {"model": SeriesOut, "description": "one metric"}, **NOT_FOUND},
+)
 def series(
     store: StoreDep,
     run_id: RunId,
@@ -115,7 +148,16 @@ def series(
     Scalars (loss, accuracy, grad_norm_total) come back as one row named after themselves."""
     row = _run(store, run_id)
     if metric not in SERIES_METRICS:
-        raise HTTPException(422, f"unknown metric {metric!r}; choose one of: {SERIES_METRICS}")
+        choices = ", ".join(SERIES_METRICS)
+        detail = [
+            {
+                "type": "value_error",
+                "loc": ["query", "metric"],
+                "msg": f"metric must be one of: {choices}",
+                "input": metric,
+            }
+        ]
+        raise HTTPException(422, detail)
     layers = row.layers if metric in METRICS else [metric]
     steps = store.column(run_id, STEP_COLUMN, 1)
     values = store.column(run_id, metric, len(layers))[: len(steps)]
@@ -134,8 +176,17 @@ def series(
     )
 
 
-@router.get("/runs/{run_id}/events", dependencies=[Authorized])
+EVENTS_OK = {"description": "Server-Sent Events", "content": {"text/event-stream": {}}}
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    dependencies=[Authorized],
+    response_class=EventSourceResponse,
+    responses={200: EVENTS_OK, **problems(401, 404, 422, 429)},
+)
 async def events(
+    request: Request,
     store: StoreDep,
     broadcaster: BroadcasterDep,
     settings: SettingsDep,
@@ -143,11 +194,29 @@ async def events(
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
 ) -> EventSourceResponse:
     _run(store, run_id)
+    slots: StreamSlots = request.app.state.stream_slots
+    client = request.client.host if request.client else "unknown"
+    refused = slots.acquire(client)
+    if refused:
+        raise HTTPException(429, refused, {"Retry-After": str(RETRY_AFTER_S)})
     stream = broadcaster.events(run_id, last_event_id)
-    return EventSourceResponse(stream, ping=settings.keepalive_s)
+    return SlotEventSource(
+        stream, ping=settings.keepalive_s, on_close=lambda: slots.release(client)
+    )
 
 
-@router.get("/runs/{run_id}/export")
+EXPORT_OK = {
+    "model": ExportOut,
+    "description": "every record: JSON {run, records}, or CSV with one row per (step, layer)",
+    "content": {"text/csv": {"schema": {"type": "string"}}},
+}
+
+
+@router.get(
+    "/runs/{run_id}/export",
+    response_class=StreamingResponse,
+    responses={200: EXPORT_OK, **NOT_FOUND},
+)
 def export(
     store: StoreDep, run_id: RunId, format: Literal["json", "csv"] = "json"
 ) -> StreamingResponse:

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from depthscope import __version__
 from depthscope.api import router
 from depthscope.runs import RunManager
+from depthscope.security import SecurityHeaders, StreamSlots, exposure_warning, log
 from depthscope.settings import Settings
 from depthscope.store import RunStore
 from depthscope.stream import Broadcaster
@@ -32,7 +33,9 @@ def create_app(settings: Settings) -> FastAPI:
     """Open the store (runs a dead server left active become `interrupted`), then wire it up."""
     store = RunStore(settings.db_path)
     store.recover()
-    manager = RunManager(store, settings.max_concurrent_runs, settings.max_queued_runs)
+    manager = RunManager(
+        store, settings.max_concurrent_runs, settings.max_queued_runs, settings.max_stored_runs
+    )
     broadcaster = Broadcaster(store, settings.subscriber_buffer)
 
     @asynccontextmanager
@@ -45,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="depthscope", version=__version__, lifespan=lifespan)
     app.state.settings, app.state.store = settings, store
     app.state.manager, app.state.broadcaster = manager, broadcaster
+    app.state.stream_slots = StreamSlots(settings.max_streams_per_client, settings.max_streams)
     app.include_router(router)
     _mount_frontend(app)
     if settings.cors_origins:
@@ -55,6 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
         )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)  # outermost: errors from the others get headers too
     return app
 
 
@@ -129,5 +134,11 @@ async def _too_large(send: Send, limit: int) -> None:
 
 def serve(host: str, port: int, data_dir: Path, token: str | None = None) -> None:
     """Run the server (blocking). Other settings come from DEPTHSCOPE_* variables."""
-    settings = Settings(data_dir=data_dir, token=token)
+    # An explicit None would override DEPTHSCOPE_TOKEN from the environment.
+    settings = (
+        Settings(data_dir=data_dir) if token is None else Settings(data_dir=data_dir, token=token)
+    )
+    warning = exposure_warning(host, settings.token)
+    if warning:
+        log.warning(warning)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")

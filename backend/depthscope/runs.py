@@ -26,6 +26,15 @@ from depthscope.worker import run_worker
 CANCEL_GRACE_S = 0.8  # a worker that has not stopped by then is killed: cancel within a second
 
 
+class StoreFullError(Exception):
+    def __init__(self, stored: int) -> None:
+        super().__init__(
+            f"the store holds {stored} runs, its limit (max_stored_runs); delete finished runs "
+            "(DELETE /api/runs/{id}) to make room"
+        )
+        self.stored = stored
+
+
 class QueueFullError(Exception):
     def __init__(self, queued: int) -> None:
         super().__init__(f"the run queue is full ({queued} runs waiting); retry later")
@@ -47,9 +56,12 @@ class _Active:
 
 
 class RunManager:
-    def __init__(self, store: RunStore, max_concurrent: int, max_queued: int) -> None:
+    def __init__(
+        self, store: RunStore, max_concurrent: int, max_queued: int, max_stored: int = 10**9
+    ) -> None:
         self.store = store
         self.max_concurrent, self.max_queued = max_concurrent, max_queued
+        self.max_stored = max_stored
         self._ctx = _context()
         self._lock = threading.Lock()
         self._queue: deque[tuple[str, str]] = deque()  # (run id, config JSON), oldest first
@@ -67,6 +79,9 @@ class RunManager:
             # Counted together: a run not yet moved from the queue to a slot counts once either way.
             if len(self._active) + len(self._queue) >= self.max_concurrent + self.max_queued:
                 raise QueueFullError(len(self._queue))
+            stored = self.store.count_runs()
+            if stored >= self.max_stored:  # checked under the lock: no race past the cap
+                raise StoreFullError(stored)
             run_id = secrets.token_hex(6)
             layers = [f"block{i}" for i in range(1, config.model.depth + 1)] + ["readout"]
             row = self.store.create_run(run_id, config.model_dump(), layers)

@@ -23,6 +23,13 @@ class Settings(BaseSettings):
         256, ge=1, description="stream events buffered per SSE client before it is dropped"
     )
     keepalive_s: float = Field(15.0, gt=0, description="SSE ping interval")
+    max_stored_runs: int = Field(
+        500, ge=1, description="runs kept in the store; a new run past it → 507 (delete some)"
+    )
+    max_streams_per_client: int = Field(
+        64, ge=1, description="open SSE streams per client address; more → 429"
+    )
+    max_streams: int = Field(512, ge=1, description="open SSE streams in total; more → 429")
 
     @property
     def db_path(self) -> Path:

@@ -191,6 +191,10 @@ class RunStore:
         rows = self._db().execute("SELECT * FROM runs ORDER BY created_at DESC, id").fetchall()
         return [_row(r) for r in rows]
 
+    def count_runs(self) -> int:
+        count: int = self._db().execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        return count
+
     def cursor(self, run_id: str) -> Cursor | None:
         r = (
             self._db()
