@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,19 +36,6 @@ HISTOGRAM_BINS = 32
 # Per-layer gradients at least this large are copied out by hooks rather than held: glibc's
 # default threshold for serving an allocation by mmap, where heap growth starts to cost.
 HOOK_BYTES = 128 * 1024
-# The rows step_tensors assembles, in order: weight side, then activation side (raw sums and
-# norms, scaled by one op). METRICS picks its rows out of these.
-WEIGHT_ROWS = ("grad_norm", "weight_norm", "update_norm", "grad_to_weight", "one", "update_ratio")
-ACTIVATION_ROWS = (
-    "act_grad_norm",
-    "act_mean",
-    "act_std",
-    "preact_mean",
-    "preact_std",
-    "saturation",
-    "dead",
-)
-ROWS = WEIGHT_ROWS + ACTIVATION_ROWS
 
 
 class Probe:
@@ -60,8 +47,6 @@ class Probe:
         self.params = [p for p in model.parameters() if p.requires_grad]
         weight_ids = {id(w) for w in self.weights}
         self.others = [p for p in self.params if id(p) not in weight_ids]  # biases, norms, …
-        device = self.weights[0].device
-        self.metric_rows = torch.tensor([ROWS.index(m) for m in METRICS], device=device)
         self.scratch = Buffers()
         self.weight_groups = WeightGroups(self.weights)
         self.other_groups = WeightGroups(self.others, track_updates=False) if self.others else None
@@ -71,7 +56,6 @@ class Probe:
         self.grads: list[Tensor | None] = []  # dL/dh_l per hidden block, then dL/dlogits
         self._hooked: Tensor | None = None  # dL/dh_l as the backward hooks copied it
         self._hooked_norms: Tensor | None = None  # or just its norms, [layers, 1]
-        self._constants: dict[str, Tensor] = {}
 
     @property
     def layer_names(self) -> list[str]:
@@ -159,108 +143,89 @@ class Probe:
         return self.taps
 
     # -- statistics ----------------------------------------------------------------------
-    def _activations(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """z, u, h, dL/dh as [layers, batch × units] buffers (u is z without a norm layer, h
-        is u for a linear activation: they then share one; dL/dh may be its norms alone,
-        [layers, 1]), then logits and dL/dlogits."""
+    def _hidden(self) -> Hidden:
+        """The hidden layers' tensors concatenated into ONE [rows, batch × units] buffer (one
+        pass and one reduction per statistic for all of them): z, then h unless it is z, then
+        dL/dh unless the hooks hold it."""
         taps = self._require_taps()
-        assert taps.logits is not None
-        z = self.scratch.cat("z", taps.z)
-        u = z if _same(taps.u, taps.z) else self.scratch.cat("u", taps.u)
-        h = u if _same(taps.h, taps.u) else self.scratch.cat("h", taps.h)
-        dlogits = _or_zeros(self.grads[-1], taps.logits)
-        # the hooks' copy, or only the norms they took ([layers, 1]), or a concatenation
-        g = self._hooked if self._hooked is not None else self._hooked_norms
-        if g is None:
+        layers = len(taps.z)
+        h_is_z = _same(taps.h, taps.z)
+        lists = [taps.z] if h_is_z else [taps.z, taps.h]
+        from_hooks = self._hooked is not None or self._hooked_norms is not None
+        if not from_hooks:
             hidden = zip(self.grads[:-1], taps.h, strict=True)
-            g = self.scratch.cat("g", [_or_zeros(grad, like) for grad, like in hidden])
-        return z, u, h, g, taps.logits.reshape(1, -1), dlogits.reshape(1, -1)
-
-    def _constant(self, name: str, values: list[Any], like: Tensor) -> Tensor:
-        """A small tensor made once, so a step does not rebuild it."""
-        if name not in self._constants:
-            self._constants[name] = torch.tensor(values, dtype=like.dtype, device=like.device)
-        return self._constants[name]
+            lists.append([_or_zeros(grad, like) for grad, like in hidden])
+        x = self.scratch.cat("x", [t for tensors in lists for t in tensors])
+        z = x[:layers]
+        h = z if h_is_z else x[layers : 2 * layers]
+        if _same(taps.u, taps.z):
+            u = z
+        else:
+            u = h if _same(taps.u, taps.h) else self.scratch.cat("u", taps.u)
+        g = self._hooked if from_hooks else x[-layers:]
+        return Hidden(x, u, h, g, layers * (1 if h_is_z else 2), from_hooks)
 
     @torch.no_grad()
-    def step_tensors(self, with_histograms: bool) -> tuple[Tensor, list[Tensor]]:
-        """The step's numbers, still on the device: the total gradient norm (0-d), then the
-        metrics [len(METRICS) × layers] in METRICS order and (with histograms) lo, hi
-        [kinds × layers] and counts [kinds × layers × bins]."""
-        z, u, h, g, logits, dlogits = self._activations()
-        parts = []
-        if with_histograms and self._hooked_norms is not None:
-            raise RuntimeError("histograms need backward(loss, keep_gradients=True)")
-        if with_histograms:  # first: the sums below centre z and h in place
-            parts = self._histograms([h, logits, g, dlogits])
-        activation_side = self._activation_rows(z, u, h, g, logits, dlogits)
-        weight = self.weight_groups.norms()  # [grad, value before, update] × layers
-        ratios = weight / weight[1].clamp_min(TINY)  # grad_to_weight, one, update_ratio
-        rows = torch.cat([weight, ratios, activation_side])  # in ROWS order
-        metrics = rows.index_select(0, self.metric_rows).flatten()
-        grads = weight[0]
-        if self.other_groups is not None:
-            grads = torch.cat([grads, self.other_groups.norms()[0]])
-        return torch.linalg.vector_norm(grads), [metrics, *parts]
-
-    def _activation_rows(
-        self, z: Tensor, u: Tensor, h: Tensor, g: Tensor, logits: Tensor, dlogits: Tensor
-    ) -> Tensor:
-        """[len(ACTIVATION_ROWS), layers]: raw per-layer sums and norms gathered into one
-        tensor, then scaled into means, stds and fractions by one multiply-add."""
-        n = z.shape[1]
-        healthy, dead = self._health_counts(u)
-        z_mean = z.mean(1, keepdim=True)
-        z_norm = torch.linalg.vector_norm(z.sub_(z_mean), dim=1, keepdim=True)
-        h_mean, h_norm = z_mean, z_norm
-        if h is not z:
-            h_mean = h.mean(1, keepdim=True)
-            h_norm = torch.linalg.vector_norm(h.sub_(h_mean), dim=1, keepdim=True)
-        g_norm = (
-            self._hooked_norms  # hooks without histograms took the norms in the backward pass
-            if self._hooked_norms is not None
-            else torch.linalg.vector_norm(g, dim=1, keepdim=True)
-        )
-        hidden = torch.cat([g_norm, h_mean, h_norm, z_mean, z_norm, healthy, dead], dim=1)
-        # The readout is linear, never saturated or dead; its std is pre-multiplied by √n so
-        # the common scaling below leaves it as it is.
+    def step_tensors(self, scalars: list[Tensor], with_histograms: bool) -> tuple[Tensor, Layout]:
+        """The step's raw numbers, still on the device, as one flat tensor (see `assemble`):
+        `scalars` and the readout's, per-row means and norms of the hidden buffer, health
+        counts, the weight groups' norms, then (with histograms) lo, hi, counts."""
+        hid = self._hidden()
+        taps = self._require_taps()
+        assert taps.logits is not None
+        logits = taps.logits.reshape(1, -1)
+        dlogits = _or_zeros(self.grads[-1], taps.logits).reshape(1, -1)
+        hist: list[Tensor] = []
+        if with_histograms:  # first: the moments below centre z and h in place
+            if hid.g is None:
+                raise RuntimeError("histograms need backward(loss, keep_gradients=True)")
+            hist = self._histograms([hid.h, logits, hid.g, dlogits])
+        healthy, dead = self._health_counts(hid.u)  # before centring: u may be z
+        centred = hid.x[: hid.centred]
+        mean = centred.mean(1, keepdim=True)
+        centred.sub_(mean)
+        parts = [torch.linalg.vector_norm(hid.x, dim=1), mean.view(-1)]
+        if hid.from_hooks:  # dL/dh: its norms as the hooks took them, or the hooks' copy
+            hooked = self._hooked_norms
+            if hid.g is not None or hooked is None:
+                parts.append(torch.linalg.vector_norm(hid.g, dim=1))
+            else:
+                parts.append(hooked.view(-1))
+        parts += [t for t in (healthy, dead) if t is not None]
         out_std, out_mean = torch.std_mean(logits, correction=0)
-        out_std = out_std * math.sqrt(n)
-        zero, full = self._constant("readout", [0.0, float(n)], logits).unbind()
-        readout = [torch.linalg.vector_norm(dlogits), out_mean, out_std, out_mean, out_std]
-        raw = torch.cat([hidden, torch.stack([*readout, full, zero]).unsqueeze(0)])
-        # act_grad_norm, means: as they are; stds: norm / √n; saturation: 1 - healthy / n;
-        # dead: dead units / units.
-        scale = self._constant(
-            f"scale{n}", [1, 1, n**-0.5, 1, n**-0.5, -1 / n, 1 / self.width], raw
+        head = torch.stack([*scalars, out_mean, out_std, torch.linalg.vector_norm(dlogits)])
+        parts += self.weight_groups.parts()
+        if self.other_groups is not None:
+            parts += self.other_groups.parts()
+        layers, n = hid.u.shape
+        layout = Layout(
+            layers, n, hid.centred == layers, hid.from_hooks, healthy is not None, dead is not None
         )
-        offset = self._constant("offset", [0, 0, 0, 0, 0, 1, 0], raw)
-        return torch.addcmul(offset, raw, scale).t()
+        return torch.cat([head, *parts, *hist]), layout
 
-    def _health_counts(self, u: Tensor) -> tuple[Tensor, Tensor]:
-        """Per hidden layer [layers, 1]: how many (sample, unit) have |f'(u)| at least 5% of
-        its maximum, and how many units have f'(u) = 0 for every sample in the batch."""
-        layers, n = u.shape
+    def _health_counts(self, u: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """Per hidden layer [layers]: how many (sample, unit) have |f'(u)| at least 5% of its
+        maximum, and how many units have f'(u) = 0 for every sample in the batch. None where
+        the activation makes the answer trivial (all healthy; none dead)."""
+        layers = u.shape[0]
         u3 = u.view(layers, -1, self.width)
         health = self.activation.health(u3, self.acts, self.scratch.get("mask", u3.shape, u3))
-        if health.active is None:
-            dead = self._constant(f"zeros{layers}", [[0.0]] * layers, u)
-            per_unit = None
-        else:
+        dead = per_unit = None
+        if health.active is not None:
             per_unit = health.active.sum(1)  # [layers, units]: samples where f' != 0
-            dead = (per_unit == 0).sum(1, keepdim=True)
+            dead = (per_unit == 0).sum(1)
         if health.healthy is None:
-            return self._constant(f"full{layers}", [[float(n)]] * layers, u), dead
+            return None, dead
         if health.healthy is health.active and per_unit is not None:
-            return per_unit.sum(1, keepdim=True), dead
-        return health.healthy.view(layers, -1).sum(1, keepdim=True), dead
+            return per_unit.sum(1), dead
+        return health.healthy.view(layers, -1).sum(1), dead
 
     def _histograms(self, rows: Sequence[Tensor]) -> list[Tensor]:
         """lo, hi and counts of h_l then dL/dh_l, readout last in each kind."""
         results = [histograms(x, self.bins, self.scratch) for x in rows]
         return [torch.cat([r[k].flatten() for r in results]).float() for k in range(3)]
 
-    # -- one transfer ----------------------------------------------------------------------
+    # -- one transfer, then the scalings on the host ---------------------------------------
     @torch.no_grad()
     def finish(
         self, step: int, loss: Tensor, accuracy: Tensor, clipped: Tensor, with_histograms: bool
@@ -268,12 +233,78 @@ class Probe:
         """Build the step's record from 0-d tensors: loss, accuracy (NaN for regression) and
         whether clipping acted."""
         try:
-            total, parts = self.step_tensors(with_histograms)
-            scalars = torch.stack([loss, accuracy, total, clipped])
-            flat: list[float] = torch.cat([scalars, *parts]).tolist()  # the one host transfer
+            raw, layout = self.step_tensors([loss, accuracy, clipped], with_histograms)
+            flat: list[float] = raw.tolist()  # the one host transfer
         finally:
             self.detach()
-        return unpack(step, flat, len(self.weights), self.bins if with_histograms else 0)
+        bins = self.bins if with_histograms else 0
+        return unpack(step, self._assemble(flat, layout), len(self.weights), bins)
+
+    def _assemble(self, flat: list[float], lay: Layout) -> list[float]:
+        """The raw numbers of `step_tensors` as `records.unpack` reads them. Ratios, means
+        and stds of a few dozen numbers cost less in Python than one device op each."""
+        pos = 0
+
+        def take(count: int) -> list[float]:
+            nonlocal pos
+            pos += count
+            return flat[pos - count : pos]
+
+        layers, blocks = lay.layers, 1 if lay.h_is_z else 2
+        loss, accuracy, clipped, out_mean, out_std, dlogits = take(6)
+        norms = take(layers * (blocks + (0 if lay.g_apart else 1)))
+        means = take(layers * blocks)
+        g_norm = take(layers) if lay.g_apart else norms[-layers:]
+        healthy = take(layers) if lay.healthy else [float(lay.n)] * layers
+        dead = take(layers) if lay.dead else [0.0] * layers
+        grad, before, update = self.weight_groups.spread(take(self.weight_groups.size))
+        others = (
+            self.other_groups.spread(take(self.other_groups.size))[0] if self.other_groups else []
+        )
+        z_mean, z_norm = means[:layers], norms[:layers]
+        h_mean, h_norm = (z_mean, z_norm) if lay.h_is_z else (means[layers:], norms[layers:])
+        root, width = math.sqrt(lay.n), self.width
+        z_std, h_std = [v / root for v in z_norm], [v / root for v in h_norm[:layers]]
+        rows = {  # the readout is linear: never saturated or dead
+            "grad_norm": grad,
+            "act_grad_norm": [*g_norm, dlogits],
+            "grad_to_weight": [g / max(w, TINY) for g, w in zip(grad, before, strict=True)],
+            "update_ratio": [u / max(w, TINY) for u, w in zip(update, before, strict=True)],
+            "weight_norm": before,
+            "act_mean": [*h_mean, out_mean],
+            "act_std": [*h_std, out_std],
+            "preact_mean": [*z_mean, out_mean],
+            "preact_std": [*z_std, out_std],
+            "saturation": [*(1.0 - c / lay.n for c in healthy), 0.0],
+            "dead": [*(c / width for c in dead), 0.0],
+        }
+        total = math.hypot(*grad, *others)
+        head = [loss, accuracy, total, clipped]
+        return head + [v for metric in METRICS for v in rows[metric]] + flat[pos:]
+
+
+@dataclass(frozen=True)
+class Hidden:
+    """The hidden layers' tensors for one step's statistics (see `Probe._hidden`)."""
+
+    x: Tensor  # [rows, batch × units]: z, then h unless it is z, then dL/dh unless hooked
+    u: Tensor  # [layers, batch × units], maybe rows of x
+    h: Tensor
+    g: Tensor | None  # dL/dh, None when the hooks took its norms only
+    centred: int  # leading rows of x that are activations (z, h), centred by the moments
+    from_hooks: bool
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What `step_tensors` put in its flat tensor, for `Probe._assemble` to read it back."""
+
+    layers: int  # hidden layers
+    n: int  # batch × units
+    h_is_z: bool
+    g_apart: bool  # dL/dh norms come after the means rather than among the norms
+    healthy: bool  # health counts present (else every unit is healthy / none is dead)
+    dead: bool
 
 
 def _grad(p: Tensor) -> Tensor:

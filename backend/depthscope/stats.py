@@ -133,12 +133,36 @@ class WeightGroups:
         if self.track_updates:
             self._stack(1, self.weights)
 
-    def norms(self) -> Tensor:
-        """After the update: [3, weights] norms of gradient, value before, update (or [1,
-        weights] gradient norms without `track_updates`)."""
+    def parts(self) -> list[Tensor]:
+        """After the update: per group, its [3 × members] norms of gradient, value before,
+        update (or [members] gradient norms without `track_updates`), flattened. `spread`
+        puts a host copy of them back in weight order."""
         if self.track_updates:
             self._stack(2, self.weights)
             for buf in self.buffers:
                 buf[2].sub_(buf[1])
-        flat = torch.cat([torch.linalg.vector_norm(buf, dim=2) for buf in self.buffers], dim=1)
+        return [torch.linalg.vector_norm(buf, dim=2).view(-1) for buf in self.buffers]
+
+    @property
+    def size(self) -> int:
+        """How many numbers `parts` returns in all."""
+        return sum(buf.shape[0] * buf.shape[1] for buf in self.buffers)
+
+    def spread(self, values: Sequence[float]) -> list[list[float]]:
+        """The numbers of `parts`, concatenated, as [row][weight] in the weights' order."""
+        rows = self.buffers[0].shape[0]
+        out = [[0.0] * len(self.weights) for _ in range(rows)]
+        pos = 0
+        for group in self.groups:
+            for row in out:
+                for i in group:
+                    row[i] = values[pos]
+                    pos += 1
+        return out
+
+    def norms(self) -> Tensor:
+        """After the update: [3, weights] norms of gradient, value before, update (or [1,
+        weights] gradient norms without `track_updates`)."""
+        rows = self.buffers[0].shape[0]
+        flat = torch.cat([part.view(rows, -1) for part in self.parts()], dim=1)
         return flat.index_select(1, self.inverse)
