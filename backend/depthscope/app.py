@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import mimetypes
 import re
 import threading
@@ -10,10 +11,14 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from depthscope import __version__
@@ -50,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.manager, app.state.broadcaster = manager, broadcaster
     app.state.stream_slots = StreamSlots(settings.max_streams_per_client, settings.max_streams)
     app.include_router(router)
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     _mount_frontend(app)
     if settings.cors_origins:
         app.add_middleware(
@@ -61,6 +67,22 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)  # outermost: errors from the others get headers too
     return app
+
+
+async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, but a NaN or infinite input (JSON from Python clients may carry them) is
+    echoed as a string: the default handler would fail to encode it and answer 500."""
+    return JSONResponse({"detail": _finite(jsonable_encoder(error.errors()))}, status_code=422)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _mount_frontend(app: FastAPI) -> None:
