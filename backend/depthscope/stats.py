@@ -119,28 +119,41 @@ class WeightGroups:
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(len(order))
         self.inverse = inverse.to(device)
+        # Made once (a step's Python overhead is a few µs per view): each group's slot in each
+        # row, and the weights' own members, detached views that see the optimizer's updates.
+        self.slots = [
+            [
+                buf[row].view(len(g), *shape)
+                for buf, g, shape in zip(self.buffers, self.groups, self.shapes, strict=True)
+            ]
+            for row in range(self.buffers[0].shape[0])
+        ]
+        self.members = [self._members(self.weights, g) for g in range(len(self.groups))]
+        self.pairs = [(buf[2], buf[1]) for buf in self.buffers] if track_updates else []
 
-    def _stack(self, row: int, tensors: Sequence[Tensor]) -> None:
-        for buf, group, shape, reshaped in zip(
-            self.buffers, self.groups, self.shapes, self.reshaped, strict=True
-        ):
-            members = [tensors[i].view(shape) if reshaped else tensors[i] for i in group]
-            torch.stack(members, out=buf[row].view(len(group), *shape))
+    def _members(self, tensors: Sequence[Tensor], g: int, detach: bool = True) -> list[Tensor]:
+        shape, group = self.shapes[g], self.groups[g]
+        members = [tensors[i].detach() if detach else tensors[i] for i in group]
+        return [m.view(shape) for m in members] if self.reshaped[g] else members
+
+    def _stack(self, row: int, members: Sequence[list[Tensor]]) -> None:
+        for slot, group_members in zip(self.slots[row], members, strict=True):
+            torch.stack(group_members, out=slot)
 
     def before_update(self, grads: Sequence[Tensor]) -> None:
         """Copy the gradients (aligned with the weights) and the current values."""
-        self._stack(0, grads)
+        self._stack(0, [self._members(grads, g, detach=False) for g in range(len(self.groups))])
         if self.track_updates:
-            self._stack(1, self.weights)
+            self._stack(1, self.members)
 
     def parts(self) -> list[Tensor]:
         """After the update: per group, its [3 × members] norms of gradient, value before,
         update (or [members] gradient norms without `track_updates`), flattened. `spread`
         puts a host copy of them back in weight order."""
         if self.track_updates:
-            self._stack(2, self.weights)
-            for buf in self.buffers:
-                buf[2].sub_(buf[1])
+            self._stack(2, self.members)
+            for after, before in self.pairs:
+                after.sub_(before)
         return [torch.linalg.vector_norm(buf, dim=2).view(-1) for buf in self.buffers]
 
     @property
