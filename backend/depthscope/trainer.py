@@ -57,6 +57,7 @@ class Trainer:
         self.optimizer = OPTIMIZERS[t.optimizer](self.model.parameters(), t.lr, t.weight_decay)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.probe = Probe(self.model)
+        self._not_clipped = torch.zeros((), dtype=torch.bool, device=self.device)
         self._batches = self._batch_indices(torch.Generator().manual_seed(seed + 2))
 
     @property
@@ -75,7 +76,7 @@ class Trainer:
     def _loss_and_accuracy(self, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         if self.data.is_regression:
             return functional.mse_loss(logits, y), torch.full((), math.nan, device=logits.device)
-        accuracy = (logits.argmax(1) == y).float().mean()
+        accuracy = torch.mean(logits.argmax(1) == y, dtype=logits.dtype)  # no float copy
         return functional.cross_entropy(logits, y), accuracy
 
     def _clip(self, record: bool) -> Tensor | None:
@@ -92,7 +93,7 @@ class Trainer:
                 largest = torch.stack(torch._foreach_norm(grads, math.inf)).max()
             torch.nn.utils.clip_grad_value_(self.params, t.clip_value, foreach=True)
             return None if largest is None else largest > t.clip_value
-        return torch.zeros((), dtype=torch.bool, device=self.device) if record else None
+        return self._not_clipped if record else None
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float | None, float | None]:
