@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 RESULTS = Path(__file__).parent / "results" / "load.json"
 TERMINAL = {"completed", "cancelled", "failed", "diverged", "interrupted"}
@@ -74,7 +76,7 @@ async def sse_client(client: httpx.AsyncClient, run_id: str) -> list[int]:
                 data = line[5:].strip()
             elif line == "" and data:
                 if event == "records":
-                    steps += [r["step"] for r in json.loads(data)["records"]]
+                    steps += [r["step"] for r in orjson.loads(data)["records"]]
                 if event == "end":
                     return steps
                 event, data = "", ""
@@ -94,13 +96,16 @@ async def poller(
     return codes
 
 
-async def prober(client: httpx.AsyncClient, s: Scenario, stop: asyncio.Event) -> list[float]:
+def prober(url: str, s: Scenario, stop: threading.Event) -> list[float]:
+    """Health latencies, from a thread with its own connection: the SSE clients' parsing on
+    the event loop must not count as server latency."""
     latencies: list[float] = []
-    while not stop.is_set():
-        started = time.perf_counter()
-        (await client.get("/api/health")).raise_for_status()
-        latencies.append(time.perf_counter() - started)
-        await asyncio.sleep(s.health_gap_s)
+    with httpx.Client(base_url=url, timeout=60) as client:
+        while not stop.is_set():
+            started = time.perf_counter()
+            client.get("/api/health").raise_for_status()
+            latencies.append(time.perf_counter() - started)
+            stop.wait(s.health_gap_s)
     return latencies
 
 
@@ -136,11 +141,13 @@ async def scenario(url: str, server_pid: int, s: Scenario) -> dict[str, Any]:
         stop = asyncio.Event()
         watchers = [asyncio.create_task(sse_client(client, ids[0])) for _ in range(s.sse_clients)]
         pollers = [asyncio.create_task(poller(client, ids[0], s, stop)) for _ in range(s.pollers)]
-        health = asyncio.create_task(prober(client, s, stop))
+        health_stop = threading.Event()
+        health = asyncio.create_task(asyncio.to_thread(prober, url, s, health_stop))
         rss = asyncio.create_task(sampler(server_pid, stop))
         finished = await wait_terminal(client, ids, s)
         got = await asyncio.wait_for(asyncio.gather(*watchers), timeout=30) if finished else []
         stop.set()
+        health_stop.set()
         codes = [c for p in await asyncio.gather(*pollers) for c in p]
         latencies, samples = await health, await rss
         exported = (await client.get(f"/api/runs/{ids[0]}/export")).json()

@@ -258,3 +258,16 @@ def test_serve_warns_loudly_on_public_bind_without_token(
 def test_serve_default_binds_loopback() -> None:
     args = build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1"
+
+
+async def test_body_limit_counts_chunked_bodies_without_length(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"model": {"depth": 2}, "pad": "'
+        for _ in range(20):
+            yield b"x" * 8192
+        yield b'"}'
+
+    response = await client.post(
+        "/api/runs", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413 and "request body over" in response.json()["detail"]
