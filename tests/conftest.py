@@ -19,6 +19,20 @@ from depthscope.settings import Settings
 from fastapi import FastAPI
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Fast unit tests first, then API tests over httpx (async), then tests against a real
+    server process, then the browser."""
+
+    def tier(item: pytest.Item) -> int:
+        for rank, marker in ((3, "browser"), (2, "server"), (1, "anyio")):
+            if item.get_closest_marker(marker):
+                return rank
+        return 0
+
+    items.sort(key=tier)  # stable: file order within a tier
+
+
 def tiny_config(steps: int = 20, **training: Any) -> dict[str, Any]:
     """A run that trains in well under a second."""
     return {

@@ -69,7 +69,7 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -
     raise RuntimeError(f"server at {url} not healthy after {timeout} s")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`depthscope serve` in a subprocess with a temporary data dir (or DEPTHSCOPE_E2E_URL)."""
     if external := os.environ.get("DEPTHSCOPE_E2E_URL"):
@@ -103,7 +103,9 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 proc.wait(10)
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API keeps an event loop running while it is open, which
+# would break any asyncio test collected after the browser tests.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (make chromium)")
