@@ -1,11 +1,12 @@
 """The probe: every per-layer statistic of DESIGN §5 at a recorded step, computed on the device.
 
 On small networks a step's cost is the number of tensor ops, on large ones the passes over
-memory, so the probe keeps both few: the hidden layers' tensors are concatenated once into
-[layers, batch × units] buffers it owns (and may centre in place) and keeps from step to step,
-each statistic is one reduction over a buffer, parameter-shaped quantities are stacked by shape
-(a handful of ops whatever the depth), the scalings are folded into one op at the end, and all
-the numbers of a step leave the device in ONE transfer (`.tolist()` of one flat tensor).
+memory, so the probe keeps both few: the hidden layers' z, h and dL/dh are concatenated once
+into ONE [rows, batch × units] buffer it owns (and centres in place) and keeps from step to
+step, each statistic is one reduction over that buffer, parameter-shaped quantities are stacked
+by shape (a handful of ops whatever the depth), and all the raw numbers of a step leave the
+device in ONE transfer (`.tolist()` of one flat tensor). The scalings, ratios and the total
+norm of those few dozen numbers are then done in Python, cheaper than one device op each.
 
 Lifecycle of a recorded step, driven by the trainer:
     probe.attach()          before the forward pass: the model starts filling `Taps`
