@@ -128,7 +128,8 @@ async def wait_terminal(client: httpx.AsyncClient, ids: list[str], s: Scenario) 
 
 
 async def scenario(url: str, server_pid: int, s: Scenario) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=s.sse_clients + s.pollers + 10)
+    # Idle connections are dropped before uvicorn's 5 s keep-alive closes them under a request.
+    limits = httpx.Limits(max_connections=s.sse_clients + s.pollers + 10, keepalive_expiry=2)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
         baseline_rss = rss_bytes(server_pid)
         sizes = [s.watched_steps, s.other_steps] + [s.queued_steps] * s.queued_runs

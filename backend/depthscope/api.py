@@ -49,7 +49,8 @@ def _run(store: RunStore, run_id: str) -> RunRow:
 
 
 @router.get("/health", response_model=Health)
-def health(manager: ManagerDep) -> dict[str, Any]:
+async def health(manager: ManagerDep) -> dict[str, Any]:
+    # On the event loop: never queued behind worker threads busy with /series or exports.
     running, queued = manager.counts()
     return {"status": "ok", "version": __version__, "running": running, "queued": queued}
 

@@ -90,9 +90,9 @@ class RunManager:
         return row
 
     def counts(self) -> tuple[int, int]:
-        """(running, queued)."""
-        with self._lock:
-            return len(self._active), len(self._queue)
+        """(running, queued). Without the lock, which a pump holds across a database write:
+        each len() is atomic, and health checks on the event loop must never wait."""
+        return len(self._active), len(self._queue)
 
     def queue_position(self, run_id: str) -> int | None:
         with self._lock:
