@@ -11,11 +11,14 @@ from typing import Any
 import httpx
 import pytest
 from conftest import tiny_config
+from depthscope import RunConfig
 from depthscope import app as app_module
 from depthscope.app import create_app
 from depthscope.cli import build_parser
+from depthscope.runs import RunManager, StoreFullError
 from depthscope.security import PAGE_CSP, StreamSlots, exposure_warning
 from depthscope.settings import Settings
+from depthscope.store import RunStore
 from fastapi import FastAPI
 
 pytestmark = pytest.mark.anyio
@@ -271,3 +274,15 @@ async def test_body_limit_counts_chunked_bodies_without_length(client: httpx.Asy
         "/api/runs", content=chunks(), headers={"content-type": "application/json"}
     )
     assert response.status_code == 413 and "request body over" in response.json()["detail"]
+
+
+def test_max_store_bytes_refuses_new_runs_with_the_size(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    config = RunConfig.model_validate(tiny_config(5))
+    roomy = RunManager(store, 1, 10, max_bytes=store.size_bytes() + 2**20)
+    roomy.shutdown()  # nothing trains: only admission is under test
+    assert roomy.submit(config).status == "queued"
+    full = RunManager(store, 1, 10, max_bytes=store.size_bytes())
+    with pytest.raises(StoreFullError, match="max_store_bytes"):
+        full.submit(config)
+    store.close()

@@ -39,7 +39,11 @@ def create_app(settings: Settings) -> FastAPI:
     store = RunStore(settings.db_path)
     store.recover()
     manager = RunManager(
-        store, settings.max_concurrent_runs, settings.max_queued_runs, settings.max_stored_runs
+        store,
+        settings.max_concurrent_runs,
+        settings.max_queued_runs,
+        settings.max_stored_runs,
+        settings.max_store_bytes,
     )
     broadcaster = Broadcaster(store, settings.subscriber_buffer)
 

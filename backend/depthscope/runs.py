@@ -27,12 +27,8 @@ CANCEL_GRACE_S = 0.8  # a worker that has not stopped by then is killed: cancel 
 
 
 class StoreFullError(Exception):
-    def __init__(self, stored: int) -> None:
-        super().__init__(
-            f"the store holds {stored} runs, its limit (max_stored_runs); delete finished runs "
-            "(DELETE /api/runs/{id}) to make room"
-        )
-        self.stored = stored
+    def __init__(self, what: str) -> None:
+        super().__init__(f"the store is full: {what}; delete finished runs to make room")
 
 
 class QueueFullError(Exception):
@@ -57,11 +53,16 @@ class _Active:
 
 class RunManager:
     def __init__(
-        self, store: RunStore, max_concurrent: int, max_queued: int, max_stored: int = 10**9
+        self,
+        store: RunStore,
+        max_concurrent: int,
+        max_queued: int,
+        max_stored: int = 10**9,
+        max_bytes: int = 2**62,
     ) -> None:
         self.store = store
         self.max_concurrent, self.max_queued = max_concurrent, max_queued
-        self.max_stored = max_stored
+        self.max_stored, self.max_bytes = max_stored, max_bytes
         self._ctx = _context()
         self._lock = threading.Lock()
         self._queue: deque[tuple[str, str]] = deque()  # (run id, config JSON), oldest first
@@ -79,9 +80,7 @@ class RunManager:
             # Counted together: a run not yet moved from the queue to a slot counts once either way.
             if len(self._active) + len(self._queue) >= self.max_concurrent + self.max_queued:
                 raise QueueFullError(len(self._queue))
-            stored = self.store.count_runs()
-            if stored >= self.max_stored:  # checked under the lock: no race past the cap
-                raise StoreFullError(stored)
+            self._check_room()  # under the lock: concurrent submissions cannot pass the cap
             run_id = secrets.token_hex(6)
             layers = [f"block{i}" for i in range(1, config.model.depth + 1)] + ["readout"]
             row = self.store.create_run(run_id, config.model_dump(), layers)
@@ -130,6 +129,18 @@ class RunManager:
                 a.process.join(5)
 
     # -- internals ------------------------------------------------------------------------------
+    def _check_room(self) -> None:
+        """Admission only: a run already accepted may still grow the store past max_bytes."""
+        stored = self.store.count_runs()
+        if stored >= self.max_stored:
+            raise StoreFullError(f"{stored} runs stored, the limit (max_stored_runs)")
+        size = self.store.size_bytes()
+        if size >= self.max_bytes:
+            raise StoreFullError(
+                f"{size / 2**20:.0f} MiB stored, limit {self.max_bytes / 2**20:.0f} MiB "
+                "(max_store_bytes)"
+            )
+
     def _pump(self) -> None:
         """Start queued runs while there are free slots. A slot is claimed under the lock, the
         process started outside it: the first start waits for the fork server to import torch

@@ -80,6 +80,6 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: "request body over max_body_bytes",
         422: "invalid input; `detail` names each wrong field",
         429: "queue or stream limit reached; see Retry-After",
-        507: "the store holds max_stored_runs runs; delete some",
+        507: "the store holds max_stored_runs runs or max_store_bytes; delete some",
     }
     return {code: {"model": Problem, "description": reasons[code]} for code in codes}

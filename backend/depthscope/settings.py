@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     max_stored_runs: int = Field(
         500, ge=1, description="runs kept in the store; a new run past it → 507 (delete some)"
     )
+    max_store_bytes: int = Field(
+        10 * 2**30, ge=2**20, description="database size past which a new run → 507"
+    )
     max_streams_per_client: int = Field(
         64, ge=1, description="open SSE streams per client address; more → 429"
     )

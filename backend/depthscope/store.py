@@ -195,6 +195,14 @@ class RunStore:
         count: int = self._db().execute("SELECT COUNT(*) FROM runs").fetchone()[0]
         return count
 
+    def size_bytes(self) -> int:
+        """Pages in use (free pages left by deleted runs excluded), in bytes."""
+        db = self._db()
+        pages: int = db.execute("PRAGMA page_count").fetchone()[0]
+        free: int = db.execute("PRAGMA freelist_count").fetchone()[0]
+        size: int = db.execute("PRAGMA page_size").fetchone()[0]
+        return (pages - free) * size
+
     def cursor(self, run_id: str) -> Cursor | None:
         r = (
             self._db()
