@@ -251,6 +251,17 @@ def test_probe_histograms_match_histc(kind: str) -> None:
         assert sum(hist.counts[layer]) == v.numel()
 
 
+def test_probe_histograms_of_non_finite_layers_are_empty() -> None:
+    trainer = Trainer(tiny_config(activation="relu"))
+    with torch.no_grad():  # block2's output holds +inf for some samples
+        trainer.model.blocks[1].linear.weight[0, 0] = math.inf
+    record = next(trainer.records())
+    assert record.histograms is not None
+    act = record.histograms["act"]
+    assert act.lo[1] is None and act.hi[1] is None and sum(act.counts[1]) == 0
+    assert act.lo[0] is not None and sum(act.counts[0]) == BATCH * 8
+
+
 def test_probe_histograms_only_on_histogram_steps() -> None:
     config = tiny_config().model_copy(
         update={"recording": tiny_config().recording.model_copy(update={"histogram_every": 2})}

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from depthscope.layers import ACTIVATIONS
 from depthscope.model import DeepNet, Taps
 from depthscope.records import METRICS, StepRecord, unpack
-from depthscope.stats import TINY, Buffers, WeightGroups, histograms
+from depthscope.stats import TINY, Buffers, WeightGroups, raw_histograms
 
 HISTOGRAM_BINS = 32
 # Per-layer gradients at least this large are copied out by hooks rather than held: glibc's
@@ -180,7 +180,8 @@ class Probe:
         if with_histograms:  # first: the moments below centre z and h in place
             if hid.g is None:
                 raise RuntimeError("histograms need backward(loss, keep_gradients=True)")
-            hist = self._histograms([hid.h, logits, hid.g, dlogits])
+            hidden = [hid.h, hid.g] if hid.from_hooks else [hid.x[hid.centred - len(hid.h) :]]
+            hist = self._histograms([*hidden, self.scratch.stack("readout", [logits, dlogits])])
         healthy, dead = self._health_counts(hid.u)  # before centring: u may be z
         centred = hid.x[: hid.centred]
         mean = centred.mean(1, keepdim=True)
@@ -222,9 +223,28 @@ class Probe:
         return health.healthy.view(layers, -1).sum(1), dead
 
     def _histograms(self, rows: Sequence[Tensor]) -> list[Tensor]:
-        """lo, hi and counts of h_l then dL/dh_l, readout last in each kind."""
-        results = [histograms(x, self.bins, self.scratch) for x in rows]
-        return [torch.cat([r[k].flatten() for r in results]).float() for k in range(3)]
+        """Raw lo, hi and counts of each buffer in turn (h_l and dL/dh_l, adjacent rows of the
+        hidden buffer or two; then the readout's two), flattened; `_histogram_rows` orders and
+        masks them on the host."""
+        return [t.view(-1) for x in rows for t in raw_histograms(x, self.bins, self.scratch)]
+
+    def _histogram_rows(self, flat: list[float], layers: int, split: bool) -> list[float]:
+        """lo, hi and counts as `records.unpack` reads them: h_l then dL/dh_l, readout last in
+        each kind. A row with a non-finite bound has no histogram: NaN bounds, zero counts."""
+        bins, pos = self.bins, 0
+        found: list[tuple[float, float, list[float]]] = []
+        for rows in [layers, layers, 2] if split else [2 * layers, 2]:
+            lo, hi = flat[pos : pos + rows], flat[pos + rows : pos + 2 * rows]
+            counts = flat[pos + 2 * rows : pos + rows * (2 + bins)]
+            pos += rows * (2 + bins)
+            found += [(lo[r], hi[r], counts[r * bins : (r + 1) * bins]) for r in range(rows)]
+        hidden, readout = found[: 2 * layers], found[2 * layers :]
+        ordered = [*hidden[:layers], readout[0], *hidden[layers:], readout[1]]
+        empty = (math.nan, math.nan, [0.0] * bins)
+        ordered = [r if math.isfinite(r[0]) and math.isfinite(r[1]) else empty for r in ordered]
+        return (
+            [r[0] for r in ordered] + [r[1] for r in ordered] + [c for r in ordered for c in r[2]]
+        )
 
     # -- one transfer, then the scalings on the host ---------------------------------------
     @torch.no_grad()
@@ -281,7 +301,9 @@ class Probe:
         }
         total = math.hypot(*grad, *others)
         head = [loss, accuracy, total, clipped]
-        return head + [v for metric in METRICS for v in rows[metric]] + flat[pos:]
+        metrics = [v for metric in METRICS for v in rows[metric]]
+        hist = self._histogram_rows(flat[pos:], layers, lay.g_apart) if pos < len(flat) else []
+        return head + metrics + hist
 
 
 @dataclass(frozen=True)

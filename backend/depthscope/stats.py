@@ -68,22 +68,34 @@ def histograms(x: Tensor, bins: int, scratch: Buffers) -> tuple[Tensor, Tensor, 
     """Equal-width histograms of each row of `x` [rows, n] between the row's min and max:
     lo [rows], hi [rows], counts [rows, bins]. A row holding a non-finite value has no
     histogram: NaN bounds and zero counts."""
-    rows = x.shape[0]
-    lo, hi = x.amin(1), x.amax(1)  # both propagate NaN, and ±inf shows in one of them
+    lo, hi, counts = raw_histograms(x, bins, scratch)
     ok = torch.isfinite(lo) & torch.isfinite(hi)
-    scale = torch.where(ok, bins / (hi - lo).clamp_min(TINY), 0.0).unsqueeze(1)
-    start = torch.where(ok, lo, 0.0).unsqueeze(1)
-    # bin = clamp((x - lo) * scale) + row * bins, built in place in float (exact below 2^24).
-    key = f"{rows}x{x.shape[1]}"  # hidden layers and readout alternate: one buffer each
-    idx = scratch.get(f"hist_bin{key}", x.shape, x)
-    torch.addcmul(-start * scale, x, scale, out=idx)
-    idx.clamp_(0, bins - 1).floor_().nan_to_num_(0.0, 0.0, 0.0)
-    idx.add_(torch.arange(rows, device=x.device, dtype=x.dtype).unsqueeze(1) * bins)
-    index = scratch.get(f"hist_index{key}", x.shape, x, torch.long)
-    index.copy_(idx)
-    counts = torch.bincount(index.flatten(), minlength=rows * bins).reshape(rows, bins)
     nan = torch.full_like(lo, math.nan)
     return torch.where(ok, lo, nan), torch.where(ok, hi, nan), counts * ok.unsqueeze(1)
+
+
+def raw_histograms(x: Tensor, bins: int, scratch: Buffers) -> tuple[Tensor, Tensor, Tensor]:
+    """`histograms` without the masking of non-finite rows, which is left to whoever reads the
+    numbers on the host (a row is empty where its lo or hi is not finite): a row's counts,
+    garbage or not, stay in that row. Fewer small ops per call."""
+    rows = x.shape[0]
+    lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)  # propagate NaN; ±inf shows
+    scale = bins / (hi - lo).clamp_min(TINY)
+    # bin = clamp((x - lo) * scale) + row * bins, built in place in float (exact below 2^24);
+    # NaN (a non-finite row) goes to the row's first bin.
+    key = f"{rows}x{x.shape[1]}"  # hidden layers and readout alternate: one buffer each
+    idx = scratch.get(f"hist_bin{key}", x.shape, x)
+    torch.addcmul(-lo * scale, x, scale, out=idx)
+    idx.clamp_(0, bins - 1).floor_().nan_to_num_(0.0, 0.0, 0.0)
+    offsets = scratch.store.get(f"hist_rows{rows}x{bins}")
+    if offsets is None or offsets.device != x.device or offsets.dtype != x.dtype:
+        offsets = torch.arange(rows, device=x.device, dtype=x.dtype).unsqueeze(1) * bins
+        scratch.store[f"hist_rows{rows}x{bins}"] = offsets
+    idx.add_(offsets)
+    index = scratch.get(f"hist_index{key}", x.shape, x, torch.long)
+    index.copy_(idx)
+    counts = torch.bincount(index.flatten(), minlength=rows * bins)
+    return lo.view(-1), hi.view(-1), counts.view(rows, bins)
 
 
 class WeightGroups:
