@@ -50,7 +50,7 @@ class Probe:
         self.others = [p for p in self.params if id(p) not in weight_ids]  # biases, norms, …
         self.scratch = Buffers()
         self.weight_groups = WeightGroups(self.weights)
-        self.other_groups = WeightGroups(self.others, track_updates=False) if self.others else None
+        self._others_norm: Tensor | None = None  # of all their gradients together
         self.acts: list[nn.Module] = [block.act for block in model.block_list]
         self.activation = ACTIVATIONS[model.activation]
         self.taps: Taps | None = None
@@ -119,11 +119,13 @@ class Probe:
         """Copy the weights' gradients (before any clipping) and values before the update;
         the other parameters' gradients only count towards the total norm."""
         self.weight_groups.before_update([_grad(w) for w in self.weights])
-        if self.other_groups is not None:
-            self.other_groups.before_update([_grad(p) for p in self.others])
+        if self.others:  # only their total counts: one norm over them all
+            flat = torch.cat([_grad(p).view(-1) for p in self.others])
+            self._others_norm = torch.linalg.vector_norm(flat)
 
     def detach(self) -> None:
         self.grads, self._hooked, self._hooked_norms = [], None, None
+        self._others_norm = None
         self.model.taps = None
         self.taps = None
 
@@ -195,13 +197,19 @@ class Probe:
                 parts.append(hooked.view(-1))
         parts += [t for t in (healthy, dead) if t is not None]
         out_std, out_mean = torch.std_mean(logits, correction=0)
-        head = torch.stack([*scalars, out_mean, out_std, torch.linalg.vector_norm(dlogits)])
+        others = [] if self._others_norm is None else [self._others_norm]
+        dlogits_norm = torch.linalg.vector_norm(dlogits)
+        head = torch.stack([*scalars, out_mean, out_std, dlogits_norm, *others])
         parts += self.weight_groups.parts()
-        if self.other_groups is not None:
-            parts += self.other_groups.parts()
         layers, n = hid.u.shape
         layout = Layout(
-            layers, n, hid.centred == layers, hid.from_hooks, healthy is not None, dead is not None
+            layers,
+            n,
+            hid.centred == layers,
+            hid.from_hooks,
+            healthy is not None,
+            dead is not None,
+            bool(others),
         )
         return torch.cat([head, *parts, *hist]), layout
 
@@ -273,15 +281,13 @@ class Probe:
 
         layers, blocks = lay.layers, 1 if lay.h_is_z else 2
         loss, accuracy, clipped, out_mean, out_std, dlogits = take(6)
+        others = take(1) if lay.others else []
         norms = take(layers * (blocks + (0 if lay.g_apart else 1)))
         means = take(layers * blocks)
         g_norm = take(layers) if lay.g_apart else norms[-layers:]
         healthy = take(layers) if lay.healthy else [float(lay.n)] * layers
         dead = take(layers) if lay.dead else [0.0] * layers
         grad, before, update = self.weight_groups.spread(take(self.weight_groups.size))
-        others = (
-            self.other_groups.spread(take(self.other_groups.size))[0] if self.other_groups else []
-        )
         z_mean, z_norm = means[:layers], norms[:layers]
         h_mean, h_norm = (z_mean, z_norm) if lay.h_is_z else (means[layers:], norms[layers:])
         root, width = math.sqrt(lay.n), self.width
@@ -328,6 +334,7 @@ class Layout:
     g_apart: bool  # dL/dh norms come after the means rather than among the norms
     healthy: bool  # health counts present (else every unit is healthy / none is dead)
     dead: bool
+    others: bool  # the norm of the other parameters' gradients follows the readout's numbers
 
 
 def _grad(p: Tensor) -> Tensor:

@@ -142,6 +142,15 @@ class WeightGroups:
         ]
         self.members = [self._members(self.weights, g) for g in range(len(self.groups))]
         self.pairs = [(buf[2], buf[1]) for buf in self.buffers] if track_updates else []
+        # gradients and values before are stacked together: rows 0 and 1 are one slot
+        self.first_two = (
+            [
+                buf[:2].view(2 * len(g), *shape)
+                for buf, g, shape in zip(self.buffers, self.groups, self.shapes, strict=True)
+            ]
+            if track_updates
+            else []
+        )
 
     def _members(self, tensors: Sequence[Tensor], g: int, detach: bool = True) -> list[Tensor]:
         shape, group = self.shapes[g], self.groups[g]
@@ -154,9 +163,12 @@ class WeightGroups:
 
     def before_update(self, grads: Sequence[Tensor]) -> None:
         """Copy the gradients (aligned with the weights) and the current values."""
-        self._stack(0, [self._members(grads, g, detach=False) for g in range(len(self.groups))])
-        if self.track_updates:
-            self._stack(1, self.members)
+        grads_by_group = [self._members(grads, g, detach=False) for g in range(len(self.groups))]
+        if not self.track_updates:
+            self._stack(0, grads_by_group)
+            return
+        for slot, own, values in zip(self.first_two, grads_by_group, self.members, strict=True):
+            torch.stack(own + values, out=slot)
 
     def parts(self) -> list[Tensor]:
         """After the update: per group, its [3 × members] norms of gradient, value before,
