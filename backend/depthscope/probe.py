@@ -302,8 +302,8 @@ class Probe:
             "act_std": [*h_std, out_std],
             "preact_mean": [*z_mean, out_mean],
             "preact_std": [*z_std, out_std],
-            "saturation": [*(1.0 - c / lay.n for c in healthy), 0.0],
-            "dead": [*(c / width for c in dead), 0.0],
+            "saturation": [1.0 - c / lay.n for c in healthy] + [0.0],
+            "dead": [c / width for c in dead] + [0.0],
         }
         total = math.hypot(*grad, *others)
         head = [loss, accuracy, total, clipped]

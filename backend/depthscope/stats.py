@@ -141,6 +141,12 @@ class WeightGroups:
             for row in range(self.buffers[0].shape[0])
         ]
         self.members = [self._members(self.weights, g) for g in range(len(self.groups))]
+        # where (row, weight) sits among the numbers of `parts`, concatenated, for `spread`
+        rows, where = len(self.slots), {}
+        for pos, (row, i) in enumerate((r, i) for g in self.groups for r in range(rows) for i in g):
+            where[row, i] = pos
+        self.host_order = [where[r, i] for r in range(rows) for i in range(len(self.weights))]
+        self.size = len(self.host_order)  # how many numbers `parts` returns in all
         self.pairs = [(buf[2], buf[1]) for buf in self.buffers] if track_updates else []
         # gradients and values before are stacked together: rows 0 and 1 are one slot
         self.first_two = (
@@ -180,22 +186,11 @@ class WeightGroups:
                 after.sub_(before)
         return [torch.linalg.vector_norm(buf, dim=2).view(-1) for buf in self.buffers]
 
-    @property
-    def size(self) -> int:
-        """How many numbers `parts` returns in all."""
-        return sum(buf.shape[0] * buf.shape[1] for buf in self.buffers)
-
     def spread(self, values: Sequence[float]) -> list[list[float]]:
         """The numbers of `parts`, concatenated, as [row][weight] in the weights' order."""
-        rows = self.buffers[0].shape[0]
-        out = [[0.0] * len(self.weights) for _ in range(rows)]
-        pos = 0
-        for group in self.groups:
-            for row in out:
-                for i in group:
-                    row[i] = values[pos]
-                    pos += 1
-        return out
+        ordered = [values[k] for k in self.host_order]
+        count = len(self.weights)
+        return [ordered[r * count : (r + 1) * count] for r in range(len(self.slots))]
 
     def norms(self) -> Tensor:
         """After the update: [3, weights] norms of gradient, value before, update (or [1,
