@@ -170,9 +170,9 @@ class Probe:
 
     @torch.no_grad()
     def step_tensors(self, scalars: list[Tensor], with_histograms: bool) -> tuple[Tensor, Layout]:
-        """The step's raw numbers, still on the device, as one flat tensor (see `assemble`):
-        `scalars` and the readout's, per-row means and norms of the hidden buffer, health
-        counts, the weight groups' norms, then (with histograms) lo, hi, counts."""
+        """The step's raw numbers, still on the device, as one flat tensor that `_assemble`
+        reads back: `scalars` and the readout's, per-row norms and means of the hidden buffer,
+        health counts, the weight groups' norms, then (with histograms) lo, hi, counts."""
         hid = self._hidden()
         taps = self._require_taps()
         assert taps.logits is not None
