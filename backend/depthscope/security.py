@@ -119,6 +119,7 @@ def exposure_warning(host: str, token: str | None) -> str | None:
         return None
     return (
         f"WARNING: depthscope is listening on {host}, which other machines may reach, and no "
-        "token is set: anyone who can connect can start, cancel and delete runs. Set DEPTHSCOPE_TOKEN "
-        "(or --token), or bind 127.0.0.1 (fine inside a container behind a published port)."
+        "token is set: anyone who can connect can start, cancel and delete runs. Set "
+        "DEPTHSCOPE_TOKEN (or --token), or bind 127.0.0.1 (fine inside a container behind a "
+        "published port)."
     )
