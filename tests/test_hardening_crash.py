@@ -21,7 +21,6 @@ from depthscope import worker as worker_module
 from depthscope.records import StepRecord
 from depthscope.runs import RunManager
 from depthscope.store import TERMINAL, RunStore
-from depthscope.trainer import Trainer
 from depthscope.worker import run_worker
 from test_runs import wait
 from test_server_stream import create, wait_for
@@ -97,20 +96,16 @@ def test_worker_out_of_memory_fails_its_run_with_records_kept(
         store.create_run(run_id, config.model_dump(), [])
         store.transition(run_id, "running", only_from=("queued",))
 
-    class Exhausted:
-        """A trainer whose memory runs out after ten records."""
+    add = worker_module.RecordWriter.add
 
-        def __init__(self, config: RunConfig) -> None:
-            self.inner = Trainer(config)
+    def exhausted(writer: worker_module.RecordWriter, record: StepRecord) -> None:
+        """Memory runs out while the 11th record is handled (in training or in its handling:
+        the worker must treat either the same)."""
+        if writer.run_id == "oom" and len(writer.buffer) + store.get_run("oom").n_records == 10:  # type: ignore[union-attr]
+            raise MemoryError("cannot allocate 8 GiB")
+        add(writer, record)
 
-        def records(self, should_stop: Any) -> Iterator[StepRecord]:
-            for i, record in enumerate(self.inner.records(should_stop)):
-                if i == 10:
-                    raise MemoryError("cannot allocate 8 GiB")
-                yield record
-            return None
-
-    monkeypatch.setattr(worker_module, "Trainer", Exhausted)
+    monkeypatch.setattr(worker_module.RecordWriter, "add", exhausted)
     run_worker(str(store.path), "oom", config.model_dump_json(), threading.Event(), os.getpid())
     row = store.get_run("oom")
     assert row is not None and row.status == "failed" and row.n_records == 10
