@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from depthscope.config import RunConfig
+from depthscope.records import StepRecord
 from depthscope.trainer import DeviceUnavailableError, RunResult, Trainer
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -151,16 +152,13 @@ def train_with_progress(trainer: Trainer) -> tuple[list[dict[str, Any]], RunResu
     previous = signal.signal(signal.SIGINT, on_interrupt)
     progress = Progress(trainer.config.training.steps, sys.stderr)
     records: list[dict[str, Any]] = []
-    gen = trainer.records(lambda: stop["requested"])
+
+    def keep(record: StepRecord) -> None:
+        records.append(record.to_wire())
+        progress.update(record.step, record.loss)
+
     try:
-        while True:
-            try:
-                record = next(gen)
-            except StopIteration as done:
-                result: RunResult = done.value
-                break
-            records.append(record.to_wire())
-            progress.update(record.step, record.loss)
+        result = trainer.run(keep, lambda: stop["requested"])
         if records:
             progress.update(records[-1]["step"], records[-1]["loss"], force=True)
     finally:

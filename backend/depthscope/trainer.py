@@ -165,6 +165,21 @@ class Trainer:
                     return RunResult("diverged", step + 1, _final(last), divergence)
         return RunResult("completed", steps, _final(last))
 
+    def run(
+        self,
+        on_record: Callable[[StepRecord], None],
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> RunResult:
+        """Drive `records()` to the end, handing each record to `on_record`."""
+        gen = self.records(should_stop)
+        while True:
+            try:
+                record = next(gen)
+            except StopIteration as done:
+                result: RunResult = done.value
+                return result
+            on_record(record)
+
 
 def _final(record: StepRecord | None) -> dict[str, Any]:
     if record is None:
@@ -184,15 +199,7 @@ def train(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> RunResult:
     """Train `config` to the end, handing each record to `on_record`; no server needed."""
-    gen = Trainer(config).records(should_stop)
-    while True:
-        try:
-            record = next(gen)
-        except StopIteration as done:
-            result: RunResult = done.value
-            return result
-        if on_record is not None:
-            on_record(record)
+    return Trainer(config).run(on_record or (lambda _record: None), should_stop)
 
 
 def iter_records(config: RunConfig) -> Iterator[StepRecord]:

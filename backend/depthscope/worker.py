@@ -89,15 +89,8 @@ def train_into(
     def should_stop() -> bool:
         return stop.is_set() or server.gone()
 
-    generator = Trainer(config).records(should_stop)
     try:
-        while True:
-            try:
-                record = next(generator)
-            except StopIteration as done:
-                result: RunResult = done.value
-                return result
-            writer.add(record)
+        return Trainer(config).run(writer.add, should_stop)
     finally:
         writer.flush()  # also on an exception: keep every record the run produced
 
