@@ -96,13 +96,14 @@ def test_worker_out_of_memory_fails_its_run_with_records_kept(
         store.create_run(run_id, config.model_dump(), [])
         store.transition(run_id, "running", only_from=("queued",))
 
-    add = worker_module.RecordWriter.add
+    add, handed = worker_module.RecordWriter.add, []
 
     def exhausted(writer: worker_module.RecordWriter, record: StepRecord) -> None:
-        """Memory runs out while the 11th record is handled (in training or in its handling:
+        """Memory runs out at the 11th record's hand-off (in training or in its handling:
         the worker must treat either the same)."""
-        if writer.run_id == "oom" and len(writer.buffer) + store.get_run("oom").n_records == 10:  # type: ignore[union-attr]
+        if len(handed) == 10:
             raise MemoryError("cannot allocate 8 GiB")
+        handed.append(record.step)
         add(writer, record)
 
     monkeypatch.setattr(worker_module.RecordWriter, "add", exhausted)
