@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,20 @@ async def test_app_serves_frontend_and_vendored_plotly(client: httpx.AsyncClient
     plotly = await client.get("/vendor/plotly.min.js")
     assert plotly.status_code == 200 and len(plotly.content) > 1_000_000
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_app_docs_page_loads_nothing_from_elsewhere(client: httpx.AsyncClient) -> None:
+    """Offline first: /docs is Swagger UI from this server's own copy, not a CDN."""
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sources and all(s.startswith("/") for s in sources), sources
+    assert '"validatorUrl": null' in page.text  # no badge fetched from swagger.io
+    for source in sources:
+        asset = await client.get(source)
+        assert asset.status_code == 200 and len(asset.content) > 100, source
+    assert (await client.get("/vendor/swagger-ui/swagger-ui.css.map")).status_code == 404
+    assert (await client.get("/redoc")).status_code == 404
 
 
 @pytest.mark.parametrize(

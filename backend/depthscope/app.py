@@ -18,6 +18,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,7 +55,14 @@ def create_app(settings: Settings) -> FastAPI:
         await broadcaster.close()
         manager.shutdown()
 
-    app = FastAPI(title="depthscope", version=__version__, lifespan=lifespan)
+    # /docs is rebuilt below on local Swagger UI files; ReDoc has no offline bundle.
+    app = FastAPI(
+        title="depthscope",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings, app.state.store = settings, store
     app.state.manager, app.state.broadcaster = manager, broadcaster
     app.state.stream_slots = StreamSlots(settings.max_streams_per_client, settings.max_streams)
@@ -89,11 +97,16 @@ def _finite(value: Any) -> Any:
     return value
 
 
+# Swagger UI 5 (it reads OpenAPI 3.1) as the fastapi-offline package ships it; only its files.
+SWAGGER_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"})
+
+
 def _mount_frontend(app: FastAPI) -> None:
     """`/` and `/<file>` from the depthscope.frontend package, plotly.js from plotly's own
     bundle: everything the page needs comes from this server (no CDN)."""
     frontend = resources.files("depthscope.frontend")
     plotly_js = resources.files("plotly").joinpath("package_data", "plotly.min.js")
+    swagger_ui = resources.files("fastapi_offline").joinpath("static")
 
     @app.get("/", include_in_schema=False)
     def index() -> Response:
@@ -102,6 +115,23 @@ def _mount_frontend(app: FastAPI) -> None:
     @app.get("/vendor/plotly.min.js", include_in_schema=False)
     def plotly() -> Response:
         return _file(plotly_js, cache="public, max-age=86400")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="depthscope API",
+            swagger_js_url="/vendor/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/vendor/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/vendor/swagger-ui/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from elsewhere
+        )
+
+    @app.get("/vendor/swagger-ui/{name}", include_in_schema=False)
+    def swagger_ui_file(name: str) -> Response:
+        if name not in SWAGGER_FILES:
+            raise HTTPException(404, "not found")
+        return _file(swagger_ui.joinpath(name), cache="public, max-age=86400")
 
     @app.get("/{name}", include_in_schema=False)
     def static(name: str) -> Response:
