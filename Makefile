@@ -44,6 +44,7 @@ bench: $(STAMP) chromium
 	$(PY) bench/overhead.py
 	$(PY) bench/stream.py
 	$(PY) bench/render.py
+	$(PY) bench/load.py
 
 screenshots: $(STAMP) chromium
 	$(PY) -m pytest tests/e2e --screenshots-dir docs/screenshots
