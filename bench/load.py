@@ -14,10 +14,7 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,6 +25,7 @@ from typing import Any
 
 import httpx
 import orjson
+from server import start_server  # bench/ is on sys.path when a bench script runs
 
 RESULTS = Path(__file__).parent / "results" / "load.json"
 TERMINAL = {"completed", "cancelled", "failed", "diverged", "interrupted"}
@@ -172,28 +170,6 @@ async def scenario(url: str, server_pid: int, s: Scenario) -> dict[str, Any]:
         "rss_max_mb": max(samples) / 2**20,
         "rss_growth_mb": (max(samples) - baseline_rss) / 2**20,
     }
-
-
-def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    code = "import sys; from pathlib import Path; from depthscope.app import serve; "
-    code += "serve('127.0.0.1', int(sys.argv[1]), Path(sys.argv[2]))"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(port), str(data_dir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            httpx.get(f"{url}/api/health", timeout=1).raise_for_status()
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the server did not start")
 
 
 def run(s: Scenario) -> dict[str, Any]:

@@ -10,11 +10,8 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,6 +27,7 @@ from depthscope.records import METRICS
 from depthscope.series import downsample
 from depthscope.store import STEP_COLUMN, RunStore
 from depthscope.worker import RecordWriter
+from server import start_server  # bench/ is on sys.path when a bench script runs
 
 RESULTS = Path(__file__).parent / "results" / "stream.json"
 TINY = {
@@ -42,27 +40,6 @@ TRAIN = {
     "training": {"steps": 800, "batch_size": 64},
     "recording": {"histogram_every": 10},
 }
-
-
-def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    code = "import sys; from pathlib import Path; from depthscope.app import serve; "
-    code += "serve('127.0.0.1', int(sys.argv[1]), Path(sys.argv[2]))"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(port), str(data_dir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            httpx.get(f"{url}/api/health", timeout=1)
-            return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not start")
 
 
 def percentile(values: list[float], q: float) -> float:

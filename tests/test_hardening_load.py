@@ -14,8 +14,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 
 def load_bench() -> ModuleType:
-    path = Path(__file__).parents[1] / "bench" / "load.py"
-    spec = importlib.util.spec_from_file_location("bench_load", path)
+    bench = Path(__file__).parents[1] / "bench"
+    if str(bench) not in sys.path:
+        sys.path.append(str(bench))  # as when the script runs: its sibling modules import
+    spec = importlib.util.spec_from_file_location("bench_load", bench / "load.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while it executes
