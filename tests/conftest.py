@@ -101,7 +101,7 @@ class ServerProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a loaded CI machine starts torch slowly
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
@@ -109,7 +109,7 @@ class ServerProcess:
             except httpx.TransportError:
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError("the server did not come up within 30 s")
+        raise RuntimeError("the server did not come up within 90 s")
 
     def stop(self, kill: bool = False) -> None:
         if self.process is not None:
