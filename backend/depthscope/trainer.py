@@ -123,10 +123,9 @@ class Trainer:
             return self._step(step, idx, record=True, histograms=False, evaluate=False)
         if record:
             self.probe.backward(loss, keep_gradients=histograms)
+            self.probe.before_update()
         else:
             loss.backward()  # type: ignore[no-untyped-call]
-        if record:
-            self.probe.before_update()
         clipped = self._clip(record)
         self.optimizer.step()
         if not record:
