@@ -8,7 +8,7 @@ export function defaultState() {
     runs: [], // selected run ids; the first is the focused run, the second is B of the ratio view
     metric: "grad_norm",
     view: "single",
-    layer: -1, // histogram layer index; -1 = the readout (last layer)
+    layer: 0, // histogram layer index: block1, where vanishing shows first; -1 = the readout
     step: -1, // depth-profile step; -1 = follow the latest step
     hist: "act",
     config: null, // the form's config (nested object), so a link re-creates it
