@@ -12,7 +12,6 @@ from depthscope.records import (
     StepRecord,
     finite,
     first_non_finite,
-    unpack,
 )
 
 NAMES = ["block1", "block2", "readout"]
@@ -93,26 +92,3 @@ def test_records_divergence_describes_itself() -> None:
         "layer_index": 2,
         "metric": "grad_norm",
     }
-
-
-def test_records_unpack_reads_the_flat_transfer() -> None:
-    n_layers, bins = 2, 3
-    metrics = [float(i) for i in range(len(METRICS) * n_layers)]
-    lo, hi = [0.0, 1.0, math.nan, 3.0], [1.0, 2.0, math.nan, 4.0]
-    counts = [float(c) for c in range(4 * bins)]
-    flat = [0.5, math.nan, 2.0, 1.0, *metrics, *lo, *hi, *counts]
-    r = unpack(9, flat, n_layers, bins)
-    assert (r.step, r.loss, r.accuracy, r.grad_norm_total, r.clipped) == (9, 0.5, None, 2.0, True)
-    assert r.layers["grad_norm"] == [0.0, 1.0]
-    assert r.layers["dead"] == [20.0, 21.0]
-    assert r.histograms is not None
-    assert r.histograms["act"].counts == [[0, 1, 2], [3, 4, 5]]
-    assert r.histograms["act_grad"].lo == [None, 3.0]
-    assert unpack(9, flat[: 4 + len(metrics)], n_layers, 0).histograms is None
-
-
-def test_records_unpack_turns_non_finite_metrics_into_none() -> None:
-    metrics = [1.0] * (len(METRICS) * 2)
-    metrics[3] = math.inf
-    r = unpack(0, [0.0, 0.0, 0.0, 0.0, *metrics], 2, 0)
-    assert r.layers["act_grad_norm"] == [1.0, None]

@@ -1,12 +1,12 @@
 """The probe: every per-layer statistic of DESIGN §5 at a recorded step, computed on the device.
 
 On small networks a step's cost is the number of tensor ops, on large ones the passes over
-memory, so the probe keeps both few: the hidden layers' z, h and dL/dh are concatenated once
-into ONE [rows, batch × units] buffer it owns (and centres in place) and keeps from step to
-step, each statistic is one reduction over that buffer, parameter-shaped quantities are stacked
-by shape (a handful of ops whatever the depth), and all the raw numbers of a step leave the
-device in ONE transfer (`.tolist()` of one flat tensor). The scalings, ratios and the total
-norm of those few dozen numbers are then done in Python, cheaper than one device op each.
+memory, so the probe keeps both few. The hidden layers' z, h and dL/dh are concatenated once
+into ONE [rows, batch × units] buffer it owns and keeps from step to step; the activation's
+healthy mask is written as further rows of it, so one row-sum gives means and health counts
+together. Parameter-shaped quantities are stacked by shape (a handful of ops whatever the
+depth). Every op writes its numbers with `out=` into its slot of one flat tensor (see
+transfer.py), which leaves the device in ONE `.tolist()`; the host does the rest.
 
 Lifecycle of a recorded step, driven by the trainer:
     probe.attach()          before the forward pass: the model starts filling `Taps`
@@ -19,9 +19,7 @@ The probe drops what it holds after each step and when closed (it is a context m
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 
@@ -30,8 +28,9 @@ from torch import Tensor, nn
 
 from depthscope.layers import ACTIVATIONS
 from depthscope.model import DeepNet, Taps
-from depthscope.records import METRICS, StepRecord, unpack
-from depthscope.stats import TINY, Buffers, WeightGroups, raw_histograms
+from depthscope.records import StepRecord
+from depthscope.stats import Buffers, RowHistograms, RowMoments, WeightGroups
+from depthscope.transfer import Layout, Span, Transfer
 
 HISTOGRAM_BINS = 32
 # Per-layer gradients at least this large are copied out by hooks rather than held: glibc's
@@ -53,14 +52,25 @@ class Probe:
         self._others_norm: Tensor | None = None  # of all their gradients together
         self.acts: list[nn.Module] = [block.act for block in model.block_list]
         self.activation = ACTIVATIONS[model.activation]
+        self.masks = self._masks()
+        self.plans: dict[tuple[bool, ...], StepPlan] = {}  # by Layout, made once each
         self.taps: Taps | None = None
         self.grads: list[Tensor | None] = []  # dL/dh_l per hidden block, then dL/dlogits
         self._hooked: Tensor | None = None  # dL/dh_l as the backward hooks copied it
-        self._hooked_norms: Tensor | None = None  # or just its norms, [layers, 1]
+        self._hooked_norms: list[Tensor] | None = None  # or just its norms, 0-d each
+        self._g_rows: tuple[Tensor, list[Callable[[Tensor], None]]] | None = None
 
     @property
     def layer_names(self) -> list[str]:
         return self.model.layer_names
+
+    @torch.no_grad()
+    def _masks(self) -> tuple[bool, bool]:
+        """Which masks the activation's health check makes: (healthy, active)."""
+        layers = len(self.acts)
+        probe = torch.zeros(layers, 1, self.width, device=self.weights[0].device)
+        health = self.activation.health(probe, self.acts, torch.empty_like(probe))
+        return health.healthy is not None, health.active is not None
 
     # -- lifecycle -----------------------------------------------------------------------
     def attach(self) -> None:
@@ -90,15 +100,17 @@ class Probe:
 
     def _backward_with_hooks(self, loss: Tensor, outputs: list[Tensor], keep: bool) -> None:
         hidden = outputs[:-1]
-        take: Callable[[Tensor, Tensor], None] = _copy_into
-        buffer = self.scratch.get("g", (len(hidden), *hidden[0].shape), hidden[0])
-        if not keep:  # one 0-d slot per layer
-            take, buffer = _norm_into, self.scratch.get("g_norm", (len(hidden),), hidden[0])
-        rows = buffer.unbind(0)
-        hooks = [partial(take, row) for row in rows] + [partial(self._keep, -1)]
+        if keep:  # copies, into rows of the probe's buffer (the rows are views made once)
+            buffer = self.scratch.get("g", (len(hidden), *hidden[0].shape), hidden[0])
+            if self._g_rows is None or self._g_rows[0] is not buffer:
+                self._g_rows = (buffer, [partial(_copy_into, row) for row in buffer.unbind(0)])
+            hooks = self._g_rows[1]
+        else:  # just the norms, taken while dL/dh is fresh in the cache
+            norms: list[Tensor] = [torch.empty(0)] * len(hidden)
+            hooks = [partial(_norm_into, norms, i) for i in range(len(hidden))]
         handles = [
             t.register_hook(hook)  # type: ignore[no-untyped-call]
-            for t, hook in zip(outputs, hooks, strict=True)
+            for t, hook in zip(outputs, [*hooks, partial(self._keep, -1)], strict=True)
         ]
         try:
             loss.backward()  # type: ignore[no-untyped-call]
@@ -106,10 +118,9 @@ class Probe:
             for handle in handles:
                 handle.remove()
         if keep:
-            self.grads[:-1] = rows
-            self._hooked = buffer.view(len(rows), -1)
+            self._hooked = buffer.view(len(hidden), -1)
         else:
-            self._hooked_norms = buffer.view(len(rows), 1)
+            self._hooked_norms = norms
 
     def _keep(self, index: int, grad: Tensor) -> None:
         self.grads[index] = grad
@@ -146,115 +157,93 @@ class Probe:
         return self.taps
 
     # -- statistics ----------------------------------------------------------------------
-    def _hidden(self) -> Hidden:
-        """The hidden layers' tensors concatenated into ONE [rows, batch × units] buffer (one
-        pass and one reduction per statistic for all of them): z, then h unless it is z, then
-        dL/dh unless the hooks hold it."""
-        taps = self._require_taps()
-        layers = len(taps.z)
-        h_is_z = _same(taps.h, taps.z)
-        lists = [taps.z] if h_is_z else [taps.z, taps.h]
-        from_hooks = self._hooked is not None or self._hooked_norms is not None
-        if not from_hooks:
-            hidden = zip(self.grads[:-1], taps.h, strict=True)
-            lists.append([_or_zeros(grad, like) for grad, like in hidden])
-        x = self.scratch.cat("x", [t for tensors in lists for t in tensors])
-        z = x[:layers]
-        h = z if h_is_z else x[layers : 2 * layers]
-        if _same(taps.u, taps.z):
-            u = z
-        else:
-            u = h if _same(taps.u, taps.h) else self.scratch.cat("u", taps.u)
-        g = self._hooked if from_hooks else x[-layers:]
-        return Hidden(x, u, h, g, layers * (1 if h_is_z else 2), from_hooks)
+    def _plan(self, taps: Taps, logits: Tensor, with_histograms: bool) -> StepPlan:
+        """The StepPlan for this step's Layout, made on first use."""
+        g_rows = self._hooked is None and self._hooked_norms is None
+        key = (_same(taps.h, taps.z), g_rows, with_histograms)
+        plan = self.plans.get(key)
+        if plan is None:
+            healthy, active = self.masks
+            z = taps.z[0]
+            layout = Layout(
+                layers=len(taps.z),
+                n=z.numel(),
+                width=self.width,
+                h_is_z=key[0],
+                g_rows=g_rows,
+                healthy=healthy,
+                active=active,
+                others=bool(self.others),
+                histograms=with_histograms,
+            )
+            transfer = Transfer(layout, self.weight_groups, self.bins)
+            x = self.scratch.get("x", (transfer.rows, layout.n), z)
+            plan = StepPlan(transfer, x, logits.numel(), self.bins)
+            self.plans[key] = plan
+        return plan
 
     @torch.no_grad()
-    def step_tensors(self, scalars: list[Tensor], with_histograms: bool) -> tuple[Tensor, Layout]:
-        """The step's raw numbers, still on the device, as one flat tensor that `_assemble`
-        reads back: `scalars` and the readout's, per-row norms and means of the hidden buffer,
-        health counts, the weight groups' norms, then (with histograms) lo, hi, counts."""
-        hid = self._hidden()
+    def step_tensors(self, scalars: Sequence[Tensor], with_histograms: bool) -> StepPlan:
+        """Fill the step's flat buffer, `plan.out`, on the device (see transfer.py for its
+        slots) from `scalars` (loss, accuracy, clipped), the taps, the gradients and the
+        weight copies."""
         taps = self._require_taps()
         assert taps.logits is not None
-        logits = taps.logits.reshape(1, -1)
-        dlogits = _or_zeros(self.grads[-1], taps.logits).reshape(1, -1)
-        hist: list[Tensor] = []
+        plan = self._plan(taps, taps.logits, with_histograms)
+        lay = plan.transfer.layout
+        filled = [*taps.z] if lay.h_is_z else [*taps.z, *taps.h]
+        if lay.g_rows:
+            filled += [_or_zeros(g, h) for g, h in zip(self.grads[:-1], taps.h, strict=True)]
+        torch.cat(filled, out=plan.filled)
+        dlogits = _or_zeros(self.grads[-1], taps.logits)
         if with_histograms:  # first: the moments below centre z and h in place
-            if hid.g is None:
-                raise RuntimeError("histograms need backward(loss, keep_gradients=True)")
-            hidden = [hid.h, hid.g] if hid.from_hooks else [hid.x[hid.centred - len(hid.h) :]]
-            hist = self._histograms([*hidden, self.scratch.stack("readout", [logits, dlogits])])
-        healthy, dead = self._health_counts(hid.u)  # before centring: u may be z
-        centred = hid.x[: hid.centred]
-        mean = centred.mean(1, keepdim=True)
-        centred.sub_(mean)
-        parts = [torch.linalg.vector_norm(hid.x, dim=1), mean.view(-1)]
-        if hid.from_hooks:  # dL/dh: its norms as the hooks took them, or the hooks' copy
-            hooked = self._hooked_norms
-            if hid.g is not None or hooked is None:
-                parts.append(torch.linalg.vector_norm(hid.g, dim=1))
-            else:
-                parts.append(hooked.view(-1))
-        parts += [t for t in (healthy, dead) if t is not None]
-        out_std, out_mean = torch.std_mean(logits, correction=0)
+            self._histograms(plan, taps.logits, dlogits)
+        self._health(plan, taps)  # before centring too: the activation input may be z
+        plan.moments()
+        if self._hooked is not None:  # dL/dh as the hooks copied it, or just its norms
+            torch.linalg.vector_norm(self._hooked, dim=1, out=plan.g_norms)
+        elif self._hooked_norms is not None:
+            torch.stack(self._hooked_norms, out=plan.g_norms)
+        out_std, out_mean = torch.std_mean(taps.logits, correction=0)
         others = [] if self._others_norm is None else [self._others_norm]
-        dlogits_norm = torch.linalg.vector_norm(dlogits)
-        head = torch.stack([*scalars, out_mean, out_std, dlogits_norm, *others])
-        parts += self.weight_groups.parts()
-        layers, n = hid.u.shape
-        layout = Layout(
-            layers,
-            n,
-            hid.centred == layers,
-            hid.from_hooks,
-            healthy is not None,
-            dead is not None,
-            bool(others),
-        )
-        return torch.cat([head, *parts, *hist]), layout
+        head = [*scalars, out_mean, out_std, torch.linalg.vector_norm(dlogits), *others]
+        torch.stack(head, out=plan.head)
+        self.weight_groups.norms_(plan.weights)
+        return plan
 
-    def _health_counts(self, u: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        """Per hidden layer [layers]: how many (sample, unit) have |f'(u)| at least 5% of its
-        maximum, and how many units have f'(u) = 0 for every sample in the batch. None where
-        the activation makes the answer trivial (all healthy; none dead)."""
-        layers = u.shape[0]
-        u3 = u.view(layers, -1, self.width)
-        health = self.activation.health(u3, self.acts, self.scratch.get("mask", u3.shape, u3))
-        dead = per_unit = None
+    def _health(self, plan: StepPlan, taps: Taps) -> None:
+        """The activation's masks over its inputs u: the healthy one into the mask rows of
+        the hidden buffer (summed there with the moments), and per layer how many units
+        are active (f' != 0) for at least one sample into the live slot."""
+        if plan.mask is None:
+            return
+        if _same(taps.u, taps.z):
+            u = plan.z
+        elif _same(taps.u, taps.h):
+            u = plan.h
+        else:  # a normalization before the activation
+            u = self.scratch.get("u", plan.z.shape, plan.z)
+            torch.cat(taps.u, out=u.view(-1, self.width))
+        health = self.activation.health(u, self.acts, plan.mask)
+        if health.healthy is not None and health.healthy.data_ptr() != plan.mask.data_ptr():
+            plan.mask.copy_(health.healthy)
         if health.active is not None:
-            per_unit = health.active.sum(1)  # [layers, units]: samples where f' != 0
-            dead = (per_unit == 0).sum(1)
-        if health.healthy is None:
-            return None, dead
-        if health.healthy is health.active and per_unit is not None:
-            return per_unit.sum(1), dead
-        return health.healthy.view(layers, -1).sum(1), dead
+            any_sample = torch.amax(health.active, 1)  # [layers, units]
+            torch.sum(any_sample, 1, out=plan.live)
 
-    def _histograms(self, rows: Sequence[Tensor]) -> list[Tensor]:
-        """Raw lo, hi and counts of each buffer in turn (h_l and dL/dh_l, adjacent rows of the
-        hidden buffer or two; then the readout's two), flattened; `_histogram_rows` orders and
-        masks them on the host."""
-        return [t.view(-1) for x in rows for t in raw_histograms(x, self.bins, self.scratch)]
+    def _histograms(self, plan: StepPlan, logits: Tensor, dlogits: Tensor) -> None:
+        """Histograms of h_l and dL/dh_l (adjacent rows of the hidden buffer, or h rows and
+        the hooks' copy), then of the readout's logits and dL/dlogits."""
+        for rows, histograms in plan.hidden_histograms:
+            if rows is None:  # dL/dh, as the hooks copied it
+                if self._hooked is None:
+                    raise RuntimeError("histograms need backward(loss, keep_gradients=True)")
+                rows = self._hooked
+            histograms(rows)
+        torch.stack([logits.view(-1), dlogits.view(-1)], out=plan.readout)
+        plan.readout_histograms(plan.readout)
 
-    def _histogram_rows(self, flat: list[float], layers: int, split: bool) -> list[float]:
-        """lo, hi and counts as `records.unpack` reads them: h_l then dL/dh_l, readout last in
-        each kind. A row with a non-finite bound has no histogram: NaN bounds, zero counts."""
-        bins, pos = self.bins, 0
-        found: list[tuple[float, float, list[float]]] = []
-        for rows in [layers, layers, 2] if split else [2 * layers, 2]:
-            lo, hi = flat[pos : pos + rows], flat[pos + rows : pos + 2 * rows]
-            counts = flat[pos + 2 * rows : pos + rows * (2 + bins)]
-            pos += rows * (2 + bins)
-            found += [(lo[r], hi[r], counts[r * bins : (r + 1) * bins]) for r in range(rows)]
-        hidden, readout = found[: 2 * layers], found[2 * layers :]
-        ordered = [*hidden[:layers], readout[0], *hidden[layers:], readout[1]]
-        empty = (math.nan, math.nan, [0.0] * bins)
-        ordered = [r if math.isfinite(r[0]) and math.isfinite(r[1]) else empty for r in ordered]
-        return (
-            [r[0] for r in ordered] + [r[1] for r in ordered] + [c for r in ordered for c in r[2]]
-        )
-
-    # -- one transfer, then the scalings on the host ---------------------------------------
+    # -- one transfer, then the host's share ------------------------------------------------
     @torch.no_grad()
     def finish(
         self, step: int, loss: Tensor, accuracy: Tensor, clipped: Tensor, with_histograms: bool
@@ -262,79 +251,51 @@ class Probe:
         """Build the step's record from 0-d tensors: loss, accuracy (NaN for regression) and
         whether clipping acted."""
         try:
-            raw, layout = self.step_tensors([loss, accuracy, clipped], with_histograms)
-            flat: list[float] = raw.tolist()  # the one host transfer
+            plan = self.step_tensors([loss, accuracy, clipped], with_histograms)
+            flat: list[float] = plan.out.tolist()  # the one host transfer
         finally:
             self.detach()
-        bins = self.bins if with_histograms else 0
-        return unpack(step, self._assemble(flat, layout), len(self.weights), bins)
-
-    def _assemble(self, flat: list[float], lay: Layout) -> list[float]:
-        """The raw numbers of `step_tensors` as `records.unpack` reads them. Ratios, means
-        and stds of a few dozen numbers cost less in Python than one device op each."""
-        pos = 0
-
-        def take(count: int) -> list[float]:
-            nonlocal pos
-            pos += count
-            return flat[pos - count : pos]
-
-        layers, blocks = lay.layers, 1 if lay.h_is_z else 2
-        loss, accuracy, clipped, out_mean, out_std, dlogits = take(6)
-        others = take(1) if lay.others else []
-        norms = take(layers * (blocks + (0 if lay.g_apart else 1)))
-        means = take(layers * blocks)
-        g_norm = take(layers) if lay.g_apart else norms[-layers:]
-        healthy = take(layers) if lay.healthy else [float(lay.n)] * layers
-        dead = take(layers) if lay.dead else [0.0] * layers
-        grad, before, update = self.weight_groups.spread(take(self.weight_groups.size))
-        z_mean, z_norm = means[:layers], norms[:layers]
-        h_mean, h_norm = (z_mean, z_norm) if lay.h_is_z else (means[layers:], norms[layers:])
-        root, width = math.sqrt(lay.n), self.width
-        z_std, h_std = [v / root for v in z_norm], [v / root for v in h_norm[:layers]]
-        rows = {  # the readout is linear: never saturated or dead
-            "grad_norm": grad,
-            "act_grad_norm": [*g_norm, dlogits],
-            "grad_to_weight": [g / max(w, TINY) for g, w in zip(grad, before, strict=True)],
-            "update_ratio": [u / max(w, TINY) for u, w in zip(update, before, strict=True)],
-            "weight_norm": before,
-            "act_mean": [*h_mean, out_mean],
-            "act_std": [*h_std, out_std],
-            "preact_mean": [*z_mean, out_mean],
-            "preact_std": [*z_std, out_std],
-            "saturation": [1.0 - c / lay.n for c in healthy] + [0.0],
-            "dead": [c / width for c in dead] + [0.0],
-        }
-        total = math.hypot(*grad, *others)
-        head = [loss, accuracy, total, clipped]
-        metrics = [v for metric in METRICS for v in rows[metric]]
-        hist = self._histogram_rows(flat[pos:], layers, lay.g_apart) if pos < len(flat) else []
-        return head + metrics + hist
+        return plan.transfer.record(step, flat)
 
 
-@dataclass(frozen=True)
-class Hidden:
-    """The hidden layers' tensors for one step's statistics (see `Probe._hidden`)."""
+class StepPlan:
+    """The device side of one Layout: the flat buffer `out`, the hidden buffer `x`, and every
+    view of them a step writes through, made once (on the CPU a view costs a few µs)."""
 
-    x: Tensor  # [rows, batch × units]: z, then h unless it is z, then dL/dh unless hooked
-    u: Tensor  # [layers, batch × units], maybe rows of x
-    h: Tensor
-    g: Tensor | None  # dL/dh, None when the hooks took its norms only
-    centred: int  # leading rows of x that are activations (z, h), centred by the moments
-    from_hooks: bool
+    def __init__(self, transfer: Transfer, x: Tensor, outputs: int, bins: int) -> None:
+        t, lay = transfer, transfer.layout
+        layers, width = lay.layers, lay.width
+        self.transfer = t
+        self.out = torch.empty(t.size, dtype=x.dtype, device=x.device)
+        self.filled = x[: t.normed].view(-1, width)  # what the concatenation writes
+        self.head, self.g_norms = self._at(t.head), self._at(t.g_norms)
+        self.live, self.weights = self._at(t.live), self._at(t.weights)
+        self.moments = RowMoments(x, t.centred, t.normed, self._at(t.sums), self._at(t.norms))
+        # per layer [batch, units]: z, h, the healthy mask
+        self.z = x[:layers].view(layers, -1, width)
+        self.h = x[t.centred - layers : t.centred].view(self.z.shape)
+        self.mask = x[t.mask_row : t.rows].view(self.z.shape) if lay.healthy else None
+        # histograms: (rows, or None for the hooks' copy of dL/dh; their RowHistograms)
+        blocks = (
+            []
+            if not lay.histograms
+            else [(x[t.centred - layers : t.centred + layers], 2 * layers)]
+            if lay.g_rows
+            else [(x[t.centred - layers : t.centred], layers), (None, layers)]
+        )
+        self.hidden_histograms = [
+            (rows, RowHistograms(count, lay.n, bins, self._at(span)))
+            for (rows, count), span in zip(blocks, t.hist_hidden, strict=True)
+        ]
+        self.readout = torch.empty(
+            2 if lay.histograms else 0, outputs, dtype=x.dtype, device=x.device
+        )
+        self.readout_histograms = RowHistograms(
+            self.readout.shape[0], outputs, bins, self._at(t.hist_readout)
+        )
 
-
-@dataclass(frozen=True)
-class Layout:
-    """What `step_tensors` put in its flat tensor, for `Probe._assemble` to read it back."""
-
-    layers: int  # hidden layers
-    n: int  # batch × units
-    h_is_z: bool
-    g_apart: bool  # dL/dh norms come after the means rather than among the norms
-    healthy: bool  # health counts present (else every unit is healthy / none is dead)
-    dead: bool
-    others: bool  # the norm of the other parameters' gradients follows the readout's numbers
+    def _at(self, span: Span) -> Tensor:
+        return self.out[span.start : span.stop]
 
 
 def _grad(p: Tensor) -> Tensor:
@@ -349,8 +310,8 @@ def _copy_into(row: Tensor, grad: Tensor) -> None:
     row.copy_(grad)
 
 
-def _norm_into(slot: Tensor, grad: Tensor) -> None:
-    torch.linalg.vector_norm(grad, out=slot)
+def _norm_into(norms: list[Tensor], index: int, grad: Tensor) -> None:
+    norms[index] = torch.linalg.vector_norm(grad)
 
 
 def _same(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:

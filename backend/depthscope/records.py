@@ -96,46 +96,13 @@ class Divergence:
         return f"{where} went non-finite at step {self.step} ({self.metric})"
 
 
-def unpack(step: int, flat: list[float], n_layers: int, bins: int) -> StepRecord:
-    """A record from the probe's one transfer: loss, accuracy, grad_norm_total, clipped, then
-    METRICS × layers, then (when `bins` > 0) lo, hi and counts of HISTOGRAM_KINDS × layers."""
-    loss, accuracy, total, clipped = flat[:4]
-    pos, end = 4, 4 + len(METRICS) * n_layers
-    clean = all(map(math.isfinite, flat[pos:end]))  # the usual case: no per-value check
-    layers: dict[str, list[Number]] = {}
-    for metric in METRICS:
-        values: list[Number] = flat[pos : pos + n_layers]  # type: ignore[assignment]
-        layers[metric] = values if clean else [finite(v) for v in flat[pos : pos + n_layers]]
-        pos += n_layers
-    return StepRecord(
-        step=step,
-        loss=finite(loss),
-        accuracy=finite(accuracy),
-        grad_norm_total=finite(total),
-        clipped=bool(clipped),
-        layers=layers,
-        histograms=_unpack_histograms(flat[end:], n_layers, bins) if bins else None,
-    )
-
-
-def _unpack_histograms(flat: list[float], n_layers: int, bins: int) -> dict[str, Histogram]:
-    rows = len(HISTOGRAM_KINDS) * n_layers
-    lo, hi, counts = flat[:rows], flat[rows : 2 * rows], flat[2 * rows :]
-    hists = {}
-    for k, kind in enumerate(HISTOGRAM_KINDS):
-        layer_rows = range(k * n_layers, (k + 1) * n_layers)
-        hists[kind] = Histogram(
-            lo=[finite(lo[r]) for r in layer_rows],
-            hi=[finite(hi[r]) for r in layer_rows],
-            counts=[[int(c) for c in counts[r * bins : (r + 1) * bins]] for r in layer_rows],
-        )
-    return hists
-
-
 def first_non_finite(record: StepRecord, layer_names: list[str]) -> Divergence | None:
     """The first non-finite value of a record: lowest layer first, metrics in METRICS order;
     then the scalars. A value the probe could not define (None from the start) never counts,
     so only metrics that are always defined are scanned."""
+    scalars_finite = record.loss is not None and record.grad_norm_total is not None
+    if scalars_finite and not any(None in values for values in record.layers.values()):
+        return None  # the usual case, without a scan value by value
     for index, name in enumerate(layer_names):
         for metric in METRICS:
             if record.layers[metric][index] is None:

@@ -1,8 +1,10 @@
 """Batched tensor statistics for the probe: row moments, row histograms, norms by shape group.
 
-Each function reduces many layers at once and returns tensors still on the device. Scratch
-space comes from a `Buffers` pool kept from step to step: on the CPU a fresh multi-megabyte
-tensor pays a page fault for every 4 KiB it touches, which costs more than the arithmetic.
+Each function reduces many layers at once and writes its results with `out=` into a slice of
+the caller's flat buffer, so that a step's numbers are already in one tensor (one transfer, no
+final concatenation). Scratch space comes from a `Buffers` pool kept from step to step: on the
+CPU a fresh multi-megabyte tensor pays a page fault for every 4 KiB it touches, which costs
+more than the arithmetic.
 """
 
 from __future__ import annotations
@@ -38,64 +40,81 @@ class Buffers:
             self.store[name] = buf
         return buf
 
-    def cat(self, name: str, tensors: Sequence[Tensor]) -> Tensor:
-        """Per-layer tensors of one shape, concatenated into [layers, numel] in buffer `name`."""
-        first = tensors[0]
-        out = self.get(name, (len(tensors) * first.shape[0], *first.shape[1:]), first)
-        torch.cat(list(tensors), out=out)
-        return out.view(len(tensors), -1)
 
-    def stack(self, name: str, tensors: Sequence[Tensor]) -> Tensor:
-        """Tensors of one shape stacked into [members, numel] in buffer `name`."""
-        first = tensors[0]
-        out = self.get(name, (len(tensors), *first.shape), first)
-        torch.stack(list(tensors), out=out)
-        return out.view(len(tensors), -1)
+class RowMoments:
+    """Bound once to a [rows, n] buffer `x` and to slots for the results; each call reduces
+    the buffer's current contents: the sum of every row into `sums` [rows], then the first
+    `centred` rows are centred in place and the norms of the first `normed` rows (≥ centred)
+    go into `norms`: about the row's mean for the centred rows, about zero for the rest.
 
+    The spread is the norm of values centred on their exact mean: a deep sigmoid net's
+    activations collapse to a near-constant, where E[x²] − E[x]² in float32 would return noise.
+    Views are made here, once: on the CPU each costs a few µs a step."""
 
-def moments_(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and population std of each row of `x` [rows, n]. Centres `x` in place.
+    def __init__(self, x: Tensor, centred: int, normed: int, sums: Tensor, norms: Tensor) -> None:
+        self.x, self.sums, self.norms = x, sums, norms
+        self.centred, self.means_from = x[:centred], sums[:centred].unsqueeze(1)
+        self.normed = x[:normed]
+        self.inv_n = 1.0 / x.shape[1]
 
-    The std is the norm of values centred on their exact mean: a deep sigmoid net's activations
-    collapse to a near-constant, where E[x²] − E[x]² in float32 would return noise."""
-    n = x.shape[1]
-    mean = x.mean(1, keepdim=True)
-    x.sub_(mean)
-    return mean.squeeze(1), torch.linalg.vector_norm(x, dim=1) / math.sqrt(n)
+    def __call__(self) -> None:
+        torch.sum(self.x, 1, out=self.sums)
+        self.centred.sub_(self.means_from, alpha=self.inv_n)
+        torch.linalg.vector_norm(self.normed, dim=1, out=self.norms)
 
 
-def histograms(x: Tensor, bins: int, scratch: Buffers) -> tuple[Tensor, Tensor, Tensor]:
-    """Equal-width histograms of each row of `x` [rows, n] between the row's min and max:
-    lo [rows], hi [rows], counts [rows, bins]. A row holding a non-finite value has no
-    histogram: NaN bounds and zero counts."""
-    lo, hi, counts = raw_histograms(x, bins, scratch)
-    ok = torch.isfinite(lo) & torch.isfinite(hi)
-    nan = torch.full_like(lo, math.nan)
-    return torch.where(ok, lo, nan), torch.where(ok, hi, nan), counts * ok.unsqueeze(1)
+def histogram_size(rows: int, bins: int) -> int:
+    """How many numbers `RowHistograms` writes for `rows` rows: lo, hi, then the counts."""
+    return rows * (2 + bins)
 
 
-def raw_histograms(x: Tensor, bins: int, scratch: Buffers) -> tuple[Tensor, Tensor, Tensor]:
-    """`histograms` without the masking of non-finite rows, which is left to whoever reads the
-    numbers on the host (a row is empty where its lo or hi is not finite): a row's counts,
-    garbage or not, stay in that row. Fewer small ops per call."""
-    rows = x.shape[0]
-    lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)  # propagate NaN; ±inf shows
-    scale = bins / (hi - lo).clamp_min(TINY)
-    # bin = clamp((x - lo) * scale) + row * bins, built in place in float (exact below 2^24);
-    # NaN (a non-finite row) goes to the row's first bin.
-    key = f"{rows}x{x.shape[1]}"  # hidden layers and readout alternate: one buffer each
-    idx = scratch.get(f"hist_bin{key}", x.shape, x)
-    torch.addcmul(-lo * scale, x, scale, out=idx)
-    idx.clamp_(0, bins - 1).floor_().nan_to_num_(0.0, 0.0, 0.0)
-    offsets = scratch.store.get(f"hist_rows{rows}x{bins}")
-    if offsets is None or offsets.device != x.device or offsets.dtype != x.dtype:
-        offsets = torch.arange(rows, device=x.device, dtype=x.dtype).unsqueeze(1) * bins
-        scratch.store[f"hist_rows{rows}x{bins}"] = offsets
-    idx.add_(offsets)
-    index = scratch.get(f"hist_index{key}", x.shape, x, torch.long)
-    index.copy_(idx)
-    counts = torch.bincount(index.flatten(), minlength=rows * bins)
-    return lo.view(-1), hi.view(-1), counts.view(rows, bins)
+class RowHistograms:
+    """Equal-width histograms of each row of a [rows, n] tensor between the row's min and
+    max, written into `out` [rows × (2 + bins)] as lo [rows], hi [rows], counts [rows, bins].
+
+    A row holding a non-finite value gets a non-finite lo or hi (NaN propagates, ±inf shows)
+    and meaningless counts; `read_histograms` empties it on the host. The input is not
+    modified. Scratch space and views are made once, here."""
+
+    def __init__(self, rows: int, n: int, bins: int, out: Tensor) -> None:
+        self.bins = bins
+        self.lo, self.hi = out[:rows], out[rows : 2 * rows]
+        self.lo2, self.hi2 = self.lo.unsqueeze(1), self.hi.unsqueeze(1)
+        self.counts = out[2 * rows :]
+        self.frac = torch.empty(rows, n, dtype=out.dtype, device=out.device)
+        self.index = torch.empty(rows, n, dtype=torch.long, device=out.device)
+        self.flat_index = self.index.view(-1)
+        self.offsets = torch.arange(rows, device=out.device).unsqueeze(1) * bins
+
+    def __call__(self, x: Tensor) -> None:
+        bins = self.bins
+        torch.amin(x, 1, out=self.lo)
+        torch.amax(x, 1, out=self.hi)
+        scale = bins / (self.hi2 - self.lo2).clamp_min_(TINY)
+        # bin = clamp((x - lo) × scale) in float, NaN (a non-finite row) to bin 0; the integer
+        # copy truncates (= floor: every value is ≥ 0), then each row's offset
+        torch.addcmul(self.lo2 * -scale, x, scale, out=self.frac)
+        self.frac.clamp_(0, bins - 1).nan_to_num_(0.0, 0.0, 0.0)
+        self.index.copy_(self.frac)
+        self.index.add_(self.offsets)
+        self.counts.copy_(torch.bincount(self.flat_index, minlength=self.counts.numel()))
+
+
+HostHistogram = tuple[float, float, list[int]]  # lo, hi, counts
+
+
+def read_histograms(flat: Sequence[float], rows: int, bins: int) -> list[HostHistogram]:
+    """What `RowHistograms` wrote, read on the host: per row (lo, hi, counts). A row with a
+    non-finite bound has no histogram: NaN bounds and zero counts."""
+    lo, hi = flat[:rows], flat[rows : 2 * rows]
+    counts = flat[2 * rows : rows * (2 + bins)]
+    found: list[HostHistogram] = []
+    for r in range(rows):
+        if math.isfinite(lo[r]) and math.isfinite(hi[r]):
+            found.append((lo[r], hi[r], [int(c) for c in counts[r * bins : (r + 1) * bins]]))
+        else:
+            found.append((math.nan, math.nan, [0] * bins))
+    return found
 
 
 class WeightGroups:
@@ -106,10 +125,7 @@ class WeightGroups:
     `_foreach_norm`, which loops tensor by tensor. The gradients are copied before clipping,
     so their norms are the pre-clip ones."""
 
-    def __init__(self, weights: Sequence[Tensor], track_updates: bool = True) -> None:
-        """With `track_updates` False only gradient norms are kept (a [1, members, numel]
-        buffer): for the biases and norm parameters, which only count towards the total."""
-        self.track_updates = track_updates
+    def __init__(self, weights: Sequence[Tensor]) -> None:
         groups: dict[int, list[int]] = {}
         for i, w in enumerate(weights):
             groups.setdefault(w.numel(), []).append(i)
@@ -122,79 +138,61 @@ class WeightGroups:
         ]
         device = self.weights[0].device
         self.buffers = [
-            torch.empty(
-                3 if track_updates else 1, len(g), self.weights[g[0]].numel(), device=device
-            )
-            for g in self.groups
+            torch.empty(3, len(g), self.weights[g[0]].numel(), device=device) for g in self.groups
         ]
-        order = torch.tensor([i for g in self.groups for i in g])
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(len(order))
-        self.inverse = inverse.to(device)
-        # Made once (a step's Python overhead is a few µs per view): each group's slot in each
-        # row, and the weights' own members, detached views that see the optimizer's updates.
-        self.slots = [
-            [
-                buf[row].view(len(g), *shape)
-                for buf, g, shape in zip(self.buffers, self.groups, self.shapes, strict=True)
-            ]
-            for row in range(self.buffers[0].shape[0])
+        # Made once (a step's Python overhead is a few µs per view): per group, the slot of
+        # gradients and values before together (rows 0 and 1 are one stack) and the slot of
+        # values after, and the weights' own members, detached views that see the updates.
+        self.first_two = [
+            buf[:2].view(2 * len(g), *shape)
+            for buf, g, shape in zip(self.buffers, self.groups, self.shapes, strict=True)
+        ]
+        self.after = [
+            buf[2].view(len(g), *shape)
+            for buf, g, shape in zip(self.buffers, self.groups, self.shapes, strict=True)
         ]
         self.members = [self._members(self.weights, g) for g in range(len(self.groups))]
-        # where (row, weight) sits among the numbers of `parts`, concatenated, for `spread`
-        rows, where = len(self.slots), {}
-        for pos, (row, i) in enumerate((r, i) for g in self.groups for r in range(rows) for i in g):
-            where[row, i] = pos
-        self.host_order = [where[r, i] for r in range(rows) for i in range(len(self.weights))]
-        self.size = len(self.host_order)  # how many numbers `parts` returns in all
-        self.pairs = [(buf[2], buf[1]) for buf in self.buffers] if track_updates else []
-        # gradients and values before are stacked together: rows 0 and 1 are one slot
-        self.first_two = (
-            [
-                buf[:2].view(2 * len(g), *shape)
-                for buf, g, shape in zip(self.buffers, self.groups, self.shapes, strict=True)
-            ]
-            if track_updates
-            else []
-        )
+        # where each group's [3 × members] norms go in `norms_`'s output, and back on the host
+        self.spans: list[tuple[int, int]] = []
+        where: dict[tuple[int, int], int] = {}
+        pos = 0
+        for g in self.groups:
+            self.spans.append((pos, pos + 3 * len(g)))
+            for row in range(3):
+                for i in g:
+                    where[row, i] = pos
+                    pos += 1
+        self.size = pos  # how many numbers `norms_` writes
+        self.host_order = [where[r, i] for r in range(3) for i in range(len(self.weights))]
+        self.pairs = [(buf[2], buf[1]) for buf in self.buffers]  # (after, before)
+        self._bound: tuple[Tensor, list[Tensor]] | None = None  # out and its slots
 
     def _members(self, tensors: Sequence[Tensor], g: int, detach: bool = True) -> list[Tensor]:
         shape, group = self.shapes[g], self.groups[g]
         members = [tensors[i].detach() if detach else tensors[i] for i in group]
         return [m.view(shape) for m in members] if self.reshaped[g] else members
 
-    def _stack(self, row: int, members: Sequence[list[Tensor]]) -> None:
-        for slot, group_members in zip(self.slots[row], members, strict=True):
-            torch.stack(group_members, out=slot)
-
     def before_update(self, grads: Sequence[Tensor]) -> None:
         """Copy the gradients (aligned with the weights) and the current values."""
-        grads_by_group = [self._members(grads, g, detach=False) for g in range(len(self.groups))]
-        if not self.track_updates:
-            self._stack(0, grads_by_group)
-            return
-        for slot, own, values in zip(self.first_two, grads_by_group, self.members, strict=True):
-            torch.stack(own + values, out=slot)
+        for g, (slot, values) in enumerate(zip(self.first_two, self.members, strict=True)):
+            torch.stack(self._members(grads, g, detach=False) + values, out=slot)
 
-    def parts(self) -> list[Tensor]:
-        """After the update: per group, its [3 × members] norms of gradient, value before,
-        update (or [members] gradient norms without `track_updates`), flattened. `spread`
-        puts a host copy of them back in weight order."""
-        if self.track_updates:
-            self._stack(2, self.members)
-            for after, before in self.pairs:
-                after.sub_(before)
-        return [torch.linalg.vector_norm(buf, dim=2).view(-1) for buf in self.buffers]
+    def norms_(self, out: Tensor) -> None:
+        """After the update: per group, its [3 × members] norms of gradient, value before and
+        update, written into `out` [size]. `spread` puts a host copy back in weight order."""
+        if self._bound is None or self._bound[0] is not out:
+            self._bound = (out, [out[a:b].view(3, -1) for a, b in self.spans])
+        slots = self._bound[1]
+        for buf, after, members, (delta, before), slot in zip(
+            self.buffers, self.after, self.members, self.pairs, slots, strict=True
+        ):
+            torch.stack(members, out=after)
+            delta.sub_(before)
+            torch.linalg.vector_norm(buf, dim=2, out=slot)
 
     def spread(self, values: Sequence[float]) -> list[list[float]]:
-        """The numbers of `parts`, concatenated, as [row][weight] in the weights' order."""
+        """The numbers `norms_` wrote, as [row][weight] in the weights' order: gradient norms,
+        norms before the update, update norms."""
         ordered = [values[k] for k in self.host_order]
         count = len(self.weights)
-        return [ordered[r * count : (r + 1) * count] for r in range(len(self.slots))]
-
-    def norms(self) -> Tensor:
-        """After the update: [3, weights] norms of gradient, value before, update (or [1,
-        weights] gradient norms without `track_updates`)."""
-        rows = self.buffers[0].shape[0]
-        flat = torch.cat([part.view(rows, -1) for part in self.parts()], dim=1)
-        return flat.index_select(1, self.inverse)
+        return [ordered[r * count : (r + 1) * count] for r in range(3)]
