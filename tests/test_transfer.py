@@ -21,6 +21,7 @@ def layout(**changes: bool) -> Layout:
         "g_rows": True,
         "healthy": True,
         "active": True,
+        "active_is_healthy": False,
         "others": True,
         "histograms": False,
     }

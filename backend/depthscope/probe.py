@@ -3,10 +3,12 @@
 On small networks a step's cost is the number of tensor ops, on large ones the passes over
 memory, so the probe keeps both few. The hidden layers' z, h and dL/dh are concatenated once
 into ONE [rows, batch × units] buffer it owns and keeps from step to step; the activation's
-healthy mask is written as further rows of it, so one row-sum gives means and health counts
-together. Parameter-shaped quantities are stacked by shape (a handful of ops whatever the
-depth). Every op writes its numbers with `out=` into its slot of one flat tensor (see
-transfer.py), which leaves the device in ONE `.tolist()`; the host does the rest.
+healthy mask is written as further rows of it, so one row sum gives the means and the health
+counts together (ReLU, whose one mask also says which units are dead, is counted per unit
+instead: one read of the mask rather than two). Parameter-shaped quantities are stacked by
+shape (a handful of ops whatever the depth). Every op writes its numbers with `out=` into its
+slot of one flat tensor (see transfer.py), which leaves the device in ONE `.tolist()`; the
+host does the rest. docs/probe.md has the whole story.
 
 Lifecycle of a recorded step, driven by the trainer:
     probe.attach()          before the forward pass: the model starts filling `Taps`
@@ -65,12 +67,14 @@ class Probe:
         return self.model.layer_names
 
     @torch.no_grad()
-    def _masks(self) -> tuple[bool, bool]:
-        """Which masks the activation's health check makes: (healthy, active)."""
+    def _masks(self) -> tuple[bool, bool, bool]:
+        """Which masks the activation's health check makes: (healthy, active, whether they
+        are one and the same)."""
         layers = len(self.acts)
         probe = torch.zeros(layers, 1, self.width, device=self.weights[0].device)
         health = self.activation.health(probe, self.acts, torch.empty_like(probe))
-        return health.healthy is not None, health.active is not None
+        same = health.active is not None and health.active is health.healthy
+        return health.healthy is not None, health.active is not None, same
 
     # -- lifecycle -----------------------------------------------------------------------
     def attach(self) -> None:
@@ -163,7 +167,7 @@ class Probe:
         key = (_same(taps.h, taps.z), g_rows, with_histograms)
         plan = self.plans.get(key)
         if plan is None:
-            healthy, active = self.masks
+            healthy, active, active_is_healthy = self.masks
             z = taps.z[0]
             layout = Layout(
                 layers=len(taps.z),
@@ -173,6 +177,7 @@ class Probe:
                 g_rows=g_rows,
                 healthy=healthy,
                 active=active,
+                active_is_healthy=active_is_healthy,
                 others=bool(self.others),
                 histograms=with_histograms,
             )
@@ -213,8 +218,9 @@ class Probe:
 
     def _health(self, plan: StepPlan, taps: Taps) -> None:
         """The activation's masks over its inputs u: the healthy one into the mask rows of
-        the hidden buffer (summed there with the moments), and per layer how many units
-        are active (f' != 0) for at least one sample into the live slot."""
+        the hidden buffer (summed there with the moments, unless it is also the active
+        mask), and per layer how many units are active (f' != 0) for at least one sample
+        into the live slot."""
         if plan.mask is None:
             return
         if _same(taps.u, taps.z):
@@ -227,9 +233,11 @@ class Probe:
         health = self.activation.health(u, self.acts, plan.mask)
         if health.healthy is not None and health.healthy.data_ptr() != plan.mask.data_ptr():
             plan.mask.copy_(health.healthy)
-        if health.active is not None:
-            any_sample = torch.amax(health.active, 1)  # [layers, units]
-            torch.sum(any_sample, 1, out=plan.live)
+        if health.active is not None:  # per unit, how many samples pass gradient
+            per_unit = torch.sum(health.active, 1)  # [layers, units]
+            torch.linalg.vector_norm(per_unit, ord=0, dim=1, out=plan.live)  # units > 0
+            if plan.transfer.layout.active_is_healthy:  # one read of the mask, not two
+                torch.sum(per_unit, 1, out=plan.mask_counts)
 
     def _histograms(self, plan: StepPlan, logits: Tensor, dlogits: Tensor) -> None:
         """Histograms of h_l and dL/dh_l (adjacent rows of the hidden buffer, or h rows and
@@ -270,7 +278,11 @@ class StepPlan:
         self.filled = x[: t.normed].view(-1, width)  # what the concatenation writes
         self.head, self.g_norms = self._at(t.head), self._at(t.g_norms)
         self.live, self.weights = self._at(t.live), self._at(t.weights)
-        self.moments = RowMoments(x, t.centred, t.normed, self._at(t.sums), self._at(t.norms))
+        sums = self._at(t.sums)
+        self.moments = RowMoments(
+            x[: t.summed], t.centred, t.normed, sums[: t.summed], self._at(t.norms)
+        )
+        self.mask_counts = sums[t.mask_row :]  # healthy counts, when not summed as rows
         # per layer [batch, units]: z, h, the healthy mask
         self.z = x[:layers].view(layers, -1, width)
         self.h = x[t.centred - layers : t.centred].view(self.z.shape)

@@ -44,6 +44,7 @@ class Layout:
     g_rows: bool  # dL/dh rows are in the hidden buffer (else apart, from the hooks)
     healthy: bool  # the activation has a healthy mask (linear: healthy everywhere)
     active: bool  # ... and a mask of where f' != 0 (ReLU, PReLU: units can die)
+    active_is_healthy: bool  # one mask answers both (ReLU): counted per unit, not per row
     others: bool  # parameters besides the weights (biases, norms) count towards the total
     histograms: bool
 
@@ -63,6 +64,8 @@ class Transfer:
         self.centred = layers if layout.h_is_z else 2 * layers  # activation rows: z, h
         self.normed = self.centred + (layers if layout.g_rows else 0)
         self.rows = self.normed + (layers if layout.healthy else 0)  # of the hidden buffer
+        # rows the moments' row sum covers: the mask rows too, unless they are counted apart
+        self.summed = self.normed if layout.active_is_healthy else self.rows
         self.mask_row = self.normed
         self.size = 0
         self.head = self._span(HEAD + (1 if layout.others else 0))
