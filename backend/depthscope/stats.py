@@ -74,10 +74,18 @@ class RowHistograms:
 
     A row holding a non-finite value gets a non-finite lo or hi (NaN propagates, ±inf shows)
     and meaningless counts; `read_histograms` empties it on the host. The input is not
-    modified. Scratch space and views are made once, here."""
+    modified. Scratch space and views are made once, here.
 
-    def __init__(self, rows: int, n: int, bins: int, out: Tensor) -> None:
+    Counting: `bincount` on the CPU (fastest there); elsewhere it reads its input's min and max
+    back to the host to size its output, a sync the probe's one-transfer rule forbids, so off
+    the CPU (or with `scatter=True`) the counts are a scatter-add of ones into the slot."""
+
+    def __init__(
+        self, rows: int, n: int, bins: int, out: Tensor, scatter: bool | None = None
+    ) -> None:
         self.bins = bins
+        self.scatter = out.device.type != "cpu" if scatter is None else scatter
+        self.ones = torch.ones(rows * n if self.scatter else 0, dtype=out.dtype, device=out.device)
         self.lo, self.hi = out[:rows], out[rows : 2 * rows]
         self.lo2, self.hi2 = self.lo.unsqueeze(1), self.hi.unsqueeze(1)
         self.counts = out[2 * rows :]
@@ -98,7 +106,10 @@ class RowHistograms:
         torch.sub(x, self.lo2, out=self.frac).mul_(scale)
         self.frac.clamp_(0, bins - 1).nan_to_num_(0.0, 0.0, 0.0).floor_().add_(self.offsets)
         self.index.copy_(self.frac)
-        self.counts.copy_(torch.bincount(self.flat_index, minlength=self.counts.numel()))
+        if self.scatter:  # whole numbers below 2^24: exact in float whatever the order
+            self.counts.zero_().index_add_(0, self.flat_index, self.ones)
+        else:
+            self.counts.copy_(torch.bincount(self.flat_index, minlength=self.counts.numel()))
 
 
 HostHistogram = tuple[float, float, list[int]]  # lo, hi, counts
