@@ -17,6 +17,7 @@ from depthscope.model import DeepNet
 from depthscope.trainer import Trainer
 from torch import Tensor, nn
 from torch.nn import functional
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # 20 samples leave 16 for training, so a batch of 16 is the whole training split: the
 # probe's batch is a permutation of it, and every statistic here is permutation-invariant.
@@ -284,3 +285,49 @@ def test_probe_record_has_one_value_per_layer_for_every_metric() -> None:
     assert all(len(v) == config.n_layers for v in record.layers.values())
     assert all(isinstance(v, float) for vals in record.layers.values() for v in vals)
     assert math.isfinite(record.loss or math.nan)
+
+
+class CountOps(TorchDispatchMode):
+    """Counts the aten ops dispatched while active (views and out= writes included)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def probe_ops(depth: int, histogram_every: int) -> int:
+    """The aten ops of the probe's own work in a recorded step (the copies before the update
+    and the statistics after it), once the step's plan exists."""
+    config = tiny_config(activation="relu", depth=depth)
+    config = config.model_copy(
+        update={
+            "recording": config.recording.model_copy(update={"histogram_every": histogram_every})
+        }
+    )
+    trainer = Trainer(config)
+    probe, counter = trainer.probe, CountOps()
+    records = trainer.records()
+    next(records)  # makes the plan (and the buffers) for this layout
+    for name in ("before_update", "step_tensors"):
+        method = getattr(probe, name)
+
+        def counted(*args: Any, _method: Any = method, **kwargs: Any) -> Any:
+            with counter:
+                return _method(*args, **kwargs)
+
+        setattr(probe, name, counted)
+    next(records)
+    return counter.count
+
+
+@pytest.mark.parametrize("histogram_every", [0, 1])
+def test_probe_op_count_does_not_grow_with_depth(histogram_every: int) -> None:
+    """The design's promise: layers are batched, never looped over, so a 40-layer network's
+    statistics take exactly as many tensor ops as a 4-layer one's (and few of them)."""
+    shallow, deep = probe_ops(4, histogram_every), probe_ops(40, histogram_every)
+    assert shallow == deep
+    assert shallow <= (60 if histogram_every else 30)

@@ -135,7 +135,8 @@ class Probe:
         the other parameters' gradients only count towards the total norm."""
         self.weight_groups.before_update([_grad(w) for w in self.weights])
         if self.others:  # only their total counts: one norm over them all
-            flat = torch.cat([_grad(p).view(-1) for p in self.others])
+            # biases and norm parameters are 1-D already: no view per tensor per step
+            flat = torch.cat([_grad(p) if p.dim() == 1 else _grad(p).view(-1) for p in self.others])
             self._others_norm = torch.linalg.vector_norm(flat)
 
     def detach(self) -> None:
