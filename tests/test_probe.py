@@ -61,6 +61,11 @@ def tiny_config(**model: Any) -> RunConfig:
     )
 
 
+def without_histograms(config: RunConfig) -> RunConfig:
+    recording = config.recording.model_copy(update={"histogram_every": 0})
+    return config.model_copy(update={"recording": recording})
+
+
 def first_record(config: RunConfig) -> tuple[StepRecord, DeepNet, Trainer]:
     trainer = Trainer(config)
     before = copy.deepcopy(trainer.model)
@@ -193,6 +198,18 @@ def test_probe_metrics_match_reference_with_residual(activation: str, residual_e
 def test_probe_metrics_match_reference_without_bias(norm: str) -> None:
     config = tiny_config(activation="elu", bias=False, norm=norm)
     record, net, trainer = first_record(config)
+    assert_metrics_match(record, reference(config, net, trainer))
+
+
+@pytest.mark.parametrize(
+    ("activation", "norm"), [("relu", "none"), ("sigmoid", "none"), ("prelu", "layernorm")]
+)
+def test_probe_metrics_match_reference_without_histograms(activation: str, norm: str) -> None:
+    """No histogram this step: dL/dh stays out of the hidden buffer, only its norms are
+    taken (one _foreach_norm), and the moments cover fewer rows. Same numbers."""
+    config = without_histograms(tiny_config(activation=activation, norm=norm))
+    record, net, trainer = first_record(config)
+    assert record.histograms is None
     assert_metrics_match(record, reference(config, net, trainer))
 
 

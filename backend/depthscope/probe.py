@@ -58,8 +58,10 @@ class Probe:
         self.plans: dict[tuple[bool, ...], StepPlan] = {}  # by Layout, made once each
         self.taps: Taps | None = None
         self.grads: list[Tensor | None] = []  # dL/dh_l per hidden block, then dL/dlogits
-        self._hooked: Tensor | None = None  # dL/dh_l as the backward hooks copied it
-        self._hooked_norms: list[Tensor] | None = None  # or just its norms, 0-d each
+        # dL/dh_l apart from the hidden buffer: as the backward hooks copied it, or just
+        # its norms (0-d each) when no histogram needs the values
+        self._g_copy: Tensor | None = None
+        self._g_norms: list[Tensor] | None = None
         self._g_rows: tuple[Tensor, list[Callable[[Tensor], None]]] | None = None
 
     @property
@@ -88,8 +90,9 @@ class Probe:
         outputs' together (no per-layer Python hooks, no `retain_grad` clones). Large layers:
         holding every dL/dh_l until the step ends makes the heap grow and shrink each step
         (a page fault per 4 KiB), so a hook copies each one into the probe's own buffer and
-        lets autograd free it as usual; without `keep_gradients` (no histogram this step) the
-        hook takes just its norm, sparing the copy."""
+        lets autograd free it as usual. Without `keep_gradients` (no histogram this step) only
+        the norms of dL/dh_l are kept (the hooks take them, or one `_foreach_norm`), sparing
+        the copy into the hidden buffer and a pass over it."""
         taps = self._require_taps()
         assert taps.logits is not None
         outputs = [*taps.h, taps.logits]
@@ -99,6 +102,9 @@ class Probe:
             return
         grads = torch.autograd.grad(loss, [*outputs, *self.params], allow_unused=True)
         self.grads = list(grads[: len(outputs)])
+        if not keep_gradients:
+            hidden = zip(self.grads[:-1], taps.h, strict=True)
+            self._g_norms = list(torch._foreach_norm([_or_zeros(g, h) for g, h in hidden]))
         for p, g in zip(self.params, grads[len(outputs) :], strict=True):
             p.grad = g if p.grad is None or g is None else p.grad + g
 
@@ -122,9 +128,9 @@ class Probe:
             for handle in handles:
                 handle.remove()
         if keep:
-            self._hooked = buffer.view(len(hidden), -1)
+            self._g_copy = buffer.view(len(hidden), -1)
         else:
-            self._hooked_norms = norms
+            self._g_norms = norms
 
     def _keep(self, index: int, grad: Tensor) -> None:
         self.grads[index] = grad
@@ -140,7 +146,7 @@ class Probe:
             self._others_norm = torch.linalg.vector_norm(flat)
 
     def detach(self) -> None:
-        self.grads, self._hooked, self._hooked_norms = [], None, None
+        self.grads, self._g_copy, self._g_norms = [], None, None
         self._others_norm = None
         self.model.taps = None
         self.taps = None
@@ -164,7 +170,7 @@ class Probe:
     # -- statistics ----------------------------------------------------------------------
     def _plan(self, taps: Taps, logits: Tensor, with_histograms: bool) -> StepPlan:
         """The StepPlan for this step's Layout, made on first use."""
-        g_rows = self._hooked is None and self._hooked_norms is None
+        g_rows = self._g_copy is None and self._g_norms is None
         key = (_same(taps.h, taps.z), g_rows, with_histograms)
         plan = self.plans.get(key)
         if plan is None:
@@ -183,7 +189,12 @@ class Probe:
                 histograms=with_histograms,
             )
             transfer = Transfer(layout, self.weight_groups, self.bins)
-            x = self.scratch.get("x", (transfer.rows, layout.n), z)
+            # small layers keep dL/dh as rows on histogram steps only: one buffer, sized
+            # for those, serves both plans
+            rows = transfer.rows
+            if not g_rows and z.numel() * z.element_size() < HOOK_BYTES:
+                rows += layout.layers
+            x = self.scratch.get("x", (rows, layout.n), z)
             plan = StepPlan(transfer, x, logits.numel(), self.bins)
             self.plans[key] = plan
         return plan
@@ -206,10 +217,10 @@ class Probe:
             self._histograms(plan, taps.logits, dlogits)
         self._health(plan, taps)  # before centring too: the activation input may be z
         plan.moments()
-        if self._hooked is not None:  # dL/dh as the hooks copied it, or just its norms
-            torch.linalg.vector_norm(self._hooked, dim=1, out=plan.g_norms)
-        elif self._hooked_norms is not None:
-            torch.stack(self._hooked_norms, out=plan.g_norms)
+        if self._g_copy is not None:  # dL/dh as the hooks copied it, or just its norms
+            torch.linalg.vector_norm(self._g_copy, dim=1, out=plan.g_norms)
+        elif self._g_norms is not None:
+            torch.stack(self._g_norms, out=plan.g_norms)
         out_std, out_mean = torch.std_mean(taps.logits, correction=0)
         others = [] if self._others_norm is None else [self._others_norm]
         head = [*scalars, out_mean, out_std, torch.linalg.vector_norm(dlogits), *others]
@@ -245,9 +256,9 @@ class Probe:
         the hooks' copy), then of the readout's logits and dL/dlogits."""
         for rows, histograms in plan.hidden_histograms:
             if rows is None:  # dL/dh, as the hooks copied it
-                if self._hooked is None:
+                if self._g_copy is None:
                     raise RuntimeError("histograms need backward(loss, keep_gradients=True)")
-                rows = self._hooked
+                rows = self._g_copy
             histograms(rows)
         torch.stack([logits.view(-1), dlogits.view(-1)], out=plan.readout)
         plan.readout_histograms(plan.readout)
