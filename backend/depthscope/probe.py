@@ -62,7 +62,8 @@ class Probe:
         # its norms (0-d each) when no histogram needs the values
         self._g_copy: Tensor | None = None
         self._g_norms: list[Tensor] | None = None
-        self._g_rows: tuple[Tensor, list[Callable[[Tensor], None]]] | None = None
+        # the hooks that copy dL/dh_l into rows of a buffer, made once per buffer
+        self._copy_hooks: tuple[Tensor, list[Callable[[Tensor], None]]] | None = None
 
     @property
     def layer_names(self) -> list[str]:
@@ -112,9 +113,9 @@ class Probe:
         hidden = outputs[:-1]
         if keep:  # copies, into rows of the probe's buffer (the rows are views made once)
             buffer = self.scratch.get("g", (len(hidden), *hidden[0].shape), hidden[0])
-            if self._g_rows is None or self._g_rows[0] is not buffer:
-                self._g_rows = (buffer, [partial(_copy_into, row) for row in buffer.unbind(0)])
-            hooks = self._g_rows[1]
+            if self._copy_hooks is None or self._copy_hooks[0] is not buffer:
+                self._copy_hooks = (buffer, [partial(_copy_into, row) for row in buffer.unbind(0)])
+            hooks = self._copy_hooks[1]
         else:  # just the norms, taken while dL/dh is fresh in the cache
             norms: list[Tensor] = [torch.empty(0)] * len(hidden)
             hooks = [partial(_norm_into, norms, i) for i in range(len(hidden))]
