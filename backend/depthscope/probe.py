@@ -99,7 +99,7 @@ class Probe:
         assert taps.logits is not None
         outputs = [*taps.h, taps.logits]
         self.grads = [None] * len(outputs)
-        if taps.h[0].numel() * taps.h[0].element_size() >= HOOK_BYTES:
+        if _large(taps.h[0]):
             self._backward_with_hooks(loss, outputs, keep_gradients)
             return
         grads = torch.autograd.grad(loss, [*outputs, *self.params], allow_unused=True)
@@ -194,7 +194,7 @@ class Probe:
             # small layers keep dL/dh as rows on histogram steps only: one buffer, sized
             # for those, serves both plans
             rows = transfer.rows
-            if not g_rows and z.numel() * z.element_size() < HOOK_BYTES:
+            if not g_rows and not _large(z):
                 rows += layout.layers
             x = self.scratch.get("x", (rows, layout.n), z)
             plan = StepPlan(transfer, x, logits.numel(), self.bins)
@@ -278,6 +278,11 @@ class Probe:
         finally:
             self.detach()
         return plan.transfer.record(step, flat)
+
+
+def _large(layer_output: Tensor) -> bool:
+    """Whether a layer's tensors are large enough for the hook path (see HOOK_BYTES)."""
+    return layer_output.numel() * layer_output.element_size() >= HOOK_BYTES
 
 
 def _grad(p: Tensor) -> Tensor:
