@@ -8,7 +8,7 @@ device op each.
 
 Slots, in order: the head (loss, accuracy, clipped, the readout's mean, std and gradient
 norm, then the other parameters' gradient norm if any), the hidden buffer's row sums and row
-norms, the dL/dh norms when the hooks hold dL/dh apart, the live-unit counts, the weight
+norms, the dL/dh norms when dL/dh is not in the hidden buffer, the live-unit counts, the weight
 groups' norms, then the histograms.
 """
 
@@ -35,13 +35,14 @@ class Layout:
     """What a recorded step holds, decided by the model and by whether histograms are taken.
 
     The hidden buffer stacks per-layer rows of batch × units numbers: z, then h unless it is
-    z, then dL/dh unless the hooks hold it apart, then the activation's healthy mask."""
+    z, then dL/dh unless it is kept apart (only its norms without a histogram; a copy made by
+    hooks on large layers), then the activation's healthy mask."""
 
     layers: int  # hidden layers
     n: int  # batch × units
     width: int  # units
     h_is_z: bool
-    g_rows: bool  # dL/dh rows are in the hidden buffer (else apart, from the hooks)
+    g_rows: bool  # dL/dh rows are in the hidden buffer (else apart: norms, or a hooks' copy)
     healthy: bool  # the activation has a healthy mask (linear: healthy everywhere)
     active: bool  # ... and a mask of where f' != 0 (ReLU, PReLU: units can die)
     active_is_healthy: bool  # one mask answers both (ReLU): counted per unit, not per row
