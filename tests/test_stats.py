@@ -118,7 +118,7 @@ def test_stats_weight_groups_norms_in_list_order() -> None:
     for p, g in zip(params, grads, strict=True):  # an "optimizer step"
         p.sub_(0.1 * g)
     out = torch.empty(groups.size)
-    groups.norms_(out)
+    groups.norms_(groups.slots(out))
     grad, weight, update = groups.spread(out.tolist())
     assert grad == pytest.approx([float(g.norm()) for g in grads], rel=1e-6)
     assert weight == pytest.approx([float(b.norm()) for b in before], rel=1e-6)
@@ -132,7 +132,7 @@ def test_stats_weight_groups_copy_gradients_before_clipping() -> None:
     groups.before_update(grads)
     grads[0].mul_(0)  # clipping in place afterwards must not change the recorded norm
     out = torch.empty(groups.size)
-    groups.norms_(out)
+    groups.norms_(groups.slots(out))
     assert groups.spread(out.tolist())[0] == [6.0, 8.0]
 
 

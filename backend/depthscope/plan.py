@@ -25,7 +25,8 @@ class StepPlan:
         self.out = torch.empty(t.size, dtype=x.dtype, device=x.device)
         self.filled = x[: t.normed].view(-1, width)  # what the concatenation writes
         self.head, self.g_norms = self._at(t.head), self._at(t.g_norms)
-        self.live, self.weights = self._at(t.live), self._at(t.weights)
+        self.live = self._at(t.live)
+        self.weights = t.weight_groups.slots(self._at(t.weights))
         sums = self._at(t.sums)
         self.moments = RowMoments(
             x[: t.summed], t.centred, t.normed, sums[: t.summed], self._at(t.norms)

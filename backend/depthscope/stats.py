@@ -1,10 +1,10 @@
 """Batched tensor statistics for the probe: row moments, row histograms, norms by shape group.
 
-Each function reduces many layers at once and writes its results with `out=` into a slice of
-the caller's flat buffer, so that a step's numbers are already in one tensor (one transfer, no
-final concatenation). Scratch space comes from a `Buffers` pool kept from step to step: on the
-CPU a fresh multi-megabyte tensor pays a page fault for every 4 KiB it touches, which costs
-more than the arithmetic.
+Each reduces many layers at once and writes its results with `out=` into a slice of the
+caller's flat buffer, so that a step's numbers are already in one tensor (one transfer, no
+final concatenation). Scratch space is made once and kept from step to step (the probe's own
+buffers come from a `Buffers` pool): on the CPU a fresh multi-megabyte tensor pays a page
+fault for every 4 KiB it touches, which costs more than the arithmetic.
 """
 
 from __future__ import annotations
@@ -177,7 +177,6 @@ class WeightGroups:
         self.size = pos  # how many numbers `norms_` writes
         self.host_order = [where[r, i] for r in range(3) for i in range(len(self.weights))]
         self.pairs = [(buf[2], buf[1]) for buf in self.buffers]  # (after, before)
-        self._bound: tuple[Tensor, list[Tensor]] | None = None  # out and its slots
 
     def _members(self, tensors: Sequence[Tensor], g: int, detach: bool = True) -> list[Tensor]:
         shape, group = self.shapes[g], self.groups[g]
@@ -189,12 +188,14 @@ class WeightGroups:
         for g, (slot, values) in enumerate(zip(self.first_two, self.members, strict=True)):
             torch.stack(self._members(grads, g, detach=False) + values, out=slot)
 
-    def norms_(self, out: Tensor) -> None:
+    def slots(self, out: Tensor) -> list[Tensor]:
+        """Views of `out` [size], one [3, members] slot per group, for `norms_` (made once)."""
+        return [out[a:b].view(3, -1) for a, b in self.spans]
+
+    def norms_(self, slots: Sequence[Tensor]) -> None:
         """After the update: per group, its [3 × members] norms of gradient, value before and
-        update, written into `out` [size]. `spread` puts a host copy back in weight order."""
-        if self._bound is None or self._bound[0] is not out:
-            self._bound = (out, [out[a:b].view(3, -1) for a, b in self.spans])
-        slots = self._bound[1]
+        update, written into its slot (see `slots`). `spread` puts a host copy of them back in
+        weight order."""
         for buf, after, members, (delta, before), slot in zip(
             self.buffers, self.after, self.members, self.pairs, slots, strict=True
         ):
