@@ -170,8 +170,9 @@ class Probe:
         return self.taps
 
     # -- statistics ----------------------------------------------------------------------
-    def _plan(self, taps: Taps, logits: Tensor, with_histograms: bool) -> StepPlan:
+    def _plan(self, taps: Taps, with_histograms: bool) -> StepPlan:
         """The StepPlan for this step's Layout, made on first use."""
+        assert taps.logits is not None
         g_rows = self._g_copy is None and self._g_norms is None
         key = (_same(taps.h, taps.z), g_rows, with_histograms)
         plan = self.plans.get(key)
@@ -197,7 +198,7 @@ class Probe:
             if not g_rows and not _large(z):
                 rows += layout.layers
             x = self.scratch.get("x", (rows, layout.n), z)
-            plan = StepPlan(transfer, x, logits.numel(), self.bins)
+            plan = StepPlan(transfer, x, taps.logits.numel(), self.bins)
             self.plans[key] = plan
         return plan
 
@@ -208,7 +209,7 @@ class Probe:
         weight copies."""
         taps = self._require_taps()
         assert taps.logits is not None
-        plan = self._plan(taps, taps.logits, with_histograms)
+        plan = self._plan(taps, with_histograms)
         lay = plan.transfer.layout
         filled = [*taps.z] if lay.h_is_z else [*taps.z, *taps.h]
         if lay.g_rows:
