@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 from depthscope.app import create_app
 from depthscope.settings import Settings
 from fastapi import FastAPI
@@ -41,6 +42,18 @@ def tiny_config(steps: int = 20, **training: Any) -> dict[str, Any]:
         "data": {"n_samples": 256},
         "recording": {"histogram_every": 5, "eval_every": 10},
     }
+
+
+# The CPU always; CUDA where this machine has it. Engine tests that check numbers against a
+# reference take the `device` fixture, so on a GPU machine they check the CUDA path as well
+# (and a CPU-only machine shows no skipped copies of them).
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
 
 
 @pytest.fixture

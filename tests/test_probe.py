@@ -49,12 +49,13 @@ TORCH_ACTIVATIONS = {
 }
 
 
-def tiny_config(**model: Any) -> RunConfig:
+def tiny_config(device: str = "cpu", **model: Any) -> RunConfig:
     optimizer = model.pop("optimizer", "sgd")
+    training = {"batch_size": BATCH, "steps": 2, "optimizer": optimizer, "lr": 0.1}
     return RunConfig.model_validate(
         {
             "model": {"depth": 4, "width": 8, **model},
-            "training": {"batch_size": BATCH, "steps": 2, "optimizer": optimizer, "lr": 0.1},
+            "training": {**training, "device": device},
             "data": TINY_DATA,
             "recording": {"histogram_every": 1, "eval_every": 0},
         }
@@ -180,23 +181,27 @@ def assert_metrics_match(record: StepRecord, expected: dict[str, list[float]]) -
 
 @pytest.mark.parametrize(("norm", "position"), NORMS)
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
-def test_probe_metrics_match_autograd_reference(activation: str, norm: str, position: str) -> None:
-    config = tiny_config(activation=activation, norm=norm, norm_position=position)
+def test_probe_metrics_match_autograd_reference(
+    activation: str, norm: str, position: str, device: str
+) -> None:
+    config = tiny_config(device, activation=activation, norm=norm, norm_position=position)
     record, net, trainer = first_record(config)
     assert_metrics_match(record, reference(config, net, trainer))
 
 
 @pytest.mark.parametrize("residual_every", [1, 2])
 @pytest.mark.parametrize("activation", ["relu", "tanh", "linear"])
-def test_probe_metrics_match_reference_with_residual(activation: str, residual_every: int) -> None:
-    config = tiny_config(activation=activation, residual_every=residual_every)
+def test_probe_metrics_match_reference_with_residual(
+    activation: str, residual_every: int, device: str
+) -> None:
+    config = tiny_config(device, activation=activation, residual_every=residual_every)
     record, net, trainer = first_record(config)
     assert_metrics_match(record, reference(config, net, trainer))
 
 
 @pytest.mark.parametrize("norm", ["none", "layernorm"])
-def test_probe_metrics_match_reference_without_bias(norm: str) -> None:
-    config = tiny_config(activation="elu", bias=False, norm=norm)
+def test_probe_metrics_match_reference_without_bias(norm: str, device: str) -> None:
+    config = tiny_config(device, activation="elu", bias=False, norm=norm)
     record, net, trainer = first_record(config)
     assert_metrics_match(record, reference(config, net, trainer))
 
@@ -204,31 +209,35 @@ def test_probe_metrics_match_reference_without_bias(norm: str) -> None:
 @pytest.mark.parametrize(
     ("activation", "norm"), [("relu", "none"), ("sigmoid", "none"), ("prelu", "layernorm")]
 )
-def test_probe_metrics_match_reference_without_histograms(activation: str, norm: str) -> None:
+def test_probe_metrics_match_reference_without_histograms(
+    activation: str, norm: str, device: str
+) -> None:
     """No histogram this step: dL/dh stays out of the hidden buffer, only its norms are
     taken (one _foreach_norm), and the moments cover fewer rows. Same numbers."""
-    config = without_histograms(tiny_config(activation=activation, norm=norm))
+    config = without_histograms(tiny_config(device, activation=activation, norm=norm))
     record, net, trainer = first_record(config)
     assert record.histograms is None
     assert_metrics_match(record, reference(config, net, trainer))
 
 
 @pytest.mark.parametrize("optimizer", list(REFERENCE_OPTIMIZERS))
-def test_probe_update_ratio_matches_each_optimizer(optimizer: str) -> None:
-    config = tiny_config(activation="relu", optimizer=optimizer)
+def test_probe_update_ratio_matches_each_optimizer(optimizer: str, device: str) -> None:
+    config = tiny_config(device, activation="relu", optimizer=optimizer)
     record, net, trainer = first_record(config)
     expected = reference(config, net, trainer)
     assert record.layers["update_ratio"] == pytest.approx(expected["update_ratio"], rel=2e-4)
 
 
 @pytest.mark.parametrize("histogram_every", [1, 0])
-def test_probe_large_layers_use_hooks_and_match_reference(histogram_every: int) -> None:
+def test_probe_large_layers_use_hooks_and_match_reference(
+    histogram_every: int, device: str
+) -> None:
     """Blocks of at least HOOK_BYTES take the hook path for dL/dh (copies with histograms,
     norms alone without): same numbers."""
     config = RunConfig.model_validate(
         {
             "model": {"depth": 3, "width": 256, "activation": "tanh", "residual_every": 1},
-            "training": {"batch_size": 128, "steps": 2},
+            "training": {"batch_size": 128, "steps": 2, "device": device},
             "data": {"n_samples": 160, "input_dim": 3},
             "recording": {"histogram_every": histogram_every, "eval_every": 0},
         }
@@ -237,10 +246,10 @@ def test_probe_large_layers_use_hooks_and_match_reference(histogram_every: int) 
     assert_metrics_match(record, reference(config, net, trainer))
 
 
-def test_probe_dead_counts_units_inactive_for_every_sample() -> None:
+def test_probe_dead_counts_units_inactive_for_every_sample(device: str) -> None:
     """A ReLU net whose first block has a strongly negative bias on half its units: those
     units are dead, the rest are not."""
-    config = tiny_config(activation="relu", depth=2)
+    config = tiny_config(device, activation="relu", depth=2)
     trainer = Trainer(config)
     with torch.no_grad():
         trainer.model.blocks[0].linear.bias[:4] = -100.0
@@ -249,8 +258,8 @@ def test_probe_dead_counts_units_inactive_for_every_sample() -> None:
 
 
 @pytest.mark.parametrize("kind", ["act", "act_grad"])
-def test_probe_histograms_match_histc(kind: str) -> None:
-    config = tiny_config(activation="tanh", residual_every=1)
+def test_probe_histograms_match_histc(kind: str, device: str) -> None:
+    config = tiny_config(device, activation="tanh", residual_every=1)
     record, net, trainer = first_record(config)
     fwd = manual_forward(copy.deepcopy(net), trainer.data.x_train, "tanh", 1)
     loss = functional.cross_entropy(fwd["logits"], trainer.data.y_train)
@@ -269,8 +278,8 @@ def test_probe_histograms_match_histc(kind: str) -> None:
         assert sum(hist.counts[layer]) == v.numel()
 
 
-def test_probe_histograms_of_non_finite_layers_are_empty() -> None:
-    trainer = Trainer(tiny_config(activation="relu"))
+def test_probe_histograms_of_non_finite_layers_are_empty(device: str) -> None:
+    trainer = Trainer(tiny_config(device, activation="relu"))
     with torch.no_grad():  # block2's output holds +inf for some samples
         trainer.model.blocks[1].linear.weight[0, 0] = math.inf
     record = next(trainer.records())

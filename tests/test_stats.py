@@ -69,9 +69,13 @@ def test_stats_moments_stay_accurate_when_activations_collapse() -> None:
     assert not torch.allclose(naive.double(), ref, rtol=1e-2)  # why the centring matters
 
 
-def histograms(x: Tensor, bins: int, scatter: bool = False) -> list[tuple[float, float, list[int]]]:
-    """RowHistograms on the device, then read_histograms on the host."""
-    out = torch.full((histogram_size(x.shape[0], bins),), math.nan)
+def histograms(
+    x: Tensor, bins: int, scatter: bool = False, device: str = "cpu"
+) -> list[tuple[float, float, list[int]]]:
+    """RowHistograms on the device (off the CPU it always scatters), then read_histograms on
+    the host."""
+    x = x.to(device)
+    out = torch.full((histogram_size(x.shape[0], bins),), math.nan, device=device)
     before = x.clone()
     RowHistograms(x.shape[0], x.shape[1], bins, out, scatter=scatter)(x)
     assert torch.equal(x, before) or x.isnan().any()  # the input is left alone
@@ -79,11 +83,11 @@ def histograms(x: Tensor, bins: int, scatter: bool = False) -> list[tuple[float,
 
 
 @pytest.mark.parametrize("scatter", [False, True], ids=["bincount", "scatter"])
-def test_stats_histograms_match_histc(scatter: bool) -> None:
+def test_stats_histograms_match_histc(scatter: bool, device: str) -> None:
     """Both ways of counting: bincount (the CPU's) and the scatter-add used off the CPU,
     where bincount would sync with the host."""
     x = torch.randn(4, 777) * torch.tensor([[1.0], [1e-3], [50.0], [2.0]])
-    for row, (lo, hi, counts) in enumerate(histograms(x, 32, scatter)):
+    for row, (lo, hi, counts) in enumerate(histograms(x, 32, scatter, device)):
         r = x[row]
         assert lo == float(r.min()) and hi == float(r.max())
         expected = torch.histc(r, bins=32, min=float(r.min()), max=float(r.max()))
@@ -98,10 +102,12 @@ def test_stats_histograms_of_a_constant_row_put_everything_in_one_bin() -> None:
 
 @pytest.mark.parametrize("scatter", [False, True], ids=["bincount", "scatter"])
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_stats_histograms_leave_non_finite_rows_empty(bad: float, scatter: bool) -> None:
+def test_stats_histograms_leave_non_finite_rows_empty(
+    bad: float, scatter: bool, device: str
+) -> None:
     x = torch.randn(3, 20)
     x[1, 5] = bad
-    found = histograms(x, 8, scatter)
+    found = histograms(x, 8, scatter, device)
     assert math.isnan(found[1][0]) and math.isnan(found[1][1])
     assert sum(found[1][2]) == 0
     assert sum(found[0][2]) == sum(found[2][2]) == 20

@@ -4,6 +4,7 @@ one-host-transfer-per-recorded-step rule."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import depthscope
@@ -188,3 +189,40 @@ def test_trainer_cuda_matches_cpu() -> None:
             assert b.layers[name] == pytest.approx(values, rel=1e-3, abs=1e-5), name
         assert b.histograms is not None
         assert sum(b.histograms["act"].counts[0]) == sum(a.histograms["act"].counts[0])  # type: ignore[index]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(
+    "training",
+    [
+        {"optimizer": "sgd", "clip": "none"},
+        {"optimizer": "adam", "clip": "norm"},
+        {"optimizer": "momentum", "clip": "value"},
+    ],
+)
+@pytest.mark.parametrize("record_every", [1, 2])
+def test_trainer_cuda_waits_for_the_device_once_per_step(
+    training: dict[str, Any], record_every: int
+) -> None:
+    """On a GPU the one-transfer rule is about synchronisation: the host waits for the device
+    once per step (the record's .tolist(), or an unrecorded step's loss.item()) and never
+    inside the probe, the clipping or the optimizer. CUDA's sync debug mode warns at every
+    synchronising call."""
+    cfg = config(
+        model={"norm": "batchnorm", "residual_every": 2},
+        training={**training, "device": "cuda", "steps": 40},
+        recording={"eval_every": 0, "histogram_every": 2, "record_every": record_every},
+    )
+    records = Trainer(cfg).records()
+    first = next(records)  # the first step makes the plan and its buffers
+    with warnings.catch_warnings():  # switching it on warns once that it is a prototype
+        warnings.simplefilter("ignore")
+        torch.cuda.set_sync_debug_mode("warn")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            last = [next(records) for _ in range(6)][-1]
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
+    assert len(syncs) == last.step - first.step, syncs
