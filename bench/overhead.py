@@ -10,7 +10,12 @@ core, so the ratio reported is the CPU-time one; the wall-clock medians are kept
 Beside the median, the ratio of each side's fastest block: load only ever adds time, so that
 is the closest estimate of the uncontended cost. Writes bench/results/overhead.json.
 
-    python bench/overhead.py [--quick] [--out PATH]
+With --device cuda the networks train on the GPU and the ratio is of wall-clock time: there
+the CPU thread mostly launches kernels and then waits for them, so its CPU time measures the
+launches, not the step. Both sides wait for the device once a step (loss.item() in the plain
+loop, the record's .tolist() in depthscope), so a block's wall time covers its kernels.
+
+    python bench/overhead.py [--quick] [--device cpu|cuda] [--out PATH]   (cuda: overhead-cuda.json)
 """
 
 from __future__ import annotations
@@ -41,11 +46,13 @@ TARGET_SECONDS = 0.05  # per timed block of steps (the whole run stays under ~3 
 PAIRS, QUICK_PAIRS = 25, 9
 
 
-def make_config(depth: int, width: int, batch: int, activation: str, hist: int, steps: int) -> Any:
+def make_config(
+    depth: int, width: int, batch: int, activation: str, hist: int, steps: int, device: str
+) -> Any:
     return depthscope.RunConfig.model_validate(
         {
             "model": {"depth": depth, "width": width, "activation": activation},
-            "training": {"batch_size": batch, "steps": steps},
+            "training": {"batch_size": batch, "steps": steps, "device": device},
             "recording": {"record_every": 1, "histogram_every": hist, "eval_every": 0},
         }
     )
@@ -95,15 +102,16 @@ def timed(run: Callable[[int], None], steps: int) -> tuple[float, float]:
 
 
 def measure(
-    depth: int, width: int, batch: int, activation: str, hist: int, reps: int
+    depth: int, width: int, batch: int, activation: str, hist: int, reps: int, device: str
 ) -> dict[str, Any]:
     # Calibrate the block length on a throwaway plain run so each timed block lasts ~TARGET_SECONDS.
-    probe_cfg = make_config(depth, width, batch, activation, hist, 10_000 // depth)
+    probe_cfg = make_config(depth, width, batch, activation, hist, 10_000 // depth, device)
     calibrate = plain_steps(Trainer(probe_cfg))
     calibrate(5)
-    per_step = timed(calibrate, 10)[0]
+    per_step = timed(calibrate, 10)[1]
     block = max(10, round(TARGET_SECONDS / per_step / 10) * 10)  # whole histogram periods
-    config = make_config(depth, width, batch, activation, hist, WARMUP_STEPS + reps * block + 1)
+    steps = WARMUP_STEPS + reps * block + 1
+    config = make_config(depth, width, batch, activation, hist, steps, device)
     plain, probed = plain_steps(Trainer(config)), depthscope_steps(Trainer(config))
     plain(WARMUP_STEPS)
     probed(WARMUP_STEPS)
@@ -120,8 +128,12 @@ def measure(
         plain_wall.append(p[1])
         probed_wall.append(q[1])
         wall_ratios.append(q[1] / p[1])
+    if device != "cpu":  # the CPU thread waits on the device: wall time is the step's time
+        plain_times, probed_times, ratios = plain_wall, probed_wall, wall_ratios
     ratio = statistics.median(ratios)
     return {
+        "device": device,
+        "clock": "cpu" if device == "cpu" else "wall",
         "depth": depth,
         "width": width,
         "batch": batch,
@@ -145,8 +157,9 @@ def measure(
     }
 
 
-def machine() -> dict[str, Any]:
+def machine(device: str) -> dict[str, Any]:
     return {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -164,12 +177,14 @@ def main() -> None:
         "--quick", action="store_true", help=f"{QUICK_PAIRS} pairs instead of {PAIRS}"
     )
     parser.add_argument("--only", default="", help="only networks like 10/64/128, and activation")
-    parser.add_argument(
-        "--out", type=Path, default=Path(__file__).parent / "results" / "overhead.json"
-    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--out", type=Path, help="default: bench/results/overhead[-cuda].json")
     args = parser.parse_args()
+    if args.out is None:
+        suffix = "" if args.device == "cpu" else f"-{args.device}"
+        args.out = Path(__file__).parent / "results" / f"overhead{suffix}.json"
     torch.set_num_threads(1)  # one training thread on both sides
-    info = machine()
+    info = machine(args.device)
     reps = QUICK_PAIRS if args.quick else PAIRS
     started = time.perf_counter()
     results = []
@@ -180,7 +195,7 @@ def main() -> None:
                     part in f"{depth}/{width}/{batch} {activation}" for part in args.only.split()
                 ):
                     continue
-                row = measure(depth, width, batch, activation, hist, reps)
+                row = measure(depth, width, batch, activation, hist, reps, args.device)
                 results.append(row)
                 print(
                     f"{depth:>3}/{width:<3}/{batch:<3} {activation:<7} hist={hist:<2} "
@@ -196,8 +211,9 @@ def main() -> None:
     worst = {
         h: max(r["ratio_median"] for r in results if r["histogram_every"] == h) for h in TARGETS
     }
+    clock = "training-thread CPU" if args.device == "cpu" else "wall-clock"
     report = {
-        "what": "median per-pair ratio of training-thread CPU time per step: "
+        "what": f"median per-pair ratio of {clock} time per step: "
         "depthscope (every metric every step) / plain loop",
         "machine": info,
         "seconds": round(time.perf_counter() - started, 1),
