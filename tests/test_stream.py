@@ -69,15 +69,16 @@ async def test_broadcaster_drops_slow_subscriber_never_data(
     store: RunStore, records: list[StepRecord]
 ) -> None:
     broadcaster = Broadcaster(store, buffer=1)
-    fast_task = asyncio.create_task(collect(broadcaster.events("r", None)))
+    fast_stream = broadcaster.events("r", None)
+    fast = [await fast_stream.__anext__()]  # its first status
     slow = broadcaster.events("r", None)
     slow_events = [await slow.__anext__()]  # its first status; it stops reading after one more
     next_event = asyncio.create_task(slow.__anext__())
-    for i in range(0, 30, 3):  # ten batches, in ticks the tailer sees one by one
-        store.append("r", records[i : i + 3])
-        await asyncio.sleep(0.08)
+    for i in range(0, 30, 3):  # ten batches; the next is appended once the fast one has this
+        store.append("r", records[i : i + 3])  # one, so the tailer passes on ten updates
+        fast.append(await asyncio.wait_for(fast_stream.__anext__(), 10))
     store.transition("r", "completed")
-    fast = await asyncio.wait_for(fast_task, 10)
+    fast += await asyncio.wait_for(collect(fast_stream), 10)
     assert steps(fast) == list(range(30)) and fast[-1].event == "end"
     slow_events.append(await next_event)
     slow_events += await collect(slow)  # drains its one buffered update, then ends: dropped
