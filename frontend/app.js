@@ -274,7 +274,7 @@ async function main() {
   app.heatmap = new HeatmapPanel($("heatmaps"));
   app.curves = new CurvesPanel($("curves"));
   app.profile = new ProfilePanel(
-    { div: $("profile"), slider: $("step"), output: $("step-value"), latest: $("step-latest") },
+    { div: $("profile"), slider: $("step"), output: $("step-value"), latest: $("step-latest"), note: $("profile-hidden") },
     (step) => setState({ step }),
   );
   app.histogram = new HistogramPanel({ div: $("histogram"), layerSelect: $("hist-layer"), kindSelect: $("hist-kind") }, (patch) => setState(patch));

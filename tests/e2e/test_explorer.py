@@ -233,3 +233,10 @@ def test_divergence_is_marked_and_named(
     expected = f"went non-finite at step {divergence['step']}"
     assert expected in banner.inner_text()
     explorer.shot("diverged", screenshots_dir)
+    # The depth profile at that step, of the metric that went non-finite, says which layers
+    # its line leaves out, the first of them being where the divergence was found.
+    explorer.open(f"#runs={run_id}&metric={divergence['metric']}&step={divergence['step']}")
+    note = explorer.page.locator("#profile-hidden")
+    note.wait_for(state="visible", timeout=15_000)
+    text = note.inner_text()
+    assert "non-finite" in text and divergence["layer"] in text
