@@ -99,6 +99,25 @@ async def test_runs_cuda_without_gpu_is_422_naming_device(client: httpx.AsyncCli
     assert response.json()["detail"][0]["loc"] == ["body", "training", "device"]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+async def test_runs_on_cuda_through_the_worker(client: httpx.AsyncClient) -> None:
+    """A run asked for on the GPU trains there in its worker process (forked from a server
+    that has only asked whether CUDA exists) and its records match the same run on the CPU
+    to float32 precision."""
+    runs = {}
+    for device in ("cpu", "cuda"):
+        config = tiny_config(20, device=device)
+        created = await client.post("/api/runs", json=config)
+        assert created.status_code == 201, created.text
+        run = await wait_until(client, created.json()["id"], TERMINAL)
+        assert run["status"] == "completed", run["error"]
+        runs[device] = (await client.get(f"/api/runs/{run['id']}/series?metric=act_std")).json()
+    cpu, gpu = runs["cpu"], runs["cuda"]
+    assert gpu["steps"] == cpu["steps"] == list(range(20))
+    for a, b in zip(cpu["values"], gpu["values"], strict=True):
+        assert b == pytest.approx(a, rel=1e-3, abs=1e-5)
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
