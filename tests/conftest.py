@@ -18,6 +18,7 @@ import torch
 from depthscope.app import create_app
 from depthscope.settings import Settings
 from fastapi import FastAPI
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 @pytest.hookimpl(trylast=True)
@@ -42,6 +43,18 @@ def tiny_config(steps: int = 20, **training: Any) -> dict[str, Any]:
         "data": {"n_samples": 256},
         "recording": {"histogram_every": 5, "eval_every": 10},
     }
+
+
+class CountOps(TorchDispatchMode):
+    """Counts the aten ops dispatched while active (views and out= writes included)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.count += 1
+        return func(*args, **(kwargs or {}))
 
 
 # The CPU always; CUDA where this machine has it. Engine tests that check numbers against a

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import CountOps
 from depthscope import METRICS, RunConfig, StepRecord
 from depthscope.layers import ACTIVATIONS
 from depthscope.model import DeepNet
 from depthscope.trainer import Trainer
 from torch import Tensor, nn
 from torch.nn import functional
-from torch.utils._python_dispatch import TorchDispatchMode
 
 # 20 samples leave 16 for training, so a batch of 16 is the whole training split: the
 # probe's batch is a permutation of it, and every statistic here is permutation-invariant.
@@ -311,18 +311,6 @@ def test_probe_record_has_one_value_per_layer_for_every_metric() -> None:
     assert all(len(v) == config.n_layers for v in record.layers.values())
     assert all(isinstance(v, float) for vals in record.layers.values() for v in vals)
     assert math.isfinite(record.loss or math.nan)
-
-
-class CountOps(TorchDispatchMode):
-    """Counts the aten ops dispatched while active (views and out= writes included)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        self.count += 1
-        return func(*args, **(kwargs or {}))
 
 
 def probe_ops(depth: int, histogram_every: int) -> int:

@@ -10,8 +10,10 @@ from typing import Any
 import depthscope
 import pytest
 import torch
+from conftest import CountOps
 from depthscope import RunConfig, StepRecord, Trainer, iter_records, train
 from depthscope.trainer import DeviceUnavailableError
+from torch.nn import functional
 
 
 def config(**sections: dict[str, Any]) -> RunConfig:
@@ -163,6 +165,26 @@ def test_trainer_one_host_transfer_per_recorded_step(monkeypatch: pytest.MonkeyP
     for _ in range(5):  # the last step also evaluates: a second transfer, by design
         next(gen)
     assert calls == {"tolist": 5, "item": 0}
+
+
+def test_trainer_unrecorded_step_dispatches_what_a_plain_step_does() -> None:
+    """A step that is not recorded costs what the loop a user would write costs: the same
+    tensor ops, no probe, no accuracy."""
+    cfg = config(recording={"record_every": 100, "eval_every": 0}, training={"steps": 20})
+    trainer, plain = Trainer(cfg), Trainer(cfg)
+    idx = next(trainer._batches)
+    counted = CountOps()
+    with counted:
+        assert trainer._step(1, idx, record=False, histograms=False, evaluate=False) is None
+    by_hand = CountOps()
+    with by_hand:
+        x, y = plain.data.x_train[idx], plain.data.y_train[idx]
+        plain.optimizer.zero_grad(set_to_none=True)
+        loss = functional.cross_entropy(plain.model(x), y)
+        loss.item()
+        loss.backward()  # type: ignore[no-untyped-call]
+        plain.optimizer.step()
+    assert counted.count == by_hand.count
 
 
 def test_trainer_iter_records_yields_every_step() -> None:

@@ -73,11 +73,16 @@ class Trainer:
             for start in range(0, n - bs + 1, bs):
                 yield order[start : start + bs].to(self.device, non_blocking=True)
 
-    def _loss_and_accuracy(self, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _loss(self, logits: Tensor, y: Tensor) -> Tensor:
         if self.data.is_regression:
-            return functional.mse_loss(logits, y), torch.full((), math.nan, device=logits.device)
-        accuracy = torch.mean(logits.argmax(1) == y, dtype=logits.dtype)  # no float copy
-        return functional.cross_entropy(logits, y), accuracy
+            return functional.mse_loss(logits, y)
+        return functional.cross_entropy(logits, y)
+
+    def _accuracy(self, logits: Tensor, y: Tensor) -> Tensor:
+        """Fraction of correct classes, 0-d on the device (NaN for regression)."""
+        if self.data.is_regression:
+            return torch.full((), math.nan, device=logits.device)
+        return torch.mean(logits.argmax(1) == y, dtype=logits.dtype)  # no float copy
 
     def _clip(self, record: bool) -> Tensor | None:
         """Clip as configured. On a recorded step, returns whether clipping acted (0-d bool
@@ -100,8 +105,8 @@ class Trainer:
         """Held-out loss and accuracy (None for regression), with the model in eval mode."""
         self.model.eval()
         try:
-            loss, accuracy = self._loss_and_accuracy(self.model(self.data.x_test), self.data.y_test)
-            values = torch.stack([loss, accuracy]).tolist()
+            logits, y = self.model(self.data.x_test), self.data.y_test
+            values = torch.stack([self._loss(logits, y), self._accuracy(logits, y)]).tolist()
         finally:
             self.model.train()
         return tuple(v if math.isfinite(v) else None for v in values)  # type: ignore[return-value]
@@ -118,7 +123,7 @@ class Trainer:
             self.probe.attach()
         self.optimizer.zero_grad(set_to_none=True)
         logits = self.model(x)
-        loss, accuracy = self._loss_and_accuracy(logits, y)
+        loss = self._loss(logits, y)
         if not record and not math.isfinite(loss.item()):
             return self._step(step, idx, record=True, histograms=False, evaluate=False)
         if record:
@@ -131,6 +136,7 @@ class Trainer:
         if not record:
             return None
         assert clipped is not None
+        accuracy = self._accuracy(logits, y)  # recorded steps only (3 ops)
         result = self.probe.finish(step, loss, accuracy, clipped, histograms)
         if evaluate:  # after finish: the probe has detached, so this forward is not tapped
             val_loss, val_accuracy = self.evaluate()
