@@ -13,8 +13,9 @@ function nameLayers(layers, indices) {
     if (last && last[1] === l - 1) last[1] = l;
     else ranges.push([l, l]);
   }
-  const named = ranges.slice(0, 4).map(([a, b]) => (a === b ? layers[a] : `${layers[a]}–${layers[b]}`));
-  const shown = ranges.slice(0, 4).reduce((n, [a, b]) => n + b - a + 1, 0);
+  const kept = ranges.slice(0, 4);
+  const named = kept.map(([a, b]) => (a === b ? layers[a] : `${layers[a]}–${layers[b]}`));
+  const shown = kept.reduce((n, [a, b]) => n + b - a + 1, 0);
   if (shown < indices.length) named.push(`${indices.length - shown} more`);
   return named.join(", ");
 }
