@@ -57,15 +57,19 @@ class CountOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-# The CPU always; CUDA where this machine has it. Engine tests that check numbers against a
-# reference take the `device` fixture, so on a GPU machine they check the CUDA path as well
-# (and a CPU-only machine shows no skipped copies of them).
-DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+# The CPU always, twice: through the probe's C kernels (native.py; its tensor ops where no C
+# compiler is found) and through its tensor ops alone; CUDA where this machine has it. Engine
+# tests that check numbers against a reference take the `device` fixture, so each path is
+# checked against the same reference (and a CPU-only machine shows no skipped copies).
+DEVICES = ["cpu", "cpu-tensor-ops", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
 @pytest.fixture(params=DEVICES)
-def device(request: pytest.FixtureRequest) -> str:
+def device(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     name: str = request.param
+    if name == "cpu-tensor-ops":
+        monkeypatch.setenv("DEPTHSCOPE_NATIVE", "0")
+        return "cpu"
     return name
 
 

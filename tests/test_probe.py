@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import CountOps
-from depthscope import METRICS, RunConfig, StepRecord
+from depthscope import METRICS, RunConfig, StepRecord, native
 from depthscope.layers import ACTIVATIONS
 from depthscope.model import DeepNet
 from depthscope.trainer import Trainer
@@ -313,9 +313,9 @@ def test_probe_record_has_one_value_per_layer_for_every_metric() -> None:
     assert math.isfinite(record.loss or math.nan)
 
 
-def probe_ops(depth: int, histogram_every: int) -> int:
-    """The aten ops of the probe's own work in a recorded step (the copies before the update
-    and the statistics after it), once the step's plan exists."""
+def probe_ops(depth: int, histogram_every: int, names: tuple[str, ...]) -> int:
+    """The aten ops of the probe's own work in a recorded step (the methods `names`), once the
+    step's plan exists."""
     config = tiny_config(activation="relu", depth=depth)
     config = config.model_copy(
         update={
@@ -326,7 +326,7 @@ def probe_ops(depth: int, histogram_every: int) -> int:
     probe, counter = trainer.probe, CountOps()
     records = trainer.records()
     next(records)  # makes the plan (and the buffers) for this layout
-    for name in ("before_update", "step_tensors"):
+    for name in names:
         method = getattr(probe, name)
 
         def counted(*args: Any, _method: Any = method, **kwargs: Any) -> Any:
@@ -339,9 +339,24 @@ def probe_ops(depth: int, histogram_every: int) -> int:
 
 
 @pytest.mark.parametrize("histogram_every", [0, 1])
-def test_probe_op_count_does_not_grow_with_depth(histogram_every: int) -> None:
-    """The design's promise: layers are batched, never looped over, so a 40-layer network's
-    statistics take exactly as many tensor ops as a 4-layer one's (and few of them)."""
-    shallow, deep = probe_ops(4, histogram_every), probe_ops(40, histogram_every)
+def test_probe_op_count_does_not_grow_with_depth(
+    histogram_every: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The design's promise for the tensor-op path: layers are batched, never looped over, so
+    a 40-layer network's statistics take exactly as many tensor ops as a 4-layer one's (and
+    few of them): the copies before the update and the statistics after it."""
+    monkeypatch.setenv("DEPTHSCOPE_NATIVE", "0")
+    names = ("before_update", "step_tensors")
+    shallow, deep = probe_ops(4, histogram_every, names), probe_ops(40, histogram_every, names)
     assert shallow == deep
     assert shallow <= (60 if histogram_every else 30)
+
+
+@pytest.mark.skipif(native.kernels() is None, reason="no C compiler to build the kernels")
+@pytest.mark.parametrize("histogram_every", [0, 1])
+def test_probe_c_path_dispatches_no_statistics_op(histogram_every: int) -> None:
+    """With the C kernels the probe's statistics take no tensor op at all: only reading the
+    0-d loss and `clipped` back (one `_local_scalar_dense` each), at any depth."""
+    names = ("before_update", "finish")
+    assert Trainer(tiny_config()).probe.kernels is not None
+    assert probe_ops(4, histogram_every, names) == probe_ops(40, histogram_every, names) == 2

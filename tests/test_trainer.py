@@ -146,6 +146,9 @@ def test_trainer_grad_norm_total_is_norm_over_all_parameters() -> None:
 
 
 def test_trainer_one_host_transfer_per_recorded_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tensor-op path, which also runs on CUDA, reads a step back with one `.tolist()`.
+    (The CPU's C kernels write into host memory directly: nothing to transfer.)"""
+    monkeypatch.setenv("DEPTHSCOPE_NATIVE", "0")
     calls = {"tolist": 0, "item": 0}
     tolist, item = torch.Tensor.tolist, torch.Tensor.item
 

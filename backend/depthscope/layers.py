@@ -37,6 +37,17 @@ HealthFn = Callable[[Tensor, Sequence[nn.Module], Tensor], Health]
 
 
 @dataclass(frozen=True)
+class HealthRule:
+    """The same health check as the activation's `health`, as data for the C kernels
+    (native.c, `ds_health`): "within" (healthy where |u| <= param), "above" (u > param),
+    "relu" (healthy and active where u > 0), "prelu" (param: SATURATION_FRACTION, the slope
+    read from the module), "gelu" and "silu" (|f'(u)| >= param)."""
+
+    kind: str
+    param: float = 0.0
+
+
+@dataclass(frozen=True)
 class ActivationSpec:
     """How to build an activation, differentiate it, and classify its inputs.
 
@@ -50,6 +61,7 @@ class ActivationSpec:
     derivative: Derivative
     max_derivative: Callable[[Sequence[nn.Module]], float]
     health: HealthFn
+    rule: HealthRule | None  # None: healthy everywhere (linear)
 
 
 def _const(value: float) -> Callable[[Sequence[nn.Module]], float]:
@@ -191,25 +203,64 @@ EXP_BOUND = math.log(SATURATION_FRACTION)
 GELU_MAX = _grid_max(_gelu_d)
 SILU_MAX = _grid_max(_silu_d)
 
+GELU_THRESHOLD = SATURATION_FRACTION * GELU_MAX
+SILU_THRESHOLD = SATURATION_FRACTION * SILU_MAX
+
 ACTIVATIONS: dict[str, ActivationSpec] = {
-    "sigmoid": ActivationSpec(nn.Sigmoid, _sigmoid_d, _const(0.25), _within(SIGMOID_BOUND)),
-    "tanh": ActivationSpec(nn.Tanh, _tanh_d, _const(1.0), _within(TANH_BOUND)),
-    "relu": ActivationSpec(nn.ReLU, _relu_d, _const(1.0), _relu_health),
+    "sigmoid": ActivationSpec(
+        nn.Sigmoid,
+        _sigmoid_d,
+        _const(0.25),
+        _within(SIGMOID_BOUND),
+        HealthRule("within", SIGMOID_BOUND),
+    ),
+    "tanh": ActivationSpec(
+        nn.Tanh, _tanh_d, _const(1.0), _within(TANH_BOUND), HealthRule("within", TANH_BOUND)
+    ),
+    "relu": ActivationSpec(nn.ReLU, _relu_d, _const(1.0), _relu_health, HealthRule("relu")),
     "leaky_relu": ActivationSpec(
-        lambda: nn.LeakyReLU(LEAKY_SLOPE), _leaky_d, _const(1.0), _healthy_above(0.0)
+        lambda: nn.LeakyReLU(LEAKY_SLOPE),
+        _leaky_d,
+        _const(1.0),
+        _healthy_above(0.0),
+        HealthRule("above", 0.0),
     ),
     "prelu": ActivationSpec(
-        lambda: nn.PReLU(num_parameters=1, init=0.25), _prelu_d, _prelu_max, _prelu_health
+        lambda: nn.PReLU(num_parameters=1, init=0.25),
+        _prelu_d,
+        _prelu_max,
+        _prelu_health,
+        HealthRule("prelu", SATURATION_FRACTION),
     ),
     "elu": ActivationSpec(
-        lambda: nn.ELU(ELU_ALPHA), _elu_d, _const(1.0), _healthy_above(EXP_BOUND)
+        lambda: nn.ELU(ELU_ALPHA),
+        _elu_d,
+        _const(1.0),
+        _healthy_above(EXP_BOUND),
+        HealthRule("above", EXP_BOUND),
     ),
-    "gelu": ActivationSpec(nn.GELU, _gelu_d, _const(GELU_MAX), _from_derivative(_gelu_d, GELU_MAX)),
+    "gelu": ActivationSpec(
+        nn.GELU,
+        _gelu_d,
+        _const(GELU_MAX),
+        _from_derivative(_gelu_d, GELU_MAX),
+        HealthRule("gelu", GELU_THRESHOLD),
+    ),
     "selu": ActivationSpec(
-        nn.SELU, _selu_d, _const(SELU_SCALE * SELU_ALPHA), _healthy_above(EXP_BOUND)
+        nn.SELU,
+        _selu_d,
+        _const(SELU_SCALE * SELU_ALPHA),
+        _healthy_above(EXP_BOUND),
+        HealthRule("above", EXP_BOUND),
     ),
-    "silu": ActivationSpec(nn.SiLU, _silu_d, _const(SILU_MAX), _from_derivative(_silu_d, SILU_MAX)),
-    "linear": ActivationSpec(nn.Identity, _linear_d, _const(1.0), _linear_health),
+    "silu": ActivationSpec(
+        nn.SiLU,
+        _silu_d,
+        _const(SILU_MAX),
+        _from_derivative(_silu_d, SILU_MAX),
+        HealthRule("silu", SILU_THRESHOLD),
+    ),
+    "linear": ActivationSpec(nn.Identity, _linear_d, _const(1.0), _linear_health, None),
 }
 
 NORMS: dict[str, Callable[[int], nn.Module]] = {

@@ -10,8 +10,14 @@ shape (a handful of ops whatever the depth). Every op writes its numbers with `o
 slot of one flat tensor (see transfer.py), which leaves the device in ONE `.tolist()`; the
 host does the rest. docs/probe.md has the whole story.
 
+That is the portable path, for any device. On the CPU, when a C compiler can build them, the
+C kernels of native.py compute the same numbers into the same slots instead: they read each
+layer's tensors where autograd left them (no hidden buffer, no copies of the gradients), a
+handful of calls a step, which is what brings the probe's cost near plain training on small
+networks. DEPTHSCOPE_NATIVE=0 turns them off.
+
 Lifecycle of a recorded step, driven by the trainer:
-    probe.attach()          before the forward pass: the model starts filling `Taps`
+    probe.attach(hist)      before the forward pass: the model starts filling `Taps`
     probe.backward(loss)    instead of loss.backward(): also keeps dL/dh_l and dL/dlogits
     probe.before_update()   after backward, before clipping: copies of gradients and weights
     probe.finish(...)       after the optimizer step: one transfer, returns the StepRecord
@@ -21,6 +27,7 @@ The probe drops what it holds after each step and when closed (it is a context m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from functools import partial
 from types import TracebackType
@@ -28,8 +35,10 @@ from types import TracebackType
 import torch
 from torch import Tensor, nn
 
+from depthscope import native
 from depthscope.layers import ACTIVATIONS
 from depthscope.model import DeepNet, Taps
+from depthscope.native import NativeStep
 from depthscope.plan import StepPlan
 from depthscope.records import StepRecord
 from depthscope.stats import Buffers, WeightGroups
@@ -57,6 +66,12 @@ class Probe:
         self.activation = ACTIVATIONS[model.activation]
         self.masks = self._masks()
         self.plans: dict[tuple[bool, ...], StepPlan] = {}  # by Layout, made once each
+        # On the CPU, the C kernels (native.py) where they can be built: same numbers, a
+        # handful of calls a step instead of a few dozen tensor ops and copies.
+        self.kernels = native.kernels() if native.usable_for(self.params) else None
+        self.native_steps: dict[tuple[bool, bool], NativeStep] = {}
+        self.native: NativeStep | None = None  # this step's, on the C path
+        self.histograms = False  # whether this step takes histograms
         self.taps: Taps | None = None
         self.grads: list[Tensor | None] = []  # dL/dh_l per hidden block, then dL/dlogits
         # dL/dh_l apart from the hidden buffer: as the backward hooks copied it, or just
@@ -81,30 +96,36 @@ class Probe:
         return health.healthy is not None, health.active is not None, same
 
     # -- lifecycle -----------------------------------------------------------------------
-    def attach(self) -> None:
+    def attach(self, histograms: bool = False) -> None:
+        """Start a recorded step (with histograms of h_l and dL/dh_l or not)."""
+        self.histograms = histograms
         self.taps = Taps()
         self.model.taps = self.taps
 
-    def backward(self, loss: Tensor, keep_gradients: bool = True) -> None:
+    def backward(self, loss: Tensor) -> None:
         """Backpropagate `loss` as `loss.backward()` would, keeping dL/dh_l and dL/dlogits too.
 
         Small layers: one autograd call returns the parameters' gradients and the block
         outputs' together (no per-layer Python hooks, no `retain_grad` clones). Large layers:
         holding every dL/dh_l until the step ends makes the heap grow and shrink each step
         (a page fault per 4 KiB), so a hook copies each one into the probe's own buffer and
-        lets autograd free it as usual. Without `keep_gradients` (no histogram this step) only
+        lets autograd free it as usual. Without a histogram this step only
         the norms of dL/dh_l are kept (the hooks take them, or one `_foreach_norm`), sparing
-        the copy into the hidden buffer and a pass over it."""
+        the copy into the hidden buffer and a pass over it. On the C path the hooks hand each
+        dL/dh_l to the kernels, and small layers keep dL/dh_l for them."""
         taps = self._require_taps()
         assert taps.logits is not None
+        keep_gradients = self.histograms
         outputs = [*taps.h, taps.logits]
         self.grads = [None] * len(outputs)
+        if self.kernels is not None:
+            self.native = self._native_step(taps)
         if _large(taps.h[0]):
             self._backward_with_hooks(loss, outputs, keep_gradients)
             return
         grads = torch.autograd.grad(loss, [*outputs, *self.params], allow_unused=True)
         self.grads = list(grads[: len(outputs)])
-        if not keep_gradients:
+        if not keep_gradients and self.native is None:
             hidden = zip(self.grads[:-1], taps.h, strict=True)
             self._g_norms = list(torch._foreach_norm([_or_zeros(g, h) for g, h in hidden]))
         for p, g in zip(self.params, grads[len(outputs) :], strict=True):
@@ -112,7 +133,10 @@ class Probe:
 
     def _backward_with_hooks(self, loss: Tensor, outputs: list[Tensor], keep: bool) -> None:
         hidden = outputs[:-1]
-        if keep:  # copies, into rows of the probe's buffer (the rows are views made once)
+        hooks: list[Callable[[Tensor], None]]
+        if self.native is not None:  # the kernels take the norms (and histograms) at once
+            hooks = [partial(self.native.gradient, i) for i in range(len(hidden))]
+        elif keep:  # copies, into rows of the probe's buffer (the rows are views made once)
             buffer = self.scratch.get("g", (len(hidden), *hidden[0].shape), hidden[0])
             if self._copy_hooks is None or self._copy_hooks[0] is not buffer:
                 self._copy_hooks = (buffer, [partial(_copy_into, row) for row in buffer.unbind(0)])
@@ -129,6 +153,8 @@ class Probe:
         finally:
             for handle in handles:
                 handle.remove()
+        if self.native is not None:
+            return
         if keep:
             self._g_copy = buffer.view(len(hidden), -1)
         else:
@@ -141,6 +167,10 @@ class Probe:
     def before_update(self) -> None:
         """Copy the weights' gradients (before any clipping) and values before the update;
         the other parameters' gradients only count towards the total norm."""
+        if self.native is not None:
+            grads = [_grad(w) for w in self.weights]
+            self.native.before_update(grads, self.weights, [_grad(p) for p in self.others])
+            return
         self.weight_groups.before_update([_grad(w) for w in self.weights])
         if self.others:  # only their total counts: one norm over them all
             # biases and norm parameters are 1-D already: no view per tensor per step
@@ -149,6 +179,7 @@ class Probe:
 
     def detach(self) -> None:
         self.grads, self._g_copy, self._g_norms = [], None, None
+        self.native = None
         self._others_norm = None
         self.model.taps = None
         self.taps = None
@@ -170,6 +201,21 @@ class Probe:
         return self.taps
 
     # -- statistics ----------------------------------------------------------------------
+    def _layout(self, taps: Taps, g_rows: bool, with_histograms: bool) -> Layout:
+        healthy, active, active_is_healthy = self.masks
+        return Layout(
+            layers=len(taps.z),
+            n=taps.z[0].numel(),
+            width=self.width,
+            h_is_z=_same(taps.h, taps.z),
+            g_rows=g_rows,
+            healthy=healthy,
+            active=active,
+            active_is_healthy=active_is_healthy,
+            others=bool(self.others),
+            histograms=with_histograms,
+        )
+
     def _plan(self, taps: Taps, with_histograms: bool) -> StepPlan:
         """The StepPlan for this step's Layout, made on first use."""
         assert taps.logits is not None
@@ -177,30 +223,32 @@ class Probe:
         key = (_same(taps.h, taps.z), g_rows, with_histograms)
         plan = self.plans.get(key)
         if plan is None:
-            healthy, active, active_is_healthy = self.masks
-            z = taps.z[0]
-            layout = Layout(
-                layers=len(taps.z),
-                n=z.numel(),
-                width=self.width,
-                h_is_z=key[0],
-                g_rows=g_rows,
-                healthy=healthy,
-                active=active,
-                active_is_healthy=active_is_healthy,
-                others=bool(self.others),
-                histograms=with_histograms,
-            )
+            layout = self._layout(taps, g_rows, with_histograms)
             transfer = Transfer(layout, self.weight_groups, self.bins)
             # small layers keep dL/dh as rows on histogram steps only: one buffer, sized
             # for those, serves both plans
             rows = transfer.rows
+            z = taps.z[0]
             if not g_rows and not _large(z):
                 rows += layout.layers
             x = self.scratch.get("x", (rows, layout.n), z)
             plan = StepPlan(transfer, x, taps.logits.numel(), self.bins)
             self.plans[key] = plan
         return plan
+
+    def _native_step(self, taps: Taps) -> NativeStep:
+        """The C path's NativeStep for this step's Layout, made on first use."""
+        assert self.kernels is not None
+        key = (_same(taps.h, taps.z), self.histograms)
+        step = self.native_steps.get(key)
+        if step is None:
+            layout = self._layout(taps, False, self.histograms)
+            transfer = Transfer(layout, self.weight_groups, self.bins)
+            rule = self.activation.rule if layout.healthy else None
+            batch = taps.z[0].shape[0]
+            step = NativeStep(self.kernels, transfer, self.weights, rule, batch)
+            self.native_steps[key] = step
+        return step
 
     @torch.no_grad()
     def step_tensors(self, scalars: Sequence[Tensor], with_histograms: bool) -> StepPlan:
@@ -268,17 +316,54 @@ class Probe:
 
     # -- one transfer, then the host's share ------------------------------------------------
     @torch.no_grad()
-    def finish(
-        self, step: int, loss: Tensor, accuracy: Tensor, clipped: Tensor, with_histograms: bool
-    ) -> StepRecord:
-        """Build the step's record from 0-d tensors: loss, accuracy (NaN for regression) and
-        whether clipping acted."""
+    def finish(self, step: int, loss: Tensor, targets: Tensor, clipped: Tensor) -> StepRecord:
+        """Build the step's record from the 0-d loss, the batch's targets (the accuracy's; a
+        regression's float targets give NaN) and whether clipping acted (0-d bool)."""
         try:
-            plan = self.step_tensors([loss, accuracy, clipped], with_histograms)
-            flat: list[float] = plan.out.tolist()  # the one host transfer
+            if self.native is not None:
+                transfer = self.native.transfer
+                flat = self._native_finish(self.native, loss, targets, clipped)
+            else:
+                logits = self._require_taps().logits
+                assert logits is not None
+                scalars = [loss, accuracy(logits, targets), clipped]
+                plan = self.step_tensors(scalars, self.histograms)
+                transfer = plan.transfer
+                flat = plan.out.tolist()  # the one host transfer
         finally:
             self.detach()
-        return plan.transfer.record(step, flat)
+        return transfer.record(step, flat)
+
+    def _native_finish(
+        self, native: NativeStep, loss: Tensor, targets: Tensor, clipped: Tensor
+    ) -> list[float]:
+        taps = self._require_taps()
+        assert taps.logits is not None
+        lay = native.transfer.layout
+        u = taps.z if _same(taps.u, taps.z) else taps.h if _same(taps.u, taps.h) else taps.u
+        small = not _large(taps.h[0])
+        grads = [_or_zeros(g, h) for g, h in zip(self.grads[:-1], taps.h, strict=True)]
+        native.finish(
+            z=taps.z,
+            h=None if lay.h_is_z else taps.h,
+            u=u,
+            grads=grads if small else None,
+            logits=taps.logits,
+            dlogits=_or_zeros(self.grads[-1], taps.logits),
+            targets=None if targets.is_floating_point() else targets,
+            weights=self.weights,
+            slopes=[act.get_parameter("weight") for act in self.acts]
+            if self.activation.rule is not None and self.activation.rule.kind == "prelu"
+            else None,
+        )
+        return native.read(float(loss), float(clipped))
+
+
+def accuracy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Fraction of correct classes, 0-d on the device; NaN for regression (float targets)."""
+    if targets.is_floating_point():
+        return torch.full((), math.nan, device=logits.device)
+    return torch.mean(logits.argmax(1) == targets, dtype=logits.dtype)  # no float copy
 
 
 def _large(layer_output: Tensor) -> bool:

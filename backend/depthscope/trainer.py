@@ -20,7 +20,7 @@ from depthscope.config import RunConfig
 from depthscope.data import Dataset, make_dataset
 from depthscope.model import DeepNet, build_model
 from depthscope.optim import OPTIMIZERS
-from depthscope.probe import Probe
+from depthscope.probe import Probe, accuracy
 from depthscope.records import Divergence, StepRecord, first_non_finite
 
 Outcome = Literal["completed", "cancelled", "diverged"]
@@ -78,12 +78,6 @@ class Trainer:
             return functional.mse_loss(logits, y)
         return functional.cross_entropy(logits, y)
 
-    def _accuracy(self, logits: Tensor, y: Tensor) -> Tensor:
-        """Fraction of correct classes, 0-d on the device (NaN for regression)."""
-        if self.data.is_regression:
-            return torch.full((), math.nan, device=logits.device)
-        return torch.mean(logits.argmax(1) == y, dtype=logits.dtype)  # no float copy
-
     def _clip(self, record: bool) -> Tensor | None:
         """Clip as configured. On a recorded step, returns whether clipping acted (0-d bool
         tensor, still on the device); otherwise None."""
@@ -106,7 +100,7 @@ class Trainer:
         self.model.eval()
         try:
             logits, y = self.model(self.data.x_test), self.data.y_test
-            values = torch.stack([self._loss(logits, y), self._accuracy(logits, y)]).tolist()
+            values = torch.stack([self._loss(logits, y), accuracy(logits, y)]).tolist()
         finally:
             self.model.train()
         return tuple(v if math.isfinite(v) else None for v in values)  # type: ignore[return-value]
@@ -120,14 +114,14 @@ class Trainer:
         weights have not moved yet), so a divergence is always located and recorded."""
         x, y = self.data.x_train[idx], self.data.y_train[idx]
         if record:
-            self.probe.attach()
+            self.probe.attach(histograms)
         self.optimizer.zero_grad(set_to_none=True)
         logits = self.model(x)
         loss = self._loss(logits, y)
         if not record and not math.isfinite(loss.item()):
             return self._step(step, idx, record=True, histograms=False, evaluate=False)
         if record:
-            self.probe.backward(loss, keep_gradients=histograms)
+            self.probe.backward(loss)
             self.probe.before_update()
         else:
             loss.backward()  # type: ignore[no-untyped-call]
@@ -136,8 +130,7 @@ class Trainer:
         if not record:
             return None
         assert clipped is not None
-        accuracy = self._accuracy(logits, y)  # recorded steps only (3 ops)
-        result = self.probe.finish(step, loss, accuracy, clipped, histograms)
+        result = self.probe.finish(step, loss, y, clipped)  # the accuracy too
         if evaluate:  # after finish: the probe has detached, so this forward is not tapped
             val_loss, val_accuracy = self.evaluate()
             result = replace(result, val_loss=val_loss, val_accuracy=val_accuracy)

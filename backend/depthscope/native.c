@@ -1,0 +1,283 @@
+/* depthscope's statistics kernels for the CPU (see native.py, which compiles and calls them).
+ *
+ * The portable probe (probe.py) reduces many layers per tensor op, but on small networks a
+ * recorded step still pays for its ops, for copying every layer into one buffer, and for the
+ * passes over that buffer. These kernels read each layer's tensors where autograd left them,
+ * once or twice while they are still in the cache, and write every number straight into its
+ * slot of the step's flat output buffer (transfer.py decides the slots; `where` arrays give
+ * them). They compute exactly what the portable path computes, from the same definitions.
+ *
+ * Inputs are contiguous float32 arrays (native.py checks). Sums run in float lanes over
+ * blocks of BLOCK values, each block's total then added in double: vectorised, and as
+ * accurate as a pairwise sum for the sizes here. Nothing here is reassociated behind the
+ * program's back (no -ffast-math): NaN and infinity propagate as in torch, so a diverging
+ * layer still shows as non-finite.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+/* one build for any x86-64, with an AVX2 version picked at load time where the CPU has it */
+#define KERNEL __attribute__((target_clones("avx2", "default")))
+#else
+#define KERNEL
+#endif
+#define INLINE static inline __attribute__((always_inline))
+
+#define BLOCK 1024
+#define TINY 1e-30f /* as stats.TINY: the smallest histogram range */
+
+INLINE double sum_of(const float *x, int64_t n) {
+    double total = 0.0;
+    for (int64_t start = 0; start < n; start += BLOCK) {
+        int64_t stop = start + BLOCK < n ? start + BLOCK : n;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t k = start; k < stop; k++) s += x[k];
+        total += s;
+    }
+    return total;
+}
+
+/* sum of squares of x - centre */
+INLINE double squares_about(const float *x, int64_t n, float centre) {
+    double total = 0.0;
+    for (int64_t start = 0; start < n; start += BLOCK) {
+        int64_t stop = start + BLOCK < n ? start + BLOCK : n;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t k = start; k < stop; k++) {
+            float d = x[k] - centre;
+            s += d * d;
+        }
+        total += s;
+    }
+    return total;
+}
+
+/* sum of squares of x, copying x into copy unless it is NULL */
+INLINE double squares_copy(const float *x, float *copy, int64_t n) {
+    double total = 0.0;
+    for (int64_t start = 0; start < n; start += BLOCK) {
+        int64_t stop = start + BLOCK < n ? start + BLOCK : n;
+        float s = 0.0f;
+        if (copy) {
+#pragma omp simd reduction(+ : s)
+            for (int64_t k = start; k < stop; k++) {
+                float v = x[k];
+                copy[k] = v;
+                s += v * v;
+            }
+        } else {
+#pragma omp simd reduction(+ : s)
+            for (int64_t k = start; k < stop; k++) s += x[k] * x[k];
+        }
+        total += s;
+    }
+    return total;
+}
+
+/* Per array i of n values: its sum into out[where_sum[i]], and the norm of its values about
+ * their mean into out[where_norm[i]] (a second pass, centred on the exact mean: a collapsed
+ * sigmoid layer varies by 1e-4 around 0.5, where E[x²] − E[x]² would be float noise). */
+KERNEL void ds_moments(int count, const float *const *x, int64_t n, float *out,
+                       const int64_t *where_sum, const int64_t *where_norm) {
+    for (int i = 0; i < count; i++) {
+        double sum = sum_of(x[i], n);
+        out[where_sum[i]] = (float)sum;
+        out[where_norm[i]] = (float)sqrt(squares_about(x[i], n, (float)(sum / (double)n)));
+    }
+}
+
+/* Per array i of n[i] values: its norm into out[where[i]]; copied into copies[i] as well
+ * unless copies is NULL. With where == NULL, the norm of all of them together into out[0]. */
+KERNEL void ds_norms(int count, const float *const *x, const int64_t *n, float *const *copies,
+                     float *out, const int64_t *where) {
+    double all = 0.0;
+    for (int i = 0; i < count; i++) {
+        double squares = squares_copy(x[i], copies ? copies[i] : NULL, n[i]);
+        if (where)
+            out[where[i]] = (float)sqrt(squares);
+        else
+            all += squares;
+    }
+    if (!where) out[0] = (float)sqrt(all);
+}
+
+/* Per pair i of n[i] values: the norm of a[i] − b[i] into out[where[i]]. */
+KERNEL void ds_difference_norms(int count, const float *const *a, const float *const *b,
+                                const int64_t *n, float *out, const int64_t *where) {
+    for (int i = 0; i < count; i++) {
+        const float *p = a[i], *q = b[i];
+        double total = 0.0;
+        for (int64_t start = 0; start < n[i]; start += BLOCK) {
+            int64_t stop = start + BLOCK < n[i] ? start + BLOCK : n[i];
+            float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+            for (int64_t k = start; k < stop; k++) {
+                float d = p[k] - q[k];
+                s += d * d;
+            }
+            total += s;
+        }
+        out[where[i]] = (float)sqrt(total);
+    }
+}
+
+/* 0-d tensors' values into their slots: out[where[i]] = *values[i]. */
+void ds_gather(int count, const float *const *values, float *out, const int64_t *where) {
+    for (int i = 0; i < count; i++) out[where[i]] = *values[i];
+}
+
+/* The activation's health rules (layers.py, HealthRule): which inputs u leave the gradient
+ * healthy (|f'(u)| at least the given fraction of its maximum) and which pass none (f' = 0). */
+enum {
+    HEALTH_WITHIN = 1, /* healthy where |u| <= param (sigmoid, tanh) */
+    HEALTH_ABOVE = 2,  /* healthy where u > param (leaky ReLU, ELU, SELU) */
+    HEALTH_RELU = 3,   /* healthy and active where u > 0 */
+    HEALTH_PRELU = 4,  /* 1 above zero, the layer's slope a below (param: the fraction) */
+    HEALTH_GELU = 5,   /* healthy where |gelu'(u)| >= param */
+    HEALTH_SILU = 6,   /* healthy where |silu'(u)| >= param */
+};
+
+INLINE int64_t count_within(const float *u, int64_t n, float bound) {
+    int64_t total = 0;
+#pragma omp simd reduction(+ : total)
+    for (int64_t k = 0; k < n; k++) total += fabsf(u[k]) <= bound;
+    return total;
+}
+
+INLINE int64_t count_above(const float *u, int64_t n, float threshold) {
+    int64_t total = 0;
+#pragma omp simd reduction(+ : total)
+    for (int64_t k = 0; k < n; k++) total += u[k] > threshold;
+    return total;
+}
+
+/* per unit, how many samples have u > 0: into per_unit[width]; returns their total */
+INLINE int64_t positive_per_unit(const float *u, int64_t batch, int64_t width, int32_t *per_unit) {
+    memset(per_unit, 0, (size_t)width * sizeof(int32_t));
+    for (int64_t b = 0; b < batch; b++) {
+        const float *row = u + b * width;
+#pragma omp simd
+        for (int64_t k = 0; k < width; k++) per_unit[k] += row[k] > 0.0f;
+    }
+    int64_t total = 0;
+    for (int64_t k = 0; k < width; k++) total += per_unit[k];
+    return total;
+}
+
+INLINE int64_t live_units(const int32_t *per_unit, int64_t width) {
+    int64_t live = 0;
+    for (int64_t k = 0; k < width; k++) live += per_unit[k] > 0;
+    return live;
+}
+
+/* |f'(u)| >= threshold with f' computed in float as layers.py computes it */
+INLINE int64_t count_derivative_at_least(const float *u, int64_t n, int kind, float threshold) {
+    int64_t total = 0;
+    for (int64_t k = 0; k < n; k++) {
+        float v = u[k], d;
+        if (kind == HEALTH_GELU) {
+            float cdf = 0.5f * (1.0f + erff(v * (float)(1.0 / 1.4142135623730951)));
+            float pdf = expf(-0.5f * (v * v)) * (float)(1.0 / 2.5066282746310002);
+            d = cdf + v * pdf;
+        } else {
+            float s = 1.0f / (1.0f + expf(-v));
+            d = s * (1.0f + v * (1.0f - s));
+        }
+        total += fabsf(d) >= threshold;
+    }
+    return total;
+}
+
+/* Per layer i, over its activation inputs u[i] [batch, width]: how many (sample, unit) pairs
+ * are healthy into out[where_healthy[i]], and, for rules where f' can be zero, how many units
+ * pass gradient for at least one sample into out[where_live[i]]. slopes[i] points at layer
+ * i's PReLU slope (HEALTH_PRELU only). per_unit is scratch space for width counts. */
+KERNEL void ds_health(int count, const float *const *u, int64_t batch, int64_t width, int kind,
+                      float param, const float *const *slopes, int32_t *per_unit, float *out,
+                      const int64_t *where_healthy, const int64_t *where_live) {
+    int64_t n = batch * width;
+    for (int i = 0; i < count; i++) {
+        int64_t healthy = 0;
+        if (kind == HEALTH_WITHIN) {
+            healthy = count_within(u[i], n, param);
+        } else if (kind == HEALTH_ABOVE) {
+            healthy = count_above(u[i], n, param);
+        } else if (kind == HEALTH_RELU) {
+            healthy = positive_per_unit(u[i], batch, width, per_unit);
+            out[where_live[i]] = (float)live_units(per_unit, width);
+        } else if (kind == HEALTH_PRELU) {
+            float a = fabsf(*slopes[i]);
+            int negative_healthy = a >= param * fmaxf(a, 1.0f);
+            int64_t positive = positive_per_unit(u[i], batch, width, per_unit);
+            healthy = negative_healthy ? n : positive;
+            out[where_live[i]] = (float)(*slopes[i] != 0.0f ? width : live_units(per_unit, width));
+        } else {
+            healthy = count_derivative_at_least(u[i], n, kind, param);
+        }
+        out[where_healthy[i]] = (float)healthy;
+    }
+}
+
+/* The readout's numbers: the accuracy of logits [batch, classes] against targets (the first
+ * largest logit wins, a NaN counting as largest, as torch.argmax does; NaN without targets),
+ * the logits' mean and spread, and the norm of dL/dlogits, into out[where[0..3]]. */
+KERNEL void ds_readout(const float *logits, int64_t batch, int64_t classes, const int64_t *targets,
+                       const float *dlogits, float *out, const int64_t *where) {
+    int64_t n = batch * classes;
+    if (targets) {
+        int64_t correct = 0;
+        for (int64_t b = 0; b < batch; b++) {
+            const float *row = logits + b * classes;
+            int64_t best = 0;
+            for (int64_t c = 1; c < classes && !isnan(row[best]); c++)
+                if (row[c] > row[best] || isnan(row[c])) best = c;
+            correct += best == targets[b];
+        }
+        out[where[0]] = (float)correct / (float)batch;
+    } else {
+        out[where[0]] = NAN;
+    }
+    double sum = sum_of(logits, n);
+    out[where[1]] = (float)(sum / (double)n);
+    float mean = (float)(sum / (double)n);
+    out[where[2]] = (float)sqrt(squares_about(logits, n, mean) / (double)n);
+    out[where[3]] = (float)sqrt(squares_copy(dlogits, NULL, n));
+}
+
+/* Equal-width histograms of arrays between their min and max, as stats.RowHistograms makes
+ * them: per array i, lo into out[where_lo[i]], hi into out[where_hi[i]], and bins counts from
+ * out[where_counts[i]]. An array holding NaN gets NaN bounds, one holding ±inf an infinite
+ * bound; the host empties both (stats.read_histograms), so their counts are left at zero. */
+KERNEL void ds_histograms(int count, const float *const *x, const int64_t *n, int bins,
+                          float *out, const int64_t *where_lo, const int64_t *where_hi,
+                          const int64_t *where_counts) {
+    for (int i = 0; i < count; i++) {
+        const float *p = x[i];
+        float lo = INFINITY, hi = -INFINITY;
+        int nan = 0;
+        for (int64_t k = 0; k < n[i]; k++) {
+            float v = p[k];
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+            nan |= v != v;
+        }
+        if (nan) lo = hi = NAN;
+        out[where_lo[i]] = lo;
+        out[where_hi[i]] = hi;
+        float *counts = out + where_counts[i];
+        memset(counts, 0, (size_t)bins * sizeof(float));
+        if (!isfinite(lo) || !isfinite(hi)) continue;
+        float range = hi - lo;
+        float scale = (float)bins / (range > TINY ? range : TINY);
+        float last = (float)(bins - 1);
+        for (int64_t k = 0; k < n[i]; k++) {
+            float f = (p[k] - lo) * scale;
+            f = f < 0.0f ? 0.0f : (f > last ? last : f);
+            counts[(int)f] += 1.0f; /* floor: f >= 0 */
+        }
+    }
+}
