@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from depthscope import native
 from depthscope.layers import ACTIVATIONS
 from depthscope.model import DeepNet, Taps
-from depthscope.native import NativeStep
+from depthscope.native_step import NativeStep
 from depthscope.plan import StepPlan
 from depthscope.records import StepRecord
 from depthscope.stats import Buffers, WeightGroups
@@ -238,7 +238,7 @@ class Probe:
 
     def _native_step(self, taps: Taps) -> NativeStep:
         """The C path's NativeStep for this step's Layout, made on first use."""
-        assert self.kernels is not None
+        assert self.kernels is not None and taps.logits is not None
         key = (_same(taps.h, taps.z), self.histograms)
         step = self.native_steps.get(key)
         if step is None:
@@ -246,7 +246,9 @@ class Probe:
             transfer = Transfer(layout, self.weight_groups, self.bins)
             rule = self.activation.rule if layout.healthy else None
             batch = taps.z[0].shape[0]
-            step = NativeStep(self.kernels, transfer, self.weights, rule, batch)
+            step = NativeStep(
+                self.kernels, transfer, self.weights, rule, batch, taps.logits.numel()
+            )
             self.native_steps[key] = step
         return step
 
