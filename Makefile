@@ -43,6 +43,7 @@ format: $(STAMP)
 
 bench: $(STAMP) chromium
 	$(PY) bench/overhead.py
+	$(PY) bench/overhead.py --tensor-ops
 	$(PY) bench/stream.py
 	$(PY) bench/render.py
 	$(PY) bench/load.py

@@ -10,12 +10,17 @@ core, so the ratio reported is the CPU-time one; the wall-clock medians are kept
 Beside the median, the ratio of each side's fastest block: load only ever adds time, so that
 is the closest estimate of the uncontended cost. Writes bench/results/overhead.json.
 
+On the CPU the probe takes its C kernels when they can be built (native.py), as a user's run
+does; --tensor-ops measures its portable tensor-op path instead (DEPTHSCOPE_NATIVE=0), the one
+it falls back to without a C compiler. Each result names the path it measured.
+
 With --device cuda the networks train on the GPU and the ratio is of wall-clock time: there
 the CPU thread mostly launches kernels and then waits for them, so its CPU time measures the
 launches, not the step. Both sides wait for the device once a step (loss.item() in the plain
 loop, the record's .tolist() in depthscope), so a block's wall time covers its kernels.
 
-    python bench/overhead.py [--quick] [--device cpu|cuda] [--out PATH]   (cuda: overhead-cuda.json)
+    python bench/overhead.py [--quick] [--device cpu|cuda] [--tensor-ops] [--out PATH]
+    (default output: bench/results/overhead[-tensor-ops][-cuda].json)
 """
 
 from __future__ import annotations
@@ -112,7 +117,9 @@ def measure(
     block = max(10, round(TARGET_SECONDS / per_step / 10) * 10)  # whole histogram periods
     steps = WARMUP_STEPS + reps * block + 1
     config = make_config(depth, width, batch, activation, hist, steps, device)
-    plain, probed = plain_steps(Trainer(config)), depthscope_steps(Trainer(config))
+    probed_trainer = Trainer(config)
+    path = "C kernels" if probed_trainer.probe.kernels is not None else "tensor ops"
+    plain, probed = plain_steps(Trainer(config)), depthscope_steps(probed_trainer)
     plain(WARMUP_STEPS)
     probed(WARMUP_STEPS)
     plain_times, probed_times, ratios = [], [], []
@@ -133,6 +140,7 @@ def measure(
     ratio = statistics.median(ratios)
     return {
         "device": device,
+        "probe_path": path,
         "clock": "cpu" if device == "cpu" else "wall",
         "depth": depth,
         "width": width,
@@ -178,10 +186,17 @@ def main() -> None:
     )
     parser.add_argument("--only", default="", help="only networks like 10/64/128, and activation")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--out", type=Path, help="default: bench/results/overhead[-cuda].json")
+    parser.add_argument(
+        "--tensor-ops", action="store_true", help="the probe's portable path, no C kernels"
+    )
+    parser.add_argument("--out", type=Path, help="default: bench/results/overhead[...].json")
     args = parser.parse_args()
+    if args.tensor_ops:
+        os.environ["DEPTHSCOPE_NATIVE"] = "0"
     if args.out is None:
-        suffix = "" if args.device == "cpu" else f"-{args.device}"
+        suffix = ("-tensor-ops" if args.tensor_ops else "") + (
+            "" if args.device == "cpu" else f"-{args.device}"
+        )
         args.out = Path(__file__).parent / "results" / f"overhead{suffix}.json"
     torch.set_num_threads(1)  # one training thread on both sides
     info = machine(args.device)
@@ -199,6 +214,7 @@ def main() -> None:
                 results.append(row)
                 print(
                     f"{depth:>3}/{width:<3}/{batch:<3} {activation:<7} hist={hist:<2} "
+                    f"[{row['probe_path']}] "
                     f"plain {row['plain_ms_median']:6.2f} ms  depthscope "
                     f"{row['depthscope_ms_median']:6.2f} ms  ratio {row['ratio_median']:.2f}"
                     f" [{row['ratio_quartiles'][0]:.2f}–{row['ratio_quartiles'][1]:.2f}]"

@@ -75,6 +75,9 @@ class NativeStep:
             _HistogramSlots(t.hist_readout, t.bins, logits_size) if lay.histograms else None
         )
         self._count = count
+        # the other parameters' gradient norm: one number, after the head's HEAD
+        self.others_at = self.address + self.out.element_size() * (self.head + HEAD)
+        self._others_lengths: ctypes.Array[ctypes.c_int64] | None = None
 
     def before_update(
         self, grads: Sequence[Tensor], weights: Sequence[Tensor], others: Sequence[Tensor]
@@ -86,10 +89,11 @@ class NativeStep:
         lib.ds_norms(
             self._count, addresses(weights), n, self.saved_addresses, out, self.before_where
         )
-        if others:
-            lengths = indices([p.numel() for p in others])
+        if others:  # the same sizes every step
+            if self._others_lengths is None:
+                self._others_lengths = indices([p.numel() for p in others])
             lib.ds_norms(
-                len(others), addresses(others), lengths, None, out + 4 * (self.head + HEAD), None
+                len(others), addresses(others), self._others_lengths, None, self.others_at, None
             )
 
     def gradient(self, layer: int, grad: Tensor) -> None:

@@ -65,6 +65,13 @@ class Probe:
         self.acts: list[nn.Module] = [block.act for block in model.block_list]
         self.activation = ACTIVATIONS[model.activation]
         self.masks = self._masks()
+        rule = self.activation.rule
+        # PReLU's learned slopes, which its health rule reads (the same tensors every step)
+        self.slopes = (
+            [act.get_parameter("weight") for act in self.acts]
+            if rule is not None and rule.kind == "prelu"
+            else None
+        )
         self.plans: dict[tuple[bool, ...], StepPlan] = {}  # by Layout, made once each
         # On the CPU, the C kernels (native.py) where they can be built: same numbers, a
         # handful of calls a step instead of a few dozen tensor ops and copies.
@@ -310,7 +317,7 @@ class Probe:
         for rows, histograms in plan.hidden_histograms:
             if rows is None:  # dL/dh, as the hooks copied it
                 if self._g_copy is None:
-                    raise RuntimeError("histograms need backward(loss, keep_gradients=True)")
+                    raise RuntimeError("histograms need attach(histograms=True)")
                 rows = self._g_copy
             histograms(rows)
         torch.stack([logits.view(-1), dlogits.view(-1)], out=plan.readout)
@@ -354,9 +361,7 @@ class Probe:
             dlogits=_or_zeros(self.grads[-1], taps.logits),
             targets=None if targets.is_floating_point() else targets,
             weights=self.weights,
-            slopes=[act.get_parameter("weight") for act in self.acts]
-            if self.activation.rule is not None and self.activation.rule.kind == "prelu"
-            else None,
+            slopes=self.slopes,
         )
         return native.read(float(loss), float(clipped))
 
