@@ -81,34 +81,68 @@ def lib() -> Any:
     return kernels
 
 
-def test_native_moments_match_torch_in_double(lib: Any) -> None:
-    torch.manual_seed(0)
-    rows = [torch.randn(3000), 0.5 + 1e-4 * torch.randn(3000), torch.full((3000,), 7.0)]
-    out = torch.zeros(6)
-    lib.ds_moments(
-        3,
-        native.addresses(rows),
-        3000,
+def hidden(
+    lib: Any,
+    z: list[torch.Tensor],
+    h: list[torch.Tensor] | None = None,
+    g: list[torch.Tensor] | None = None,
+    kind: int = 0,
+    param: float = 0.0,
+    slopes: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """ds_hidden over [batch, width] tensors (u = z), as a [layers, columns] table of numbers
+    named by native.HIDDEN_COLUMNS."""
+    layers, columns = len(z), len(native.HIDDEN_COLUMNS)
+    batch, width = z[0].shape
+    where = [i * columns + c for i in range(layers) for c in range(columns)]
+    out, per_unit = torch.zeros(layers * columns), torch.zeros(width, dtype=torch.int32)
+    z_at = native.addresses(z)
+    lib.ds_hidden(
+        layers,
+        batch,
+        width,
+        z_at,
+        None if h is None else native.addresses(h),
+        z_at,
+        None if g is None else native.addresses(g),
+        kind,
+        param,
+        None if slopes is None else native.addresses(slopes),
+        per_unit.data_ptr(),
         out.data_ptr(),
-        native.indices([0, 1, 2]),
-        native.indices([3, 4, 5]),
+        native.indices(where),
     )
-    for i, row in enumerate(rows):
-        exact = row.double()
-        assert float(out[i]) == pytest.approx(float(exact.sum()), rel=1e-5, abs=1e-3)
-        centred = float((exact - exact.mean()).norm())
-        assert float(out[3 + i]) == pytest.approx(centred, rel=1e-4, abs=1e-6)
-    # a collapsed sigmoid layer: its spread is resolved, not float noise
-    assert float(out[4]) / math.sqrt(3000) == pytest.approx(1e-4, rel=0.05)
+    return out.view(layers, columns)
+
+
+def column(table: torch.Tensor, name: str) -> list[float]:
+    return table[:, native.HIDDEN_COLUMNS.index(name)].tolist()
+
+
+def test_native_moments_match_torch_in_double(lib: Any) -> None:
+    """Sums and spreads in one pass about a shift (the first row's mean), against float64,
+    also where the first row is far from the rest and where the values collapse to 0.5."""
+    torch.manual_seed(0)
+    outlier_first = torch.randn(30, 100)
+    outlier_first[0] = 1000.0
+    z = [torch.randn(30, 100), 0.5 + 1e-4 * torch.randn(30, 100), outlier_first]
+    h = [torch.full((30, 100), 7.0), torch.randn(30, 100).relu(), 3 + torch.randn(30, 100)]
+    table = hidden(lib, z, h, g=h)
+    for name, values in (("z", z), ("h", h)):
+        for i, x in enumerate(values):
+            exact = x.double()
+            assert column(table, f"{name}_sum")[i] == pytest.approx(float(exact.sum()), rel=1e-5)
+            centred = float((exact - exact.mean()).norm())
+            assert column(table, f"{name}_norm")[i] == pytest.approx(centred, rel=1e-4, abs=1e-6)
+    assert column(table, "g_norm") == pytest.approx([float(x.norm()) for x in h], rel=1e-5)
+    # the collapsed sigmoid layer's spread is resolved, not float noise
+    assert column(table, "z_norm")[1] / math.sqrt(3000) == pytest.approx(1e-4, rel=0.05)
 
 
 def test_native_non_finite_values_stay_non_finite(lib: Any) -> None:
-    rows = [torch.tensor([1.0, math.nan, 2.0]), torch.tensor([1.0, math.inf, 2.0])]
-    out = torch.zeros(4)
-    lib.ds_moments(
-        2, native.addresses(rows), 3, out.data_ptr(), native.indices([0, 1]), native.indices([2, 3])
-    )
-    assert math.isnan(out[0]) and math.isinf(out[1]) and not math.isfinite(out[3])
+    z = [torch.tensor([[1.0, math.nan, 2.0]]), torch.tensor([[1.0, math.inf, 2.0]])]
+    table = hidden(lib, z)
+    assert not any(map(math.isfinite, column(table, "z_sum") + column(table, "z_norm")))
 
 
 @pytest.mark.parametrize("values", ["normal", "ties", "constant", "nan", "inf"])
@@ -157,26 +191,14 @@ def test_native_health_counts_match_the_activation_masks(lib: Any, name: str) ->
             module.get_parameter("weight").data.fill_(slope)
     health = spec.health(u, modules, torch.empty_like(u))
     assert spec.rule is not None
-    out, per_unit = torch.zeros(2 * layers), torch.zeros(width, dtype=torch.int32)
     slopes = [m.get_parameter("weight") for m in modules] if name == "prelu" else None
-    lib.ds_health(
-        layers,
-        native.addresses(list(u)),
-        batch,
-        width,
-        native.HEALTH_KINDS[spec.rule.kind],
-        spec.rule.param,
-        None if slopes is None else native.addresses(slopes),
-        per_unit.data_ptr(),
-        out.data_ptr(),
-        native.indices(range(layers)),
-        native.indices(range(layers, 2 * layers)) if health.active is not None else None,
-    )
+    kind = native.HEALTH_KINDS[spec.rule.kind]
+    table = hidden(lib, list(u), kind=kind, param=spec.rule.param, slopes=slopes)
     healthy = [batch * width] * layers if health.healthy is None else health.healthy.sum((1, 2))
-    assert out[:layers].tolist() == [float(c) for c in healthy]
+    assert column(table, "healthy") == [float(c) for c in healthy]
     if health.active is not None:
         live = (health.active.sum(1) > 0).sum(1)
-        assert out[layers:].tolist() == [float(c) for c in live]
+        assert column(table, "live") == [float(c) for c in live]
 
 
 def test_native_readout_accuracy_follows_torch_argmax(lib: Any) -> None:

@@ -3,9 +3,10 @@
  * The portable probe (probe.py) reduces many layers per tensor op, but on small networks a
  * recorded step still pays for its ops, for copying every layer into one buffer, and for the
  * passes over that buffer. These kernels read each layer's tensors where autograd left them,
- * once or twice while they are still in the cache, and write every number straight into its
- * slot of the step's flat output buffer (transfer.py decides the slots; `where` arrays give
- * them). They compute exactly what the portable path computes, from the same definitions.
+ * layer by layer while they are in the cache, one pass per tensor, and write every number
+ * straight into its slot of the step's flat output buffer (transfer.py decides the slots;
+ * `where` arrays give them). They compute the portable path's numbers from the same
+ * definitions, equal to float rounding (histograms and counts exactly).
  *
  * Inputs are contiguous float32 arrays (native.py checks). Sums run in float lanes over
  * blocks of BLOCK values, each block's total then added in double: vectorised, and as
@@ -49,19 +50,6 @@
         }                                                                  \
     } while (0)
 
-INLINE double sum_of(const float *x, int64_t n) {
-    double total = 0.0;
-    BLOCKED_SUM(total, n, x[i]);
-    return total;
-}
-
-/* sum of squares of x - centre */
-INLINE double squares_about(const float *x, int64_t n, float centre) {
-    double total = 0.0;
-    BLOCKED_SUM(total, n, (x[i] - centre) * (x[i] - centre));
-    return total;
-}
-
 /* sum of squares of x, copying x into copy unless it is NULL */
 INLINE double squares_copy(const float *x, float *copy, int64_t n) {
     double total = 0.0;
@@ -76,16 +64,43 @@ INLINE double squares_between(const float *a, const float *b, int64_t n) {
     return total;
 }
 
-/* Per array i of n values: its sum into out[where_sum[i]], and the norm of its values about
- * their mean into out[where_norm[i]] (a second pass, centred on the exact mean: a collapsed
- * sigmoid layer varies by 1e-4 around 0.5, where E[x²] − E[x]² would be float noise). */
-KERNEL void ds_moments(int count, const float *const *x, int64_t n, float *out,
-                       const int64_t *where_sum, const int64_t *where_norm) {
-    for (int i = 0; i < count; i++) {
-        double sum = sum_of(x[i], n);
-        out[where_sum[i]] = (float)sum;
-        out[where_norm[i]] = (float)sqrt(squares_about(x[i], n, (float)(sum / (double)n)));
+/* The sum of x's n values and the sum of their squares about their mean, in one pass. The
+ * values are taken about a shift, the mean of the first `row` of them, which lies within a
+ * spread or so of the true mean: so the squares about the shift, less the squared mean offset,
+ * keep their digits even where a deep sigmoid net's activations collapse to 0.5 ± 1e-4 (where
+ * E[x²] − E[x]² in float would be noise). NaN and infinity come out non-finite. */
+INLINE void moments_of(const float *x, int64_t n, int64_t row, double *sum, double *squares) {
+    int64_t first = row < n ? row : n;
+    double head = 0.0;
+    for (int64_t i = 0; i < first; i++) head += x[i];
+    float shift = first > 0 ? (float)(head / (double)first) : 0.0f;
+    double offsets = 0.0, squared = 0.0;
+    for (int64_t start = 0; start < n; start += BLOCK) {
+        int64_t stop = start + BLOCK < n ? start + BLOCK : n;
+        float lane[LANES] = {0.0f}, lane_squared[LANES] = {0.0f};
+        int64_t k = start;
+        for (; k + LANES <= stop; k += LANES)
+            for (int j = 0; j < LANES; j++) {
+                float d = x[k + j] - shift;
+                lane[j] += d;
+                lane_squared[j] += d * d;
+            }
+        float rest = 0.0f, rest_squared = 0.0f;
+        for (; k < stop; k++) {
+            float d = x[k] - shift;
+            rest += d;
+            rest_squared += d * d;
+        }
+        for (int j = 0; j < LANES; j++) {
+            rest += lane[j];
+            rest_squared += lane_squared[j];
+        }
+        offsets += rest;
+        squared += rest_squared;
     }
+    *sum = (double)shift * (double)n + offsets;
+    double about_mean = squared - offsets * offsets / (double)n;
+    *squares = about_mean < 0.0 ? 0.0 : about_mean; /* rounding only; NaN stays NaN */
 }
 
 /* Per array i of n[i] values: its norm into out[where[i]]; copied into copies[i] as well
@@ -171,33 +186,64 @@ INLINE int64_t count_derivative_at_least(const float *u, int64_t n, int kind, fl
     return total;
 }
 
-/* Per layer i, over its activation inputs u[i] [batch, width]: how many (sample, unit) pairs
- * are healthy into out[where_healthy[i]], and, for rules where f' can be zero, how many units
- * pass gradient for at least one sample into out[where_live[i]]. slopes[i] points at layer
- * i's PReLU slope (HEALTH_PRELU only). per_unit is scratch space for width counts. */
-KERNEL void ds_health(int count, const float *const *u, int64_t batch, int64_t width, int kind,
-                      float param, const float *const *slopes, int32_t *per_unit, float *out,
-                      const int64_t *where_healthy, const int64_t *where_live) {
+/* Over one layer's activation inputs u [batch, width]: how many (sample, unit) pairs are
+ * healthy; for rules where f' can be zero, also how many units pass gradient for at least one
+ * sample, into *live. slope: the layer's PReLU slope (HEALTH_PRELU only). per_unit: scratch
+ * space for width counts. */
+INLINE int64_t health_of(const float *u, int64_t batch, int64_t width, int kind, float param,
+                         const float *slope, int32_t *per_unit, int64_t *live) {
     int64_t n = batch * width;
-    for (int i = 0; i < count; i++) {
-        int64_t healthy = 0;
-        if (kind == HEALTH_WITHIN) {
-            healthy = count_within(u[i], n, param);
-        } else if (kind == HEALTH_ABOVE) {
-            healthy = count_above(u[i], n, param);
-        } else if (kind == HEALTH_RELU) {
-            healthy = positive_per_unit(u[i], batch, width, per_unit);
-            out[where_live[i]] = (float)live_units(per_unit, width);
-        } else if (kind == HEALTH_PRELU) {
-            float a = fabsf(*slopes[i]);
-            int negative_healthy = a >= param * fmaxf(a, 1.0f);
-            int64_t positive = positive_per_unit(u[i], batch, width, per_unit);
-            healthy = negative_healthy ? n : positive;
-            out[where_live[i]] = (float)(*slopes[i] != 0.0f ? width : live_units(per_unit, width));
-        } else {
-            healthy = count_derivative_at_least(u[i], n, kind, param);
+    if (kind == HEALTH_WITHIN) return count_within(u, n, param);
+    if (kind == HEALTH_ABOVE) return count_above(u, n, param);
+    if (kind == HEALTH_RELU) {
+        int64_t positive = positive_per_unit(u, batch, width, per_unit);
+        *live = live_units(per_unit, width);
+        return positive;
+    }
+    if (kind == HEALTH_PRELU) {
+        float a = fabsf(*slope);
+        int negative_healthy = a >= param * fmaxf(a, 1.0f);
+        int64_t positive = positive_per_unit(u, batch, width, per_unit);
+        *live = *slope != 0.0f ? width : live_units(per_unit, width);
+        return negative_healthy ? n : positive;
+    }
+    return count_derivative_at_least(u, n, kind, param);
+}
+
+/* Columns of ds_hidden's `where` table, one row per layer: where each number goes in `out`
+ * (-1: not wanted). */
+enum { Z_SUM, Z_NORM, H_SUM, H_NORM, HEALTHY, LIVE, G_NORM, COLUMNS };
+
+/* Every hidden layer's numbers, layer by layer so that its tensors are still in the cache
+ * for the next pass over them: z's sum and spread (norm about its mean), the health counts
+ * over the activation inputs u (when kind != 0), h's sum and spread (unless h is NULL: h is
+ * z), and the norm of dL/dh (unless g is NULL: the hooks took it). Each tensor is
+ * [batch, width]; slopes[i] points at layer i's PReLU slope (HEALTH_PRELU only); per_unit is
+ * scratch space for width counts. */
+KERNEL void ds_hidden(int layers, int64_t batch, int64_t width, const float *const *z,
+                      const float *const *h, const float *const *u, const float *const *g,
+                      int kind, float param, const float *const *slopes, int32_t *per_unit,
+                      float *out, const int64_t *where) {
+    int64_t n = batch * width;
+    double sum, squares;
+    for (int i = 0; i < layers; i++) {
+        const int64_t *at = where + (int64_t)i * COLUMNS;
+        moments_of(z[i], n, width, &sum, &squares);
+        out[at[Z_SUM]] = (float)sum;
+        out[at[Z_NORM]] = (float)sqrt(squares);
+        if (kind != 0) {
+            int64_t live = 0;
+            int64_t healthy = health_of(u[i], batch, width, kind, param,
+                                        slopes ? slopes[i] : NULL, per_unit, &live);
+            out[at[HEALTHY]] = (float)healthy;
+            if (at[LIVE] >= 0) out[at[LIVE]] = (float)live;
         }
-        out[where_healthy[i]] = (float)healthy;
+        if (h) {
+            moments_of(h[i], n, width, &sum, &squares);
+            out[at[H_SUM]] = (float)sum;
+            out[at[H_NORM]] = (float)sqrt(squares);
+        }
+        if (g) out[at[G_NORM]] = (float)sqrt(squares_copy(g[i], NULL, n));
     }
 }
 
@@ -220,10 +266,10 @@ KERNEL void ds_readout(const float *logits, int64_t batch, int64_t classes, cons
     } else {
         out[where[0]] = NAN;
     }
-    double sum = sum_of(logits, n);
+    double sum, squares;
+    moments_of(logits, n, classes, &sum, &squares);
     out[where[1]] = (float)(sum / (double)n);
-    float mean = (float)(sum / (double)n);
-    out[where[2]] = (float)sqrt(squares_about(logits, n, mean) / (double)n);
+    out[where[2]] = (float)sqrt(squares / (double)n);
     out[where[3]] = (float)sqrt(squares_copy(dlogits, NULL, n));
 }
 

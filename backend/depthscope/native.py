@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -37,16 +38,18 @@ SOURCE = Path(__file__).with_name("native.c")
 # histograms' bin edges agree); -fopenmp-simd: vectorise the marked loops, no OpenMP runtime.
 FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp-simd", "-ffp-contract=off", "-fno-math-errno")
 HEALTH_KINDS = {"within": 1, "above": 2, "relu": 3, "prelu": 4, "gelu": 5, "silu": 6}
+# ds_hidden's `where` table: per layer, the slot of each of these numbers (-1: not wanted)
+HIDDEN_COLUMNS = ("z_sum", "z_norm", "h_sum", "h_norm", "healthy", "live", "g_norm")
 
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
-_SIGNATURES: dict[str, list[type]] = {
-    "ds_moments": [ctypes.c_int, _P, _I64, _P, _P, _P],
-    "ds_norms": [ctypes.c_int, _P, _P, _P, _P, _P],
-    "ds_difference_norms": [ctypes.c_int, _P, _P, _P, _P, _P],
-    "ds_health": [ctypes.c_int, _P, _I64, _I64, ctypes.c_int, ctypes.c_float, _P, _P, _P, _P, _P],
+_INT, _FLOAT = ctypes.c_int, ctypes.c_float
+_SIGNATURES: dict[str, list[Any]] = {  # argument types, as native.c declares them
+    "ds_hidden": [_INT, _I64, _I64, _P, _P, _P, _P, _INT, _FLOAT, _P, _P, _P, _P],
+    "ds_norms": [_INT, _P, _P, _P, _P, _P],
+    "ds_difference_norms": [_INT, _P, _P, _P, _P, _P],
     "ds_readout": [_P, _I64, _I64, _P, _P, _P, _P],
-    "ds_histograms": [ctypes.c_int, _P, _P, ctypes.c_int, _P, _P, _P, _P],
+    "ds_histograms": [_INT, _P, _P, _INT, _P, _P, _P, _P],
 }
 
 
@@ -120,8 +123,12 @@ def kernels() -> ctypes.CDLL | None:
 
 
 def usable_for(parameters: Sequence[Tensor]) -> bool:
-    """Whether the kernels can compute a model's statistics: float32 on the CPU."""
-    return all(p.device.type == "cpu" and p.dtype == torch.float32 for p in parameters)
+    """Whether the kernels can compute a model's statistics: float32 on the CPU, contiguous
+    (they read the weights where they lie, by address)."""
+    return all(
+        p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous()
+        for p in parameters
+    )
 
 
 # -- arguments ---------------------------------------------------------------------------------
@@ -133,6 +140,9 @@ def indices(values: Sequence[int]) -> ctypes.Array[ctypes.c_int64]:
 def addresses(tensors: Sequence[Tensor]) -> ctypes.Array[ctypes.c_void_p]:
     """The tensors' data addresses, for kernels that read them as flat float arrays. A tensor
     that is not contiguous is copied first; the array keeps what it points into alive."""
+    found = [t.data_ptr() for t in tensors if t.is_contiguous()]
+    if len(found) == len(tensors):  # the usual case: the caller holds the tensors
+        return (_P * len(found))(*found)
     flat = [t if t.is_contiguous() else t.contiguous() for t in tensors]
     array = (_P * len(flat))(*[t.data_ptr() for t in flat])
     setattr(array, "tensors", flat)  # noqa: B010 (ctypes arrays take attributes)

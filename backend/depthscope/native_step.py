@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from depthscope.layers import HealthRule
-from depthscope.native import HEALTH_KINDS, addresses, indices
+from depthscope.native import HEALTH_KINDS, HIDDEN_COLUMNS, addresses, indices
 from depthscope.stats import WeightGroups
 from depthscope.transfer import HEAD, Span, Transfer
 
@@ -45,21 +45,21 @@ class NativeStep:
         self.address = self.out.data_ptr()
         self.host = (ctypes.c_float * t.size).from_address(self.address)
         rows = range(layers)
-        self.z_where = (
-            indices([t.sums.start + i for i in rows]),
-            indices([t.norms.start + i for i in rows]),
-        )
-        self.h_where = (
-            indices([t.sums.start + layers + i for i in rows]),
-            indices([t.norms.start + layers + i for i in rows]),
-        )
-        g_where = [t.g_norms.start + i for i in rows]
-        self.g_norms = indices(g_where)
-        self.g_single = [indices([w]) for w in g_where]  # one layer's, for the hooks
+        slot = {  # per layer, where each of ds_hidden's numbers goes
+            "z_sum": [t.sums.start + i for i in rows],
+            "z_norm": [t.norms.start + i for i in rows],
+            "h_sum": [t.sums.start + layers + i for i in rows],
+            "h_norm": [t.norms.start + layers + i for i in rows],
+            "healthy": [t.sums.start + t.mask_row + i for i in rows],
+            "live": [t.live.start + i if lay.active else -1 for i in rows],
+            "g_norm": [t.g_norms.start + i for i in rows],
+        }
+        if lay.h_is_z:
+            slot["h_sum"] = slot["h_norm"] = [-1] * layers
+        self.hidden_where = indices([slot[column][i] for i in rows for column in HIDDEN_COLUMNS])
+        self.g_single = [indices([w]) for w in slot["g_norm"]]  # one layer's, for the hooks
         self.g_lengths = indices([self.n] * layers)
-        self.healthy = indices([t.sums.start + t.mask_row + i for i in rows])
-        self.live = indices([t.live.start + i for i in rows]) if lay.active else None
-        self.rule = (HEALTH_KINDS[rule.kind], rule.param) if rule is not None else None
+        self.rule = (HEALTH_KINDS[rule.kind], rule.param) if rule is not None else (0, 0.0)
         self.per_unit = torch.zeros(lay.width, dtype=torch.int32)
         self.head = t.head.start
         self.readout = indices([self.head + i for i in (1, 3, 4, 5)])  # accuracy … dL/dlogits
@@ -70,6 +70,9 @@ class NativeStep:
         self.weight_lengths = indices([w.numel() for w in weights])
         self.saved = [torch.empty_like(w, device="cpu") for w in weights]  # values before
         self.saved_addresses = addresses(self.saved)
+        # parameters are updated in place (every torch optimizer does): their storage, and so
+        # these addresses, stay the same from step to step
+        self.weights_at = addresses(weights)
         self.histograms = [_HistogramSlots(span, t.bins, self.n) for span in t.hist_hidden]
         self.readout_histograms = (
             _HistogramSlots(t.hist_readout, t.bins, logits_size) if lay.histograms else None
@@ -79,16 +82,12 @@ class NativeStep:
         self.others_at = self.address + self.out.element_size() * (self.head + HEAD)
         self._others_lengths: ctypes.Array[ctypes.c_int64] | None = None
 
-    def before_update(
-        self, grads: Sequence[Tensor], weights: Sequence[Tensor], others: Sequence[Tensor]
-    ) -> None:
+    def before_update(self, grads: Sequence[Tensor], others: Sequence[Tensor]) -> None:
         """Norms of the weights' gradients (before clipping) and of their values, which are
         copied for the update's norm; the other parameters' gradients: one norm together."""
         lib, out, n = self.lib, self.address, self.weight_lengths
         lib.ds_norms(self._count, addresses(grads), n, None, out, self.grad_where)
-        lib.ds_norms(
-            self._count, addresses(weights), n, self.saved_addresses, out, self.before_where
-        )
+        lib.ds_norms(self._count, self.weights_at, n, self.saved_addresses, out, self.before_where)
         if others:  # the same sizes every step
             if self._others_lengths is None:
                 self._others_lengths = indices([p.numel() for p in others])
@@ -114,7 +113,6 @@ class NativeStep:
         logits: Tensor,
         dlogits: Tensor,
         targets: Tensor | None,
-        weights: Sequence[Tensor],
         slopes: Sequence[Tensor] | None,
     ) -> None:
         """Everything else, after the update: moments of z and h (None: h is z), the health
@@ -124,31 +122,25 @@ class NativeStep:
         histograms of h."""
         lib, out, layers = self.lib, self.address, len(z)
         z_at = addresses(z)
-        lib.ds_moments(layers, z_at, self.n, out, *self.z_where)
         h_at = z_at if h is None else addresses(h)
-        if h is not None:
-            lib.ds_moments(layers, h_at, self.n, out, *self.h_where)
-        if self.rule is not None:
-            u_at = z_at if u is z else h_at if u is h else addresses(u)
-            kind, param = self.rule
-            slopes_at = None if slopes is None else addresses(slopes)
-            lib.ds_health(
-                layers,
-                u_at,
-                self.batch,
-                self.width,
-                kind,
-                param,
-                slopes_at,
-                self.per_unit.data_ptr(),
-                out,
-                self.healthy,
-                self.live,
-            )
-        g_at = None
-        if grads is not None:
-            g_at = addresses(grads)
-            lib.ds_norms(layers, g_at, self.g_lengths, None, out, self.g_norms)
+        u_at = z_at if u is z else h_at if u is h else addresses(u)
+        g_at = None if grads is None else addresses(grads)
+        kind, param = self.rule
+        lib.ds_hidden(
+            layers,
+            self.batch,
+            self.width,
+            z_at,
+            None if h is None else h_at,
+            u_at,
+            g_at,
+            kind,
+            param,
+            None if slopes is None else addresses(slopes),
+            self.per_unit.data_ptr(),
+            out,
+            self.hidden_where,
+        )
         classes = logits.shape[1] if logits.dim() > 1 else 1
         lib.ds_readout(
             logits.data_ptr(),
@@ -161,7 +153,7 @@ class NativeStep:
         )
         lib.ds_difference_norms(
             self._count,
-            addresses(weights),
+            self.weights_at,
             self.saved_addresses,
             self.weight_lengths,
             out,

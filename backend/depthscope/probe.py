@@ -176,7 +176,7 @@ class Probe:
         the other parameters' gradients only count towards the total norm."""
         if self.native is not None:
             grads = [_grad(w) for w in self.weights]
-            self.native.before_update(grads, self.weights, [_grad(p) for p in self.others])
+            self.native.before_update(grads, [_grad(p) for p in self.others])
             return
         self.weight_groups.before_update([_grad(w) for w in self.weights])
         if self.others:  # only their total counts: one norm over them all
@@ -360,7 +360,6 @@ class Probe:
             logits=taps.logits,
             dlogits=_or_zeros(self.grads[-1], taps.logits),
             targets=None if targets.is_floating_point() else targets,
-            weights=self.weights,
             slopes=self.slopes,
         )
         return native.read(float(loss), float(clipped))
