@@ -8,6 +8,7 @@ far less than three Python forward hooks per block would at depth 100.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,12 @@ class Taps:
     u: list[Tensor] = field(default_factory=list)
     h: list[Tensor] = field(default_factory=list)
     logits: Tensor | None = None
+
+
+def same_tensors(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:
+    """Whether two per-layer lists of taps hold the very same tensors (h is z without a norm
+    after the activation or a residual add; a residual add breaks it on some layers only)."""
+    return all(x is y for x, y in zip(a, b, strict=True))
 
 
 class Block(nn.Module):

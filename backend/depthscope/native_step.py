@@ -15,8 +15,9 @@ import torch
 from torch import Tensor
 
 from depthscope.layers import HealthRule
+from depthscope.model import Taps, same_tensors
 from depthscope.native import HEALTH_KINDS, HIDDEN_COLUMNS, addresses, indices
-from depthscope.stats import WeightGroups
+from depthscope.stats import WeightGroups, or_zeros
 from depthscope.transfer import HEAD, Span, Transfer
 
 
@@ -106,25 +107,32 @@ class NativeStep:
 
     def finish(
         self,
-        z: Sequence[Tensor],
-        h: Sequence[Tensor] | None,
-        u: Sequence[Tensor],
-        grads: Sequence[Tensor] | None,
-        logits: Tensor,
-        dlogits: Tensor,
-        targets: Tensor | None,
+        taps: Taps,
+        grads: Sequence[Tensor | None],
+        targets: Tensor,
         slopes: Sequence[Tensor] | None,
+        hooks_took_dh: bool,
     ) -> None:
-        """Everything else, after the update: moments of z and h (None: h is z), the health
-        counts over the activation inputs u (read once more only when u is neither z nor h),
-        the norms (and histograms) of dL/dh unless the hooks took them (grads None), the
-        readout's numbers (accuracy without targets: NaN), the weights' update norms and the
-        histograms of h."""
+        """Everything else, after the update: per hidden layer the moments of z and h, the
+        health counts over the activation inputs u and the norm of dL/dh (unless the hooks
+        took it), the readout's numbers (accuracy from `targets`; a regression's float
+        targets give NaN), the weights' update norms and the step's histograms. `grads`:
+        dL/dh per hidden layer, then dL/dlogits (None where autograd had none)."""
+        assert taps.logits is not None
+        z, logits = taps.z, taps.logits
+        h = None if self.transfer.layout.h_is_z else taps.h
+        u = z if same_tensors(taps.u, z) else taps.h if same_tensors(taps.u, taps.h) else taps.u
+        hidden = None
+        if not hooks_took_dh:
+            hidden = [or_zeros(g, x) for g, x in zip(grads[:-1], taps.h, strict=True)]
+        # contiguous, as the kernels read them (a no-op for what autograd and the model make)
+        logits, dlogits = logits.contiguous(), or_zeros(grads[-1], logits).contiguous()
+        targets = targets.contiguous()
         lib, out, layers = self.lib, self.address, len(z)
         z_at = addresses(z)
         h_at = z_at if h is None else addresses(h)
         u_at = z_at if u is z else h_at if u is h else addresses(u)
-        g_at = None if grads is None else addresses(grads)
+        g_at = None if hidden is None else addresses(hidden)
         kind, param = self.rule
         lib.ds_hidden(
             layers,
@@ -146,7 +154,7 @@ class NativeStep:
             logits.data_ptr(),
             logits.shape[0],
             classes,
-            None if targets is None else targets.data_ptr(),
+            None if targets.is_floating_point() else targets.data_ptr(),
             dlogits.data_ptr(),
             out,
             self.readout,

@@ -1,20 +1,16 @@
-"""The probe: every per-layer statistic of DESIGN §5 at a recorded step, computed on the device.
+"""The probe: every per-layer statistic of DESIGN §5 at a recorded step, computed where the
+model trains, with one transfer to the host.
 
-On small networks a step's cost is the number of tensor ops, on large ones the passes over
-memory, so the probe keeps both few. The hidden layers' z, h and dL/dh are concatenated once
-into ONE [rows, batch × units] buffer it owns and keeps from step to step; the activation's
-healthy mask is written as further rows of it, so one row sum gives the means and the health
-counts together (ReLU, whose one mask also says which units are dead, is counted per unit
-instead: one read of the mask rather than two). Parameter-shaped quantities are stacked by
-shape (a handful of ops whatever the depth). Every op writes its numbers with `out=` into its
-slot of one flat tensor (see transfer.py), which leaves the device in ONE `.tolist()`; the
-host does the rest. docs/probe.md has the whole story.
-
-That is the portable path, for any device. On the CPU, when a C compiler can build them, the
-C kernels of native.py compute the same numbers into the same slots instead: they read each
-layer's tensors where autograd left them (no hidden buffer, no copies of the gradients), a
-handful of calls a step, which is what brings the probe's cost near plain training on small
-networks. DEPTHSCOPE_NATIVE=0 turns them off.
+The probe owns a step's lifecycle: it taps the forward pass (`Taps`), backpropagates keeping
+dL/dh_l, copies what the update will change, and turns the step's numbers into a StepRecord.
+The numbers themselves come from one of two paths, which fill the same slots of one flat
+buffer (transfer.py) and give the same records to float rounding:
+  - the C kernels (native_step.py), on the CPU when a C compiler can build them: they read
+    each layer's tensors where autograd left them, a handful of calls a step;
+  - batched tensor ops (plan.py), on any device: the layers are concatenated into one buffer
+    and reduced a handful of ops at a time, whatever the depth; the buffer leaves the device
+    in ONE `.tolist()`.
+DEPTHSCOPE_NATIVE=0 forces the tensor ops. docs/probe.md has the whole story.
 
 Lifecycle of a recorded step, driven by the trainer:
     probe.attach(hist)      before the forward pass: the model starts filling `Taps`
@@ -37,11 +33,11 @@ from torch import Tensor, nn
 
 from depthscope import native
 from depthscope.layers import ACTIVATIONS
-from depthscope.model import DeepNet, Taps
+from depthscope.model import DeepNet, Taps, same_tensors
 from depthscope.native_step import NativeStep
 from depthscope.plan import StepPlan
 from depthscope.records import StepRecord
-from depthscope.stats import Buffers, WeightGroups
+from depthscope.stats import Buffers, WeightGroups, or_zeros
 from depthscope.transfer import Layout, Transfer
 
 HISTOGRAM_BINS = 32
@@ -134,7 +130,7 @@ class Probe:
         self.grads = list(grads[: len(outputs)])
         if not keep_gradients and self.native is None:
             hidden = zip(self.grads[:-1], taps.h, strict=True)
-            self._g_norms = list(torch._foreach_norm([_or_zeros(g, h) for g, h in hidden]))
+            self._g_norms = list(torch._foreach_norm([or_zeros(g, h) for g, h in hidden]))
         for p, g in zip(self.params, grads[len(outputs) :], strict=True):
             p.grad = g if p.grad is None or g is None else p.grad + g
 
@@ -214,7 +210,7 @@ class Probe:
             layers=len(taps.z),
             n=taps.z[0].numel(),
             width=self.width,
-            h_is_z=_same(taps.h, taps.z),
+            h_is_z=same_tensors(taps.h, taps.z),
             g_rows=g_rows,
             healthy=healthy,
             active=active,
@@ -227,7 +223,7 @@ class Probe:
         """The StepPlan for this step's Layout, made on first use."""
         assert taps.logits is not None
         g_rows = self._g_copy is None and self._g_norms is None
-        key = (_same(taps.h, taps.z), g_rows, with_histograms)
+        key = (same_tensors(taps.h, taps.z), g_rows, with_histograms)
         plan = self.plans.get(key)
         if plan is None:
             layout = self._layout(taps, g_rows, with_histograms)
@@ -239,14 +235,22 @@ class Probe:
             if not g_rows and not _large(z):
                 rows += layout.layers
             x = self.scratch.get("x", (rows, layout.n), z)
-            plan = StepPlan(transfer, x, taps.logits.numel(), self.bins)
+            plan = StepPlan(
+                transfer,
+                x,
+                taps.logits.numel(),
+                self.bins,
+                self.activation,
+                self.acts,
+                self.weight_groups,
+            )
             self.plans[key] = plan
         return plan
 
     def _native_step(self, taps: Taps) -> NativeStep:
         """The C path's NativeStep for this step's Layout, made on first use."""
         assert self.kernels is not None and taps.logits is not None
-        key = (_same(taps.h, taps.z), self.histograms)
+        key = (same_tensors(taps.h, taps.z), self.histograms)
         step = self.native_steps.get(key)
         if step is None:
             layout = self._layout(taps, False, self.histograms)
@@ -261,67 +265,26 @@ class Probe:
 
     @torch.no_grad()
     def step_tensors(self, scalars: Sequence[Tensor], with_histograms: bool) -> StepPlan:
-        """Fill the step's flat buffer, `plan.out`, on the device (see transfer.py for its
-        slots) from `scalars` (loss, accuracy, clipped), the taps, the gradients and the
-        weight copies."""
+        """The tensor-op path: fill the step's flat buffer, `plan.out`, on the device from
+        `scalars` (loss, accuracy, clipped), the taps, the gradients and the weight copies."""
         taps = self._require_taps()
         assert taps.logits is not None
         plan = self._plan(taps, with_histograms)
-        lay = plan.transfer.layout
-        filled = [*taps.z] if lay.h_is_z else [*taps.z, *taps.h]
-        if lay.g_rows:
-            filled += [_or_zeros(g, h) for g, h in zip(self.grads[:-1], taps.h, strict=True)]
-        torch.cat(filled, out=plan.filled)
-        dlogits = _or_zeros(self.grads[-1], taps.logits)
-        if with_histograms:  # first: the moments below centre z and h in place
-            self._histograms(plan, taps.logits, dlogits)
-        self._health(plan, taps)  # before centring too: the activation input may be z
-        plan.moments()
-        if self._g_copy is not None:  # dL/dh as the hooks copied it, or just its norms
-            torch.linalg.vector_norm(self._g_copy, dim=1, out=plan.g_norms)
-        elif self._g_norms is not None:
-            torch.stack(self._g_norms, out=plan.g_norms)
-        out_std, out_mean = torch.std_mean(taps.logits, correction=0)
-        others = [] if self._others_norm is None else [self._others_norm]
-        head = [*scalars, out_mean, out_std, torch.linalg.vector_norm(dlogits), *others]
-        torch.stack(head, out=plan.head)
-        self.weight_groups.norms_(plan.weights)
+        hidden_grads = (
+            [or_zeros(g, h) for g, h in zip(self.grads[:-1], taps.h, strict=True)]
+            if plan.transfer.layout.g_rows
+            else None
+        )
+        plan.fill(
+            taps,
+            scalars,
+            others=[] if self._others_norm is None else [self._others_norm],
+            dlogits=or_zeros(self.grads[-1], taps.logits),
+            hidden_grads=hidden_grads,
+            g_copy=self._g_copy,
+            g_norms=self._g_norms,
+        )
         return plan
-
-    def _health(self, plan: StepPlan, taps: Taps) -> None:
-        """The activation's masks over its inputs u: the healthy one into the mask rows of
-        the hidden buffer (summed there with the moments, unless it is also the active
-        mask), and per layer how many units are active (f' != 0) for at least one sample
-        into the live slot."""
-        if plan.mask is None:
-            return
-        if _same(taps.u, taps.z):
-            u = plan.z
-        elif _same(taps.u, taps.h):
-            u = plan.h
-        else:  # a normalization before the activation
-            u = self.scratch.get("u", plan.z.shape, plan.z)
-            torch.cat(taps.u, out=u.view(-1, self.width))
-        health = self.activation.health(u, self.acts, plan.mask)
-        if health.healthy is not None and health.healthy.data_ptr() != plan.mask.data_ptr():
-            plan.mask.copy_(health.healthy)
-        if health.active is not None:  # per unit, how many samples pass gradient
-            per_unit = torch.sum(health.active, 1)  # [layers, units]
-            torch.linalg.vector_norm(per_unit, ord=0, dim=1, out=plan.live)  # units > 0
-            if plan.transfer.layout.active_is_healthy:  # one read of the mask, not two
-                torch.sum(per_unit, 1, out=plan.mask_counts)
-
-    def _histograms(self, plan: StepPlan, logits: Tensor, dlogits: Tensor) -> None:
-        """Histograms of h_l and dL/dh_l (adjacent rows of the hidden buffer, or h rows and
-        the hooks' copy), then of the readout's logits and dL/dlogits."""
-        for rows, histograms in plan.hidden_histograms:
-            if rows is None:  # dL/dh, as the hooks copied it
-                if self._g_copy is None:
-                    raise RuntimeError("histograms need attach(histograms=True)")
-                rows = self._g_copy
-            histograms(rows)
-        torch.stack([logits.view(-1), dlogits.view(-1)], out=plan.readout)
-        plan.readout_histograms(plan.readout)
 
     # -- one transfer, then the host's share ------------------------------------------------
     @torch.no_grad()
@@ -330,8 +293,11 @@ class Probe:
         regression's float targets give NaN) and whether clipping acted (0-d bool)."""
         try:
             if self.native is not None:
+                taps = self._require_taps()
+                hooks_took_dh = _large(taps.h[0])  # its norms (and histograms) are in
+                self.native.finish(taps, self.grads, targets, self.slopes, hooks_took_dh)
                 transfer = self.native.transfer
-                flat = self._native_finish(self.native, loss, targets, clipped)
+                flat = self.native.read(float(loss), float(clipped))
             else:
                 logits = self._require_taps().logits
                 assert logits is not None
@@ -342,27 +308,6 @@ class Probe:
         finally:
             self.detach()
         return transfer.record(step, flat)
-
-    def _native_finish(
-        self, native: NativeStep, loss: Tensor, targets: Tensor, clipped: Tensor
-    ) -> list[float]:
-        taps = self._require_taps()
-        assert taps.logits is not None
-        lay = native.transfer.layout
-        u = taps.z if _same(taps.u, taps.z) else taps.h if _same(taps.u, taps.h) else taps.u
-        small = not _large(taps.h[0])
-        grads = [_or_zeros(g, h) for g, h in zip(self.grads[:-1], taps.h, strict=True)]
-        native.finish(
-            z=taps.z,
-            h=None if lay.h_is_z else taps.h,
-            u=u,
-            grads=grads if small else None,
-            logits=taps.logits,
-            dlogits=_or_zeros(self.grads[-1], taps.logits),
-            targets=None if targets.is_floating_point() else targets,
-            slopes=self.slopes,
-        )
-        return native.read(float(loss), float(clipped))
 
 
 def accuracy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -378,11 +323,7 @@ def _large(layer_output: Tensor) -> bool:
 
 
 def _grad(p: Tensor) -> Tensor:
-    return _or_zeros(p.grad, p)
-
-
-def _or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
-    return grad if grad is not None else torch.zeros_like(like)
+    return or_zeros(p.grad, p)
 
 
 def _copy_into(row: Tensor, grad: Tensor) -> None:
@@ -391,9 +332,3 @@ def _copy_into(row: Tensor, grad: Tensor) -> None:
 
 def _norm_into(norms: list[Tensor], index: int, grad: Tensor) -> None:
     norms[index] = torch.linalg.vector_norm(grad)
-
-
-def _same(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:
-    """Whether two per-layer lists hold the very same tensors (a residual add breaks this on
-    some layers only)."""
-    return all(x is y for x, y in zip(a, b, strict=True))

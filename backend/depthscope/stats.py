@@ -18,6 +18,11 @@ from torch import Tensor
 TINY = 1e-30
 
 
+def or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
+    """A gradient autograd left out (None: the tensor did not affect the loss) as zeros."""
+    return grad if grad is not None else torch.zeros_like(like)
+
+
 class Buffers:
     """Scratch tensors kept from step to step, by name. Contents are undefined on return.
     Call under `torch.no_grad()`: `out=` does not take tensors that require grad."""
