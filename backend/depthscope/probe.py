@@ -166,19 +166,20 @@ class Probe:
     def _keep(self, index: int, grad: Tensor) -> None:
         self.grads[index] = grad
 
-    @torch.no_grad()
     def before_update(self) -> None:
         """Copy the weights' gradients (before any clipping) and values before the update;
-        the other parameters' gradients only count towards the total norm."""
+        the other parameters' gradients only count towards the total norm. (The C path runs
+        no tensor op, so it needs no `torch.no_grad()`, which costs µs to enter.)"""
         if self.native is not None:
             grads = [_grad(w) for w in self.weights]
             self.native.before_update(grads, [_grad(p) for p in self.others])
             return
-        self.weight_groups.before_update([_grad(w) for w in self.weights])
-        if self.others:  # only their total counts: one norm over them all
-            # biases and norm parameters are 1-D already: no view per tensor per step
-            flat = torch.cat([_grad(p) if p.dim() == 1 else _grad(p).view(-1) for p in self.others])
-            self._others_norm = torch.linalg.vector_norm(flat)
+        with torch.no_grad():
+            self.weight_groups.before_update([_grad(w) for w in self.weights])
+            if self.others:  # only their total counts: one norm over them all
+                # biases and norm parameters are 1-D already: no view per tensor per step
+                flat = [_grad(p) if p.dim() == 1 else _grad(p).view(-1) for p in self.others]
+                self._others_norm = torch.linalg.vector_norm(torch.cat(flat))
 
     def detach(self) -> None:
         self.grads, self._g_copy, self._g_norms = [], None, None
@@ -287,7 +288,6 @@ class Probe:
         return plan
 
     # -- one transfer, then the host's share ------------------------------------------------
-    @torch.no_grad()
     def finish(self, step: int, loss: Tensor, targets: Tensor, clipped: Tensor) -> StepRecord:
         """Build the step's record from the 0-d loss, the batch's targets (the accuracy's; a
         regression's float targets give NaN) and whether clipping acted (0-d bool)."""
@@ -297,12 +297,13 @@ class Probe:
                 hooks_took_dh = _large(taps.h[0])  # its norms (and histograms) are in
                 self.native.finish(taps, self.grads, targets, self.slopes, hooks_took_dh)
                 transfer = self.native.transfer
-                flat = self.native.read(float(loss), float(clipped))
+                flat = self.native.read(loss.item(), float(clipped.item()))
             else:
                 logits = self._require_taps().logits
                 assert logits is not None
-                scalars = [loss, accuracy(logits, targets), clipped]
-                plan = self.step_tensors(scalars, self.histograms)
+                with torch.no_grad():
+                    scalars = [loss, accuracy(logits, targets), clipped]
+                    plan = self.step_tensors(scalars, self.histograms)
                 transfer = plan.transfer
                 flat = plan.out.tolist()  # the one host transfer
         finally:
