@@ -83,3 +83,20 @@ def test_server_watch_notices_a_vanished_server() -> None:
     assert ServerWatch(gone.pid, every_s=0).gone()
     assert not ServerWatch(os.getpid(), every_s=0).gone()
     assert not ServerWatch(None).gone()
+
+
+def loaded_after_import(module: str) -> str:
+    """Whether the probe's C kernels are loaded once `module` is imported, in a fresh process."""
+    code = f"import {module}, depthscope.native as n; print(n._load.cache_info().currsize)"
+    env = {k: v for k, v in os.environ.items() if k != "DEPTHSCOPE_NATIVE"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    return done.stdout.strip()
+
+
+def test_worker_module_loads_the_kernels_for_every_forked_run() -> None:
+    """The fork server imports depthscope.worker: the kernels are built or loaded there once,
+    and each run's process inherits them. Importing the engine alone loads nothing."""
+    assert loaded_after_import("depthscope.trainer") == "0"
+    assert loaded_after_import("depthscope.worker") == "1"

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import torch
 
+from depthscope import native
 from depthscope.config import RunConfig
 from depthscope.records import StepRecord
 from depthscope.store import RunStore
@@ -25,6 +26,11 @@ from depthscope.trainer import RunResult, Trainer
 # tens of records per transaction instead of one.
 FLUSH_INTERVAL_S = 0.008
 FLUSH_MAX_RECORDS = 512
+
+# The probe's C kernels, built or loaded here, once: the run manager's fork server imports this
+# module, and every run's process is forked from it with the library already loaded (so no run
+# compiles, loads, or warns that there is no compiler, on its own).
+native.kernels()
 
 
 class StopFlag(Protocol):
