@@ -39,7 +39,7 @@ HealthFn = Callable[[Tensor, Sequence[nn.Module], Tensor], Health]
 @dataclass(frozen=True)
 class HealthRule:
     """The same health check as the activation's `health`, as data for the C kernels
-    (native.c, `ds_health`): "within" (healthy where |u| <= param), "above" (u > param),
+    (native.c, `health_of`): "within" (healthy where |u| <= param), "above" (u > param),
     "relu" (healthy and active where u > 0), "prelu" (param: SATURATION_FRACTION, the slope
     read from the module), "gelu" and "silu" (|f'(u)| >= param)."""
 
