@@ -4,7 +4,8 @@ Each activation knows its own derivative and, from it, which inputs leave the gr
 (|f'(u)| at least 5% of its maximum) and which pass no gradient at all (f'(u) = 0), so the probe
 measures saturation and dead units from the activation inputs it already holds, without a
 second backward pass. Most activations answer with a comparison against a constant, found in
-closed form here, instead of evaluating f' elementwise.
+closed form here, instead of evaluating f' elementwise. That answer is a HealthRule, data that
+the tensor-op path and the C kernels both apply.
 """
 
 from __future__ import annotations
@@ -32,16 +33,15 @@ class Health:
     active: Tensor | None
 
 
-# (u, activation modules, out: a scratch tensor shaped like u the first mask may be written to)
-HealthFn = Callable[[Tensor, Sequence[nn.Module], Tensor], Health]
-
-
 @dataclass(frozen=True)
 class HealthRule:
-    """The same health check as the activation's `health`, as data for the C kernels
-    (native.c, `health_of`): "within" (healthy where |u| <= param), "above" (u > param),
-    "relu" (healthy and active where u > 0), "prelu" (param: SATURATION_FRACTION, the slope
-    read from the module), "gelu" and "silu" (|f'(u)| >= param)."""
+    """Which activation inputs u leave the gradient healthy (|f'(u)| at least
+    SATURATION_FRACTION of its maximum) and which pass none (f'(u) = 0), as data: applied
+    with tensor ops by `ActivationSpec.health` and in C by the probe's kernels (native.c,
+    `health_of`), so the two cannot drift apart. Kinds: "within" (healthy where
+    |u| <= param; f' never zero), "above" (healthy where u > param; f' never zero), "relu"
+    (healthy and active where u > 0), "prelu" (1 above zero, the layer's learned slope below;
+    param: the fraction), "gelu" and "silu" (healthy where |f'(u)| >= param, f' evaluated)."""
 
     kind: str
     param: float = 0.0
@@ -53,15 +53,33 @@ class ActivationSpec:
 
     `derivative(u, modules)` and `health(u, modules, out)` take the activation inputs of
     several layers stacked on dim 0 (shape [layers, batch, units]) and the activation modules
-    of those layers, in order. `health` must agree with `derivative`: it is the probe's fast
-    path, and writes its (first) mask into `out` to spare an allocation.
-    """
+    of those layers, in order. `health` applies `rule` (None: healthy everywhere), which must
+    agree with `derivative`: it is the probe's fast path."""
 
     make: Callable[[], nn.Module]
     derivative: Derivative
     max_derivative: Callable[[Sequence[nn.Module]], float]
-    health: HealthFn
-    rule: HealthRule | None  # None: healthy everywhere (linear)
+    rule: HealthRule | None
+
+    def health(self, u: Tensor, modules: Sequence[nn.Module], out: Tensor) -> Health:
+        """The rule's masks over u, as floats (on the CPU a float-valued comparison is several
+        times faster than one that makes a bool tensor and converts it); the first mask is
+        written into `out`, a scratch tensor shaped like u, to spare an allocation."""
+        rule = self.rule
+        if rule is None:
+            return Health(None, None)
+        if rule.kind == "within":
+            torch.abs(u, out=out)
+            return Health(torch.le(out, rule.param, out=out), None)
+        if rule.kind == "above":
+            return Health(torch.gt(u, rule.param, out=out), None)
+        if rule.kind == "relu":  # f' is 1 or 0: one mask answers both questions
+            mask = torch.gt(u, 0.0, out=out)
+            return Health(mask, mask)
+        if rule.kind == "prelu":
+            return _prelu_health(u, modules, out, rule.param)
+        derivative = self.derivative(u, modules).abs_()  # f' dips below zero: evaluate it
+        return Health(torch.ge(derivative, rule.param, out=out), None)
 
 
 def _const(value: float) -> Callable[[Sequence[nn.Module]], float]:
@@ -140,57 +158,17 @@ def _grid_max(derivative: Derivative) -> float:
     return float(derivative(grid, ()).max())
 
 
-# -- health: comparisons that write float masks (on the CPU a float-valued comparison is
-# several times faster than one that makes a bool tensor and converts it) ------------------
-
-
-def _within(bound: float) -> HealthFn:
-    """Healthy where |u| <= bound: f' falls off symmetrically (sigmoid, tanh); never zero."""
-
-    def health(u: Tensor, _m: Sequence[nn.Module], out: Tensor) -> Health:
-        torch.abs(u, out=out)
-        return Health(torch.le(out, bound, out=out), None)
-
-    return health
-
-
-def _healthy_above(threshold: float) -> HealthFn:
-    """Healthy where u > threshold; f' is never zero (leaky ReLU, ELU, SELU)."""
-    return lambda u, _m, out: Health(torch.gt(u, threshold, out=out), None)
-
-
-def _relu_health(u: Tensor, _m: Sequence[nn.Module], out: Tensor) -> Health:
-    # f' is 1 or 0, so one mask answers both questions.
-    mask = torch.gt(u, 0.0, out=out)
-    return Health(mask, mask)
-
-
-def _prelu_health(u: Tensor, modules: Sequence[nn.Module], out: Tensor) -> Health:
+def _prelu_health(u: Tensor, modules: Sequence[nn.Module], out: Tensor, fraction: float) -> Health:
     """f' is 1 above zero and the layer's learned slope a below: the negative side is healthy
-    when |a| >= 5% of max(1, |a|), active when a != 0."""
+    when |a| >= fraction of max(1, |a|), active when a != 0."""
     a = _prelu_slopes(modules, u)
-    neg_healthy = (a.abs() >= SATURATION_FRACTION * a.abs().clamp_min(1.0)).to(u.dtype)
+    neg_healthy = (a.abs() >= fraction * a.abs().clamp_min(1.0)).to(u.dtype)
     neg_active = (a != 0).to(u.dtype)
     positive = torch.gt(u, 0.0, out=out)
     # mask = positive + (1 - positive) * neg = positive * (1 - neg) + neg
     active = torch.addcmul(neg_active, positive, 1 - neg_active)
     healthy = positive.mul_(1 - neg_healthy).add_(neg_healthy)
     return Health(healthy, active)
-
-
-def _from_derivative(derivative: Derivative, max_derivative: float) -> HealthFn:
-    """The general rule, evaluating f' elementwise (GELU, SiLU: f' dips below zero, so no
-    single interval describes where it is small). f' is zero only at isolated points."""
-    threshold = SATURATION_FRACTION * max_derivative
-
-    def health(u: Tensor, modules: Sequence[nn.Module], out: Tensor) -> Health:
-        return Health(torch.ge(derivative(u, modules).abs_(), threshold, out=out), None)
-
-    return health
-
-
-def _linear_health(_u: Tensor, _m: Sequence[nn.Module], _out: Tensor) -> Health:
-    return Health(None, None)
 
 
 # Where |f'| crosses SATURATION_FRACTION of its maximum, solved in closed form:
@@ -211,56 +189,47 @@ ACTIVATIONS: dict[str, ActivationSpec] = {
         nn.Sigmoid,
         _sigmoid_d,
         _const(0.25),
-        _within(SIGMOID_BOUND),
         HealthRule("within", SIGMOID_BOUND),
     ),
-    "tanh": ActivationSpec(
-        nn.Tanh, _tanh_d, _const(1.0), _within(TANH_BOUND), HealthRule("within", TANH_BOUND)
-    ),
-    "relu": ActivationSpec(nn.ReLU, _relu_d, _const(1.0), _relu_health, HealthRule("relu")),
+    "tanh": ActivationSpec(nn.Tanh, _tanh_d, _const(1.0), HealthRule("within", TANH_BOUND)),
+    "relu": ActivationSpec(nn.ReLU, _relu_d, _const(1.0), HealthRule("relu")),
     "leaky_relu": ActivationSpec(
         lambda: nn.LeakyReLU(LEAKY_SLOPE),
         _leaky_d,
         _const(1.0),
-        _healthy_above(0.0),
         HealthRule("above", 0.0),
     ),
     "prelu": ActivationSpec(
         lambda: nn.PReLU(num_parameters=1, init=0.25),
         _prelu_d,
         _prelu_max,
-        _prelu_health,
         HealthRule("prelu", SATURATION_FRACTION),
     ),
     "elu": ActivationSpec(
         lambda: nn.ELU(ELU_ALPHA),
         _elu_d,
         _const(1.0),
-        _healthy_above(EXP_BOUND),
         HealthRule("above", EXP_BOUND),
     ),
     "gelu": ActivationSpec(
         nn.GELU,
         _gelu_d,
         _const(GELU_MAX),
-        _from_derivative(_gelu_d, GELU_MAX),
         HealthRule("gelu", GELU_THRESHOLD),
     ),
     "selu": ActivationSpec(
         nn.SELU,
         _selu_d,
         _const(SELU_SCALE * SELU_ALPHA),
-        _healthy_above(EXP_BOUND),
         HealthRule("above", EXP_BOUND),
     ),
     "silu": ActivationSpec(
         nn.SiLU,
         _silu_d,
         _const(SILU_MAX),
-        _from_derivative(_silu_d, SILU_MAX),
         HealthRule("silu", SILU_THRESHOLD),
     ),
-    "linear": ActivationSpec(nn.Identity, _linear_d, _const(1.0), _linear_health, None),
+    "linear": ActivationSpec(nn.Identity, _linear_d, _const(1.0), None),
 }
 
 NORMS: dict[str, Callable[[int], nn.Module]] = {
