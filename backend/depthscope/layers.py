@@ -46,6 +46,16 @@ class HealthRule:
     kind: str
     param: float = 0.0
 
+    @property
+    def can_die(self) -> bool:
+        """Whether f' can be zero over a whole range (ReLU, PReLU): units can be dead."""
+        return self.kind in ("relu", "prelu")
+
+    @property
+    def one_mask(self) -> bool:
+        """Whether the healthy mask is also the active one (ReLU: f' is 1 or 0)."""
+        return self.kind == "relu"
+
 
 @dataclass(frozen=True)
 class ActivationSpec:

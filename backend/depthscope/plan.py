@@ -78,7 +78,6 @@ class StepPlan:
         return self.out[span.start : span.stop]
 
     # -- a step ---------------------------------------------------------------------------
-    @torch.no_grad()
     def fill(
         self,
         taps: Taps,
@@ -93,7 +92,8 @@ class StepPlan:
         0-d `scalars` (loss, accuracy, clipped) and `others` (the other parameters' gradient
         norm, if any), the taps, dL/dlogits and dL/dh: as rows of the hidden buffer
         (`hidden_grads`, when the layout has them), as the hooks copied it (`g_copy`), or
-        just its norms (`g_norms`). The weight groups hold the copies before the update."""
+        just its norms (`g_norms`). The weight groups hold the copies before the update.
+        Under `torch.no_grad()`: `out=` does not take tensors that require grad."""
         assert taps.logits is not None
         lay = self.transfer.layout
         filled = [*taps.z] if lay.h_is_z else [*taps.z, *taps.h]

@@ -60,7 +60,6 @@ class Probe:
         self._others_norm: Tensor | None = None  # of all their gradients together
         self.acts: list[nn.Module] = [block.act for block in model.block_list]
         self.activation = ACTIVATIONS[model.activation]
-        self.masks = self._masks()
         rule = self.activation.rule
         # PReLU's learned slopes, which its health rule reads (the same tensors every step)
         self.slopes = (
@@ -87,16 +86,6 @@ class Probe:
     @property
     def layer_names(self) -> list[str]:
         return self.model.layer_names
-
-    @torch.no_grad()
-    def _masks(self) -> tuple[bool, bool, bool]:
-        """Which masks the activation's health check makes: (healthy, active, whether they
-        are one and the same)."""
-        layers = len(self.acts)
-        probe = torch.zeros(layers, 1, self.width, device=self.weights[0].device)
-        health = self.activation.health(probe, self.acts, torch.empty_like(probe))
-        same = health.active is not None and health.active is health.healthy
-        return health.healthy is not None, health.active is not None, same
 
     # -- lifecycle -----------------------------------------------------------------------
     def attach(self, histograms: bool = False) -> None:
@@ -206,16 +195,16 @@ class Probe:
 
     # -- statistics ----------------------------------------------------------------------
     def _layout(self, taps: Taps, g_rows: bool, with_histograms: bool) -> Layout:
-        healthy, active, active_is_healthy = self.masks
+        rule = self.activation.rule
         return Layout(
             layers=len(taps.z),
             n=taps.z[0].numel(),
             width=self.width,
             h_is_z=same_tensors(taps.h, taps.z),
             g_rows=g_rows,
-            healthy=healthy,
-            active=active,
-            active_is_healthy=active_is_healthy,
+            healthy=rule is not None,
+            active=rule is not None and rule.can_die,
+            active_is_healthy=rule is not None and rule.one_mask,
             others=bool(self.others),
             histograms=with_histograms,
         )
@@ -256,18 +245,22 @@ class Probe:
         if step is None:
             layout = self._layout(taps, False, self.histograms)
             transfer = Transfer(layout, self.weight_groups, self.bins)
-            rule = self.activation.rule if layout.healthy else None
             batch = taps.z[0].shape[0]
             step = NativeStep(
-                self.kernels, transfer, self.weights, rule, batch, taps.logits.numel()
+                self.kernels,
+                transfer,
+                self.weights,
+                self.activation.rule,
+                batch,
+                taps.logits.numel(),
             )
             self.native_steps[key] = step
         return step
 
-    @torch.no_grad()
     def step_tensors(self, scalars: Sequence[Tensor], with_histograms: bool) -> StepPlan:
         """The tensor-op path: fill the step's flat buffer, `plan.out`, on the device from
-        `scalars` (loss, accuracy, clipped), the taps, the gradients and the weight copies."""
+        `scalars` (loss, accuracy, clipped), the taps, the gradients and the weight copies.
+        Call under `torch.no_grad()` (`finish` does)."""
         taps = self._require_taps()
         assert taps.logits is not None
         plan = self._plan(taps, with_histograms)
