@@ -268,9 +268,12 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from depthscope.service.app import serve  # lazy: the run/export commands need no web stack
+    from depthscope.service.app import StartupError, serve  # lazy: run/export need no web stack
 
-    serve(args.host, args.port, args.data_dir, token=args.token)
+    try:
+        serve(args.host, args.port, args.data_dir, token=args.token)
+    except StartupError as error:
+        raise CliError(str(error), EXIT_USAGE) from error
     return EXIT_OK
 
 

@@ -9,7 +9,6 @@ if the worker could not say why itself, and starts the next queued run.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import secrets
 import signal
 import threading
@@ -64,6 +63,10 @@ class RunManager:
         self.max_concurrent, self.max_queued = max_concurrent, max_queued
         self.max_stored, self.max_bytes = max_stored, max_bytes
         self._ctx = _context()
+        # The server's end of the link every worker watches (worker.ServerLink): it is never
+        # written to, and only this process holds it, so its closing, by exit or death, is
+        # the workers' signal to stop.
+        self._link, self._link_end = self._ctx.Pipe(duplex=False)
         self._lock = threading.Lock()
         self._queue: deque[tuple[str, str]] = deque()  # (run id, config JSON), oldest first
         self._active: dict[str, _Active] = {}
@@ -123,6 +126,7 @@ class RunManager:
             self._closed = True
             self._queue.clear()
             active = list(self._active.values())
+        self._link_end.close()  # every worker sees the link close and stops writing
         for a in active:
             if a.started.wait(5):
                 a.process.kill()
@@ -155,7 +159,14 @@ class RunManager:
                 stop = self._ctx.Event()
                 process = self._ctx.Process(
                     target=run_worker,
-                    args=(str(self.store.path), run_id, config_json, stop, os.getpid()),
+                    args=(
+                        str(self.store.path),
+                        run_id,
+                        config_json,
+                        stop,
+                        self._link,
+                        self.store.epoch,
+                    ),
                     name=f"depthscope-run-{run_id}",
                     daemon=True,
                 )

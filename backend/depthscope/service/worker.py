@@ -2,14 +2,18 @@
 
 A worker writes only through the store, so the server learns everything (records, the final
 status, a crash's reason) from the database; if the process dies without a word, the run manager
-marks the run failed from the exit code.
+marks the run failed from the exit code. A worker whose server is gone stops at once and writes
+nothing more (ServerLink); one that misses it is still refused by the store's epoch fence.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import threading
 import time
 import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Protocol
 
@@ -19,7 +23,7 @@ from depthscope.engine.config import RunConfig
 from depthscope.engine.trainer import RunResult, Trainer
 from depthscope.probe.backends import kernels as native
 from depthscope.records import StepRecord
-from depthscope.service.store import RunStore
+from depthscope.service.store import RunStore, StaleEpochError
 
 # A batch is committed when this long has passed since the last commit, or it grows this large:
 # short enough for live charts (record-to-client latency), long enough that fast runs commit
@@ -38,10 +42,13 @@ class StopFlag(Protocol):
 
 
 class RecordWriter:
-    """Buffers records and appends them to the store in batches."""
+    """Buffers records and appends them to the store in batches; once `orphaned()` says the
+    server is gone, it drops what it holds instead."""
 
-    def __init__(self, store: RunStore, run_id: str) -> None:
-        self.store, self.run_id = store, run_id
+    def __init__(
+        self, store: RunStore, run_id: str, orphaned: Callable[[], bool] = lambda: False
+    ) -> None:
+        self.store, self.run_id, self.orphaned = store, run_id, orphaned
         self.buffer: list[StepRecord] = []
         self.last_flush = 0.0  # so the first record is committed at once
 
@@ -52,48 +59,43 @@ class RecordWriter:
             self.flush(now)
 
     def flush(self, now: float | None = None) -> None:
-        if self.buffer:
+        if self.buffer and not self.orphaned():
             self.store.append(self.run_id, self.buffer)
-            self.buffer = []
+        self.buffer = []
         self.last_flush = time.monotonic() if now is None else now
 
 
-class ServerWatch:
-    """Whether the server process still exists, asked at most every `every_s` seconds.
+class ServerLink:
+    """Whether the server that started this run is gone.
 
-    A worker's parent is the fork server, which can outlive a killed server; so the worker
-    watches the server itself, and an orphan stops instead of writing past a restart."""
+    The server holds the only write end of a pipe and never writes to it; every worker gets
+    the read end. When the server dies, however it dies (SIGKILL, OOM, even while it lingers
+    unreaped as a zombie), the kernel closes its descriptors and the read end reports EOF. A
+    thread blocked on it notices at once. (The worker's parent is the fork server, which may
+    outlive the server, so neither a parent-death signal nor the parent pid would tell.)"""
 
-    def __init__(self, server_pid: int | None, every_s: float = 0.2) -> None:
-        self.pid, self.every_s, self.next_check = server_pid, every_s, 0.0
+    def __init__(self, server: Connection | None) -> None:
+        self.lost = threading.Event()
+        if server is not None:
+            threading.Thread(target=self._watch, args=(server,), daemon=True).start()
+
+    def _watch(self, server: Connection) -> None:
+        with contextlib.suppress(OSError):
+            server.poll(None)  # nothing is ever sent: returns on EOF only
+        self.lost.set()
 
     def gone(self) -> bool:
-        now = time.monotonic()
-        if self.pid is None or now < self.next_check:
-            return False
-        self.next_check = now + self.every_s
-        try:
-            os.kill(self.pid, 0)  # signal 0: an existence check, nothing is sent
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+        return self.lost.is_set()
 
 
 def train_into(
-    store: RunStore,
-    run_id: str,
-    config: RunConfig,
-    stop: StopFlag,
-    server_pid: int | None = None,
+    store: RunStore, run_id: str, config: RunConfig, stop: StopFlag, link: ServerLink
 ) -> RunResult:
     """Train `config`, committing its records as they come; returns the trainer's result."""
-    writer = RecordWriter(store, run_id)
-    server = ServerWatch(server_pid)
+    writer = RecordWriter(store, run_id, link.gone)
 
     def should_stop() -> bool:
-        return stop.is_set() or server.gone()
+        return stop.is_set() or link.gone()
 
     try:
         return Trainer(config).run(writer.add, should_stop)
@@ -102,22 +104,44 @@ def train_into(
 
 
 def run_worker(
-    db_path: str, run_id: str, config_json: str, stop: StopFlag, server_pid: int
+    db_path: str,
+    run_id: str,
+    config_json: str,
+    stop: StopFlag,
+    server: Connection | None = None,
+    epoch: int | None = None,
 ) -> None:
-    """Process entry point. The manager already marked the run `running`."""
+    """Process entry point. The manager already marked the run `running`. Every write is
+    fenced by `epoch`: after a restart, the new server's store refuses this worker's."""
     # One thread per run: with several runs on a few cores, more threads only contend.
     torch.set_num_threads(1)
-    store = RunStore(Path(db_path))
+    store = RunStore(Path(db_path), epoch=epoch)
+    link = ServerLink(server)
+    try:
+        _train_and_report(store, run_id, config_json, stop, link)
+    except StaleEpochError:
+        pass  # a newer server owns the store: this run is its `interrupted` one now
+    finally:
+        store.close()
+
+
+def _train_and_report(
+    store: RunStore, run_id: str, config_json: str, stop: StopFlag, link: ServerLink
+) -> None:
     try:
         config = RunConfig.model_validate_json(config_json)
-        result = train_into(store, run_id, config, stop, server_pid)
+        result = train_into(store, run_id, config, stop, link)
+    except StaleEpochError:
+        raise
     except Exception as exc:  # any failure is this run's, reported with its reason
+        if link.gone():
+            return
         last = traceback.extract_tb(exc.__traceback__)[-1:]
         where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
         store.transition(run_id, "failed", error=f"{type(exc).__name__}: {exc}{where}")
         return
-    if result.status == "cancelled" and not stop.is_set():
-        return  # orphaned: the restarted server has marked this run interrupted
+    if link.gone():
+        return  # orphaned: the restarted server marks this run interrupted
     divergence = result.divergence
     store.transition(
         run_id,
@@ -127,4 +151,3 @@ def run_worker(
         divergence=None if divergence is None else divergence.to_wire(),
         error=None if divergence is None else divergence.describe(),
     )
-    store.close()
