@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import anyio
 from sse_starlette import ServerSentEvent
 
-from depthscope.service.store import TERMINAL, RunRow, RunStore, to_json
+from depthscope.service.store import RunRow, RunStore, to_json
 
 POLL_S = 0.005  # how often a tailer looks for news: small next to the 33 ms below
 MIN_EVENT_INTERVAL_S = 1 / 30  # live records are coalesced to at most ~30 updates a second
@@ -236,7 +236,7 @@ class Broadcaster:
                     tail.pos.records,
                     tail.pos.version,
                 ):
-                    if cursor.status in TERMINAL:
+                    if cursor.status.terminal:
                         return  # everything is read: subscribers finish from the window or store
                     continue
                 wait = last_emit + MIN_EVENT_INTERVAL_S - time.monotonic()
