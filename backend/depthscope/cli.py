@@ -268,7 +268,8 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from depthscope.service.app import StartupError, serve  # lazy: run/export need no web stack
+    from depthscope.service.app import serve  # lazy: the run/export commands need no web stack
+    from depthscope.service.settings import StartupError
 
     try:
         serve(args.host, args.port, args.data_dir, token=args.token)

@@ -133,17 +133,20 @@ async def test_stream_future_id_on_a_finished_run_still_ends(
     assert steps(events) == list(range(start, 30))
 
 
-async def test_stream_catch_up_events_are_sized_by_bytes(store: RunStore) -> None:
+@pytest.mark.parametrize("layers", [201, 21])
+async def test_stream_catch_up_events_are_sized_by_bytes(store: RunStore, layers: int) -> None:
     """Regression: catch-up events held up to 500 records (40 MB at depth 200 with
-    histograms) in every subscriber that did not read."""
-    wide = [big_record(i) for i in range(40)]
-    assert 40_000 < len(json.dumps(wide[0].to_wire())) < MAX_EVENT_BYTES  # one fits alone
+    histograms) in every subscriber that did not read. Now at most MAX_EVENT_BYTES of
+    records, or one record alone when it is bigger (depth 200 with histograms: ~100 KB)."""
+    wide = [big_record(i, layers) for i in range(40)]
     store.append("r", wide)
     store.transition("r", "completed")
     events = await collect(Broadcaster(store).events("r", None))
-    sizes = [len(str(e.data)) for e in events if e.event == "records"]
-    assert len(sizes) > 4 and max(sizes) <= MAX_EVENT_BYTES + 100
+    batches = [json.loads(str(e.data))["records"] for e in events if e.event == "records"]
+    for event, batch in zip([e for e in events if e.event == "records"], batches, strict=True):
+        assert len(str(event.data)) <= MAX_EVENT_BYTES + 100 or len(batch) == 1
     assert steps(events) == list(range(40))
+    assert len(batches) == 40 if layers == 201 else 1 < len(batches) < 40
 
 
 async def test_stream_slow_subscriber_catches_up_from_the_store_never_dropped(

@@ -1,8 +1,8 @@
 """RunConfig: one typed, validated, bounded description of a run.
 
 Choices are drawn from the registries, so the JSON schema, the form built from it and the code
-never disagree. Every number has bounds, unknown fields are rejected, and a compute budget keeps
-any accepted request from exhausting the machine.
+never disagree. Every number has bounds, unknown fields are rejected, and a budget of time and
+memory (budget.py) keeps any accepted request from exhausting the machine.
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from pydantic import (
     model_validator,
 )
 
+from depthscope.engine import budget
 from depthscope.engine.activations import ACTIVATIONS, NORMS
 from depthscope.engine.data import BLOB_CLASSES, DATASETS, train_size
 from depthscope.engine.inits import INITS
 from depthscope.engine.optim import CLIPS, OPTIMIZERS
 
-# parameters × batch_size × steps: about 6 FLOPs each, so 4e11 is roughly a minute or two of
-# CPU time. The error names the limit and what the request asked for.
-MAX_WORK = 4e11
+# The time and memory a run may take are bounded in budget.py (MAX_SECONDS, MAX_BYTES).
 # recorded steps × layers: bounds what one run can write to the store and the stream.
 MAX_RECORDED_CELLS = 10_000_000
 
@@ -138,11 +137,9 @@ class RunConfig(_Strict):
         readout = m.width * self.output_dim + bias * self.output_dim
         return first + hidden + readout + m.depth * per_block_extra
 
-    def work(self) -> float:
-        return float(self.parameter_count()) * self.training.batch_size * self.training.steps
-
     def recorded_steps(self) -> int:
-        return self.training.steps // self.recording.record_every + 1
+        """Steps the trainer records (every record_every, every evaluation, the last)."""
+        return budget.recorded_steps(self)
 
     @model_validator(mode="after")
     def _within_limits(self) -> Self:
@@ -160,13 +157,6 @@ class RunConfig(_Strict):
             )
         if m.norm == "batchnorm" and t.batch_size < 2:
             raise ValueError("training.batch_size must be at least 2 with model.norm='batchnorm'")
-        if self.work() > MAX_WORK:
-            raise ValueError(
-                f"compute budget exceeded: parameters × batch_size × steps = "
-                f"{self.parameter_count():,} × {t.batch_size} × {t.steps} = {self.work():.3g}, "
-                f"limit {MAX_WORK:.3g}; lower model.depth, model.width, training.batch_size "
-                f"or training.steps"
-            )
         cells = self.recorded_steps() * self.n_layers
         if cells > MAX_RECORDED_CELLS:
             raise ValueError(
@@ -174,4 +164,5 @@ class RunConfig(_Strict):
                 f" × {self.n_layers} = {cells:,}, limit {MAX_RECORDED_CELLS:,}; "
                 f"raise recording.record_every or lower training.steps or model.depth"
             )
+        budget.check(self)  # after the structural limits: time and memory
         return self

@@ -25,7 +25,7 @@ from depthscope.service.errors import invalid_request
 from depthscope.service.ownership import DataDirBusyError, DataDirLock
 from depthscope.service.runs import RunManager
 from depthscope.service.security import SecurityHeaders, StreamSlots, exposure_warning, log
-from depthscope.service.settings import Settings
+from depthscope.service.settings import Settings, StartupError
 from depthscope.service.store import RunStore
 from depthscope.service.stream import Broadcaster
 
@@ -34,10 +34,6 @@ from depthscope.service.stream import Broadcaster
 STATIC_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}\.(html|js|css|svg|png)$")
 WILDCARD_BINDS = ("0.0.0.0", "::", "")
 SHUTDOWN_TIMEOUT_S = 5  # uvicorn's wait for open connections (streams end within 2 s)
-
-
-class StartupError(Exception):
-    """A reason not to start at all, said in one line."""
 
 
 def create_app(settings: Settings) -> FastAPI:

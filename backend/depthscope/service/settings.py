@@ -10,6 +10,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from depthscope.service.edge import LOOPBACK_HOSTS
 
 
+class StartupError(Exception):
+    """A reason for the server not to start at all, said in one line."""
+
+
 class Settings(BaseSettings):
     """What an operator may set; tests build one directly with a temporary data_dir."""
 

@@ -29,8 +29,8 @@ from depthscope.service.store import RunRow, RunStore, to_json
 
 POLL_S = 0.005  # how often a tailer looks for news: small next to the 33 ms below
 MIN_EVENT_INTERVAL_S = 1 / 30  # live records are coalesced to at most ~30 updates a second
-MAX_EVENT_BYTES = 256 * 1024  # records JSON in one event (a single bigger record goes alone)
-TAIL_PAGES_PER_TICK = 4  # a tailer behind the store reads up to this many events per tick
+MAX_EVENT_BYTES = 64 * 1024  # records JSON in one event (a single bigger record goes alone)
+TAIL_PAGES_PER_TICK = 8  # a tailer behind the store reads up to this many events per tick
 WINDOW_BYTES = 4 * 2**20  # the latest live updates a run's tailer keeps for its subscribers
 RECONNECT_MS = 5000  # the `retry` a closing server asks EventSource clients to wait
 
