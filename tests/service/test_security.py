@@ -314,6 +314,34 @@ def test_serve_warns_loudly_on_public_bind_without_token(
     assert not caplog.records
 
 
+@pytest.mark.parametrize(
+    ("host", "added"), [("192.168.1.5", True), ("lab.example", True), ("0.0.0.0", False)]
+)
+def test_serve_answers_to_the_name_it_binds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, host: str, added: bool
+) -> None:
+    served: list[Settings] = []
+
+    def run(app: FastAPI, **_: Any) -> None:
+        served.append(app.state.settings)
+        app.state.lock.release()
+
+    monkeypatch.setattr(app_module.uvicorn, "run", run)
+    monkeypatch.setenv("DEPTHSCOPE_TOKEN", "s3cret")
+    app_module.serve(host, 8000, tmp_path)
+    assert (host in served[0].allowed_hosts) is added
+    assert {"localhost", "127.0.0.1", "::1"} <= set(served[0].allowed_hosts)
+
+
+def test_second_serve_on_a_busy_data_dir_refuses_to_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    busy = create_app(Settings(data_dir=tmp_path))
+    assert main(["serve", "--data-dir", str(tmp_path)]) == 2
+    assert "another depthscope server" in capsys.readouterr().err
+    busy.state.lock.release()
+
+
 def test_serve_default_binds_loopback() -> None:
     args = build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1"
