@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-Status = Literal["queued", "running", "completed", "cancelled", "failed", "diverged", "interrupted"]
+Status = Literal[
+    "queued", "running", "paused", "completed", "cancelled", "failed", "diverged", "interrupted"
+]
 
 
 class ValidationItem(BaseModel):

@@ -23,8 +23,9 @@ import numpy as np
 import numpy.typing as npt
 
 from depthscope.records import METRICS, StepRecord
+from depthscope.service.boundaries import BOUNDARY_SCHEMA, BoundaryTables
 
-ACTIVE = ("queued", "running")
+ACTIVE = ("queued", "running", "paused")
 TERMINAL = ("completed", "cancelled", "failed", "diverged", "interrupted")
 STEP_COLUMN = "step"  # the per-batch block of step numbers sits beside the metric blocks
 SCALARS = ("loss", "accuracy", "grad_norm_total")  # per-step values kept as one-column blocks
@@ -137,7 +138,7 @@ def scalar_block(records: Sequence[StepRecord], name: str) -> npt.NDArray[np.flo
     return np.array([[math.nan if v is None else v] for v in values], dtype=np.float32)
 
 
-class RunStore:
+class RunStore(BoundaryTables):
     """One per process. Connections are per thread: SQLite in WAL mode lets readers run beside
     the one writer, and `timeout` makes a writer wait for another's commit instead of failing."""
 
@@ -145,7 +146,7 @@ class RunStore:
         self.path = path
         self._local = threading.local()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db().executescript(_SCHEMA)
+        self._db().executescript(_SCHEMA + BOUNDARY_SCHEMA)
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -229,7 +230,8 @@ class RunStore:
         with self._tx() as db:
             cur = db.execute(
                 f"""UPDATE runs SET status = ?, status_version = status_version + 1,
-                    started_at = CASE WHEN ? = 'running' THEN ? ELSE started_at END,
+                    started_at = CASE WHEN ? = 'running' THEN COALESCE(started_at, ?)
+                        ELSE started_at END,
                     finished_at = CASE WHEN ? IN {TERMINAL} THEN ? ELSE finished_at END,
                     error = COALESCE(?, error), final = COALESCE(?, final),
                     divergence = COALESCE(?, divergence),
@@ -252,10 +254,11 @@ class RunStore:
             return cur.rowcount == 1
 
     def recover(self) -> list[str]:
-        """At start-up: runs a dead server left queued or running become `interrupted`."""
+        """At start-up: runs a dead server left queued, running or paused become `interrupted`."""
+        marks = ", ".join("?" * len(ACTIVE))
         ids = [
             r[0]
-            for r in self._db().execute("SELECT id FROM runs WHERE status IN ('queued', 'running')")
+            for r in self._db().execute(f"SELECT id FROM runs WHERE status IN ({marks})", ACTIVE)
         ]
         for run_id in ids:
             self.transition(
@@ -267,6 +270,7 @@ class RunStore:
         with self._tx() as db:
             db.execute("DELETE FROM records WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM blocks WHERE run_id = ?", (run_id,))
+            self._delete_boundaries(db, run_id)
             return db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount == 1
 
     # -- records --------------------------------------------------------------------------------
