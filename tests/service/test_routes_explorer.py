@@ -15,7 +15,8 @@ import torch
 from conftest import ServerProcess, read_events, tiny_config
 from depthscope import RunConfig, Trainer
 from depthscope.lessons import LESSONS
-from test_api import TERMINAL, wait_until
+from depthscope.service.status import TERMINAL
+from test_api import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -20,7 +20,9 @@ from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 
 from depthscope.engine.config import RunConfig
+from depthscope.records import layer_names
 from depthscope.service.control import RunControl
+from depthscope.service.status import RunStatus
 from depthscope.service.store import RunRow, RunStore
 from depthscope.service.worker import run_worker
 
@@ -90,7 +92,7 @@ class RunManager:
                 raise QueueFullError(len(self._queue))
             self._check_room()  # under the lock: concurrent submissions cannot pass the cap
             run_id = secrets.token_hex(6)
-            layers = [f"block{i}" for i in range(1, config.model.depth + 1)] + ["readout"]
+            layers = layer_names(config.model.depth)
             row = self.store.create_run(run_id, config.model_dump(), layers)
             self._controls[run_id] = RunControl(self._ctx)
             self._queue.append((run_id, config.model_dump_json()))
@@ -116,16 +118,16 @@ class RunManager:
             if active is None:
                 self._controls.pop(run_id, None)
         if active is None:
-            self.store.transition(run_id, "cancelled", only_from=("queued",))
+            self.store.transition(run_id, RunStatus.CANCELLED, only_from=(RunStatus.QUEUED,))
             return
         active.control.cancel()
-        started = ("running", "paused")
+        started = (RunStatus.RUNNING, RunStatus.PAUSED)
         if not active.started.wait(CANCEL_GRACE_S):  # still starting: it will see the flag
-            self.store.transition(run_id, "cancelled", only_from=started)
+            self.store.transition(run_id, RunStatus.CANCELLED, only_from=started)
             return
         active.process.join(CANCEL_GRACE_S)
         if active.process.is_alive():
-            self.store.transition(run_id, "cancelled", only_from=started)
+            self.store.transition(run_id, RunStatus.CANCELLED, only_from=started)
             active.process.kill()
 
     # -- pause, advance, resume: False when the run is not queued or training any more --------
@@ -193,7 +195,7 @@ class RunManager:
                 run_id, config_json = self._queue.popleft()
                 control = self._controls.get(run_id)
                 if control is None or not self.store.transition(
-                    run_id, "running", only_from=("queued",)
+                    run_id, RunStatus.RUNNING, only_from=(RunStatus.QUEUED,)
                 ):
                     self._controls.pop(run_id, None)
                     continue  # cancelled or deleted while it waited
@@ -213,7 +215,8 @@ class RunManager:
         active.process.join()
         if not self._closed:  # a no-op when the worker reported its own outcome
             reason = _exit_reason(active.process.exitcode)
-            self.store.transition(run_id, "failed", only_from=("running", "paused"), error=reason)
+            started = (RunStatus.RUNNING, RunStatus.PAUSED)
+            self.store.transition(run_id, RunStatus.FAILED, only_from=started, error=reason)
         with self._lock:
             del self._active[run_id]
             self._controls.pop(run_id, None)

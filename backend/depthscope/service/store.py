@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from depthscope.records import METRICS, StepRecord
+from depthscope.records import METRICS, Divergence, StepRecord
 from depthscope.service.boundaries import BOUNDARY_SCHEMA, BoundaryTables
+from depthscope.service.status import ACTIVE, TERMINAL, RunStatus, sql_list
 
-ACTIVE = ("queued", "running", "paused")
-TERMINAL = ("completed", "cancelled", "failed", "diverged", "interrupted")
 STEP_COLUMN = "step"  # the per-batch block of step numbers sits beside the metric blocks
 SCALARS = ("loss", "accuracy", "grad_norm_total")  # per-step values kept as one-column blocks
 
@@ -55,7 +54,7 @@ def to_json(value: Any) -> str:
 @dataclass(frozen=True)
 class RunRow:
     id: str
-    status: str
+    status: RunStatus
     config: dict[str, Any]
     layers: list[str]
     created_at: float
@@ -77,6 +76,7 @@ class RunRow:
         return {
             "id": self.id,
             "status": self.status,
+            "terminal": self.terminal,
             "config": self.config,
             "steps_done": self.steps_done,
             "layers": self.layers,
@@ -100,7 +100,7 @@ class Cursor:
 
     n_records: int
     status_version: int
-    status: str
+    status: RunStatus
 
 
 def _row(r: sqlite3.Row) -> RunRow:
@@ -109,7 +109,7 @@ def _row(r: sqlite3.Row) -> RunRow:
 
     return RunRow(
         id=r["id"],
-        status=r["status"],
+        status=RunStatus(r["status"]),
         config=json.loads(r["config"]),
         layers=json.loads(r["layers"]),
         created_at=r["created_at"],
@@ -120,8 +120,15 @@ def _row(r: sqlite3.Row) -> RunRow:
         status_version=r["status_version"],
         final=load(r["final"]),
         error=r["error"],
-        divergence=load(r["divergence"]),
+        divergence=_divergence(load(r["divergence"])),
     )
+
+
+def _divergence(wire: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The stored divergence, with its message (runs stored before messages were sent lack it)."""
+    if wire is None or "message" in wire:
+        return wire
+    return Divergence(wire["step"], wire["layer"], wire["layer_index"], wire["metric"]).to_wire()
 
 
 def metric_block(records: Sequence[StepRecord], metric: str) -> npt.NDArray[np.float32]:
@@ -178,7 +185,7 @@ class RunStore(BoundaryTables):
         with self._tx() as db:
             db.execute(
                 "INSERT INTO runs (id, status, config, layers, created_at) VALUES (?,?,?,?,?)",
-                (run_id, "queued", to_json(config), to_json(layers), time.time()),
+                (run_id, RunStatus.QUEUED.value, to_json(config), to_json(layers), time.time()),
             )
         row = self.get_run(run_id)
         assert row is not None
@@ -210,12 +217,12 @@ class RunStore(BoundaryTables):
             .execute("SELECT n_records, status_version, status FROM runs WHERE id = ?", (run_id,))
             .fetchone()
         )
-        return None if r is None else Cursor(r[0], r[1], r[2])
+        return None if r is None else Cursor(r[0], r[1], RunStatus(r[2]))
 
     def transition(
         self,
         run_id: str,
-        status: str,
+        status: RunStatus,
         *,
         only_from: Sequence[str] = ACTIVE,
         error: str | None = None,
@@ -232,7 +239,7 @@ class RunStore(BoundaryTables):
                 f"""UPDATE runs SET status = ?, status_version = status_version + 1,
                     started_at = CASE WHEN ? = 'running' THEN COALESCE(started_at, ?)
                         ELSE started_at END,
-                    finished_at = CASE WHEN ? IN {TERMINAL} THEN ? ELSE finished_at END,
+                    finished_at = CASE WHEN ? IN {sql_list(TERMINAL)} THEN ? ELSE finished_at END,
                     error = COALESCE(?, error), final = COALESCE(?, final),
                     divergence = COALESCE(?, divergence),
                     steps_done = COALESCE(?, steps_done)
@@ -255,14 +262,13 @@ class RunStore(BoundaryTables):
 
     def recover(self) -> list[str]:
         """At start-up: runs a dead server left queued, running or paused become `interrupted`."""
-        marks = ", ".join("?" * len(ACTIVE))
         ids = [
             r[0]
-            for r in self._db().execute(f"SELECT id FROM runs WHERE status IN ({marks})", ACTIVE)
+            for r in self._db().execute(f"SELECT id FROM runs WHERE status IN {sql_list(ACTIVE)}")
         ]
         for run_id in ids:
             self.transition(
-                run_id, "interrupted", error="the server stopped before this run finished"
+                run_id, RunStatus.INTERRUPTED, error="the server stopped before this run finished"
             )
         return ids
 

@@ -22,6 +22,7 @@ from depthscope.engine.trainer import RunResult, Trainer
 from depthscope.probe.backends import kernels as native
 from depthscope.records import StepRecord
 from depthscope.service.control import RunControl
+from depthscope.service.status import RunStatus
 from depthscope.service.store import RunStore
 
 # A batch is committed when this long has passed since the last commit, or it grows this large:
@@ -116,7 +117,7 @@ class Gate:
         if frame is not None:
             self.writer.add_boundary(frame)
         done = self.trainer.steps_done
-        store.transition(run_id, "paused", only_from=("running",), steps_done=done)
+        store.transition(run_id, RunStatus.PAUSED, only_from=(RunStatus.RUNNING,), steps_done=done)
         control.parked.set()
         try:
             while not control.take_step():
@@ -125,7 +126,7 @@ class Gate:
                 control.sleep(PARKED_POLL_S)
         finally:
             control.parked.clear()
-        store.transition(run_id, "running", only_from=("paused",))
+        store.transition(run_id, RunStatus.RUNNING, only_from=(RunStatus.PAUSED,))
         return False
 
 
@@ -162,14 +163,14 @@ def run_worker(
     except Exception as exc:  # any failure is this run's, reported with its reason
         last = traceback.extract_tb(exc.__traceback__)[-1:]
         where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
-        store.transition(run_id, "failed", error=f"{type(exc).__name__}: {exc}{where}")
+        store.transition(run_id, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}{where}")
         return
     if result.status == "cancelled" and not stop.is_set():
         return  # orphaned: the restarted server has marked this run interrupted
     divergence = result.divergence
     store.transition(
         run_id,
-        result.status,
+        RunStatus(result.status),
         final=result.final,
         steps_done=result.steps_done,
         divergence=None if divergence is None else divergence.to_wire(),
