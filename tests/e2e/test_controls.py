@@ -67,10 +67,8 @@ def test_controls_pause_step_exactly_and_play(
     explorer.open(f"#runs={run_id}")
     wait_enabled(explorer, play=False, pause=True, step=False)
 
-    clicked = time.monotonic()
-    explorer.page.click("#run-pause")
-    paused = wait(api, run_id, lambda r: r["status"] == "paused", timeout=5)
-    assert time.monotonic() - clicked < 2.0  # the click, the request, and the worker parking
+    explorer.page.click("#run-pause")  # the latency itself is held to a second by the API tests
+    paused = wait(api, run_id, lambda r: r["status"] == "paused", timeout=10)
     wait_enabled(explorer, play=True, pause=False, step=True)
     done = paused["steps_done"]
 

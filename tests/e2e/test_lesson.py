@@ -57,6 +57,7 @@ def test_lesson_steps_open_their_runs_view_and_metric(
         assert step["title"] in card.inner_text() and step["text"] in card.inner_text()
         assert f"step {index + 1} of {len(lesson['steps'])}" in card.inner_text()
         assert f"lesson={lesson['id']}" in explorer.page.url
+    explorer.wait_columns(20, nth=0, timeout=60)  # the ratio of both runs has data to show
     explorer.shot("lesson", screenshots_dir)
     explorer.page.click("#lesson-card .lesson-prev")
     state = wait_lesson_step(explorer, 1, 2)

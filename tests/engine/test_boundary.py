@@ -137,3 +137,22 @@ def test_boundary_only_for_2d_inputs_with_classes() -> None:
     for cfg in (flat, regression):
         trainer, frames = trained(cfg)
         assert trainer.boundary is None and frames == []
+
+
+def test_boundary_frames_off_the_schedule_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from depthscope.engine import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "MAX_EXTRA_FRAMES", 3)
+    cfg = config(recording={"boundary_every": 10})
+    trainer, extra = Trainer(cfg), []
+
+    def pause_every_step() -> bool:  # as the service's gate does when it parks
+        frame = trainer.boundary_frame()
+        if frame is not None:
+            extra.append(frame.step)
+        return False
+
+    scheduled: list[BoundaryFrame] = []
+    trainer.run(lambda _record: None, pause_every_step, scheduled.append)
+    assert extra == [0, 1, 2]  # three off-schedule frames, then no more
+    assert [f.step for f in scheduled] == [10, 20, 23]  # step 0's came from the pause

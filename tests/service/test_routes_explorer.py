@@ -166,7 +166,7 @@ async def test_advance_needs_a_paused_run_and_a_bounded_count(client: httpx.Asyn
     run_id = await start(client, planar(100_000 // 32))
     await wait_for(client, run_id, lambda r: r["status"] == "running")
     running = await client.post(f"/api/runs/{run_id}/advance", json={"steps": 3})
-    assert running.status_code == 409 and "pause it" in running.json()["detail"]
+    assert running.status_code == 409 and "not paused; pause it" in running.json()["detail"]
     for body in ({"steps": 0}, {"steps": 10**6}, {"steps": "3"}, {"stps": 3}):
         response = await client.post(f"/api/runs/{run_id}/advance", json=body)
         assert response.status_code == 422, body

@@ -21,6 +21,7 @@ from depthscope.engine.data import Dataset
 GRID_SIZE = 40  # cells per axis: a 40 x 40 forward pass costs about one or two training steps
 MARGIN = 0.1  # of the data's span, added on each side
 MAX_POINTS = 1000  # training points sent with the grid (the split is already shuffled)
+MAX_EXTRA_FRAMES = 1000  # frames off the schedule (where a run pauses), so stepping stays bounded
 
 
 def unsupported_reason(config: RunConfig) -> str | None:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional
 
-from depthscope.engine.boundary import BoundaryFrame, BoundaryGrid
+from depthscope.engine.boundary import MAX_EXTRA_FRAMES, BoundaryFrame, BoundaryGrid
 from depthscope.engine.config import RunConfig
 from depthscope.engine.data import Dataset, make_dataset
 from depthscope.engine.model import DeepNet, build_model
@@ -64,6 +64,7 @@ class Trainer:
         self.boundary = BoundaryGrid.for_run(config, self.data)  # None unless 2-D with classes
         self.steps_done = 0  # optimizer steps applied so far
         self._frame_step = -1  # the step of the last boundary frame made (one per step at most)
+        self._extra_frames = 0  # frames made off the schedule
 
     @property
     def layer_names(self) -> list[str]:
@@ -141,11 +142,16 @@ class Trainer:
             result = replace(result, val_loss=val_loss, val_accuracy=val_accuracy)
         return result
 
-    def boundary_frame(self) -> BoundaryFrame | None:
+    def boundary_frame(self, scheduled: bool = False) -> BoundaryFrame | None:
         """The network's prediction over the boundary grid now, after `steps_done` updates;
-        None for a run without a boundary or when this step already has its frame."""
+        None for a run without a boundary, when this step already has its frame, or past
+        MAX_EXTRA_FRAMES frames off the schedule (each pause of the service asks for one)."""
         if self.boundary is None or self._frame_step == self.steps_done:
             return None
+        if not scheduled:
+            if self._extra_frames >= MAX_EXTRA_FRAMES:
+                return None
+            self._extra_frames += 1
         self._frame_step = self.steps_done
         return self.boundary.frame(self.model, self.steps_done)
 
@@ -162,7 +168,7 @@ class Trainer:
         steps = self.config.training.steps
 
         def boundary() -> None:
-            if on_boundary is not None and (frame := self.boundary_frame()) is not None:
+            if on_boundary is not None and (frame := self.boundary_frame(True)) is not None:
                 on_boundary(frame)
 
         last: StepRecord | None = None

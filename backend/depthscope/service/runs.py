@@ -37,7 +37,7 @@ class StoreFullError(Exception):
 
 class NotPausedError(Exception):
     def __init__(self, run_id: str) -> None:
-        super().__init__(f"run {run_id} is running; pause it before advancing it step by step")
+        super().__init__(f"run {run_id} is not paused; pause it before advancing it step by step")
 
 
 class QueueFullError(Exception):
