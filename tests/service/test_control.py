@@ -151,3 +151,36 @@ def test_gate_cancel_while_paused_stops_at_once(tmp_path: Path, control: RunCont
     worker.thread.join(5)
     assert time.monotonic() - asked < 1.0
     assert worker.result[0].status == "cancelled" and worker.result[0].steps_done == 0
+
+
+class CountingControl(RunControl):
+    """Counts the steps the worker was allowed to take, and those after a pause was asked."""
+
+    def __init__(self) -> None:
+        super().__init__(multiprocessing.get_context("forkserver"))
+        self.taken = 0
+        self.asked_at: int | None = None
+
+    def take_step(self) -> bool:
+        allowed = super().take_step()
+        self.taken += allowed
+        return allowed
+
+    def pause(self) -> None:
+        self.asked_at = self.taken
+        super().pause()
+
+
+def test_gate_pause_takes_effect_before_the_next_step(tmp_path: Path) -> None:
+    """Latency in steps, whatever the machine's load: at most the step already begun."""
+    control = CountingControl()
+    worker = Worker(tmp_path, control, tiny_config(100_000 // 32))
+    try:
+        worker.wait(lambda r: r.n_records >= 20)
+        control.pause()
+        assert control.wait_parked(30)
+        row = worker.wait(lambda r: r.status == "paused")
+        assert control.asked_at is not None and control.taken - control.asked_at <= 1
+        assert row.steps_done == control.taken
+    finally:
+        worker.finish()
