@@ -32,7 +32,8 @@ def record(**overrides: object) -> StepRecord:
 
 
 def test_records_metric_names_are_the_contract() -> None:
-    assert METRICS == (
+    """Today's names, in today's order, come first: a metric may be added after them."""
+    assert METRICS[:11] == (
         "grad_norm",
         "act_grad_norm",
         "grad_to_weight",

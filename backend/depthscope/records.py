@@ -10,20 +10,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-# Per-layer metric names, in the order the probe computes and transfers them (contract).
-METRICS: tuple[str, ...] = (
-    "grad_norm",
-    "act_grad_norm",
-    "grad_to_weight",
-    "update_ratio",
-    "weight_norm",
-    "act_mean",
-    "act_std",
-    "preact_mean",
-    "preact_std",
-    "saturation",
-    "dead",
-)
+# per-layer metric names, in order (contract), from the metric registry
+from depthscope.probe.metrics import METRICS as METRICS
+
 HISTOGRAM_KINDS: tuple[str, ...] = ("act", "act_grad")
 
 Number = float | None

@@ -17,7 +17,6 @@ import torch
 
 from depthscope.engine.config import RunConfig
 from depthscope.engine.trainer import RunResult, Trainer
-from depthscope.probe.backends import kernels as native
 from depthscope.records import StepRecord
 from depthscope.service.status import RunStatus
 from depthscope.service.store import RunStore
@@ -27,11 +26,6 @@ from depthscope.service.store import RunStore
 # tens of records per transaction instead of one.
 FLUSH_INTERVAL_S = 0.008
 FLUSH_MAX_RECORDS = 512
-
-# The probe's C kernels, built or loaded here, once: the run manager's fork server imports this
-# module, and every run's process is forked from it with the library already loaded (so no run
-# compiles, loads, or warns that there is no compiler, on its own).
-native.kernels()
 
 
 class StopFlag(Protocol):
