@@ -284,10 +284,10 @@ def empty_summary(status: str = "queued") -> dict[str, Any]:
 
 
 def sweep_status(cell_statuses: Iterable[str | None], cancelled: bool) -> SweepStatus:
-    """A sweep's status from its cells' (None or "deleted": the cell's run was deleted). It ends once every
-    cell has ended, diverged cells included; then it is `cancelled` if it was cancelled,
-    `interrupted` if a server restart cut a cell short, `failed` if a cell failed, `cancelled`
-    if a cell was cancelled or deleted, else `completed`."""
+    """A sweep's status from its cells' (None or "deleted": the cell's run was deleted). It
+    ends once every cell has ended, diverged cells included; then it is `cancelled` if it was
+    cancelled, `interrupted` if a server restart cut a cell short, `failed` if a cell failed,
+    `cancelled` if a cell was cancelled or deleted, else `completed`."""
     statuses = [None if s == "deleted" else s for s in cell_statuses]
     active = [s for s in statuses if s is not None and s not in _TERMINAL_RUNS]
     if active:
