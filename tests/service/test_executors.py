@@ -25,7 +25,8 @@ from depthscope.service.executors.local import LocalExecutor
 from depthscope.service.executors.ray import RayExecutor
 from depthscope.service.runs import RunManager
 from depthscope.service.settings import Settings
-from depthscope.service.store import ACTIVE, TERMINAL, RunRow, RunStore
+from depthscope.service.status import ACTIVE, TERMINAL
+from depthscope.service.store import RunRow, RunStore
 from fastapi import FastAPI
 
 

@@ -17,7 +17,8 @@ from depthscope import RunConfig
 from depthscope.service.app import create_app
 from depthscope.service.runs import QueueFullError, RunManager
 from depthscope.service.settings import Settings
-from depthscope.service.store import TERMINAL, RunStore
+from depthscope.service.status import TERMINAL
+from depthscope.service.store import RunStore
 from depthscope.service.sweeps import (
     MAX_CELLS,
     Evaluation,

@@ -13,9 +13,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from depthscope.service.deps import Authorized, SettingsDep
 from depthscope.service.runs import QueueFullError, StoreFullError
-from depthscope.service.schemas import Status, problems
+from depthscope.service.schemas import problems
 from depthscope.service.security import SlotEventSource, StreamSlots
-from depthscope.service.store import TERMINAL, to_json
+from depthscope.service.status import TERMINAL, RunStatus
+from depthscope.service.store import to_json
 from depthscope.service.sweep_store import Sweeps
 from depthscope.service.sweeps import SweepSpec, SweepSpecError, SweepStatus
 from depthscope.sweep_presets import SWEEP_PRESETS
@@ -48,7 +49,7 @@ class CellOut(BaseModel):
     index: int
     values: dict[str, Any]
     run_id: str
-    status: Status | Literal["deleted"]
+    status: RunStatus | Literal["deleted"]
     summary: SummaryOut
 
 

@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from depthscope.engine.config import RunConfig
+from depthscope.records import layer_names
 from depthscope.service.executors import Executor, Job
 from depthscope.service.executors.local import LocalExecutor
+from depthscope.service.status import RunStatus
 from depthscope.service.store import RunRow, RunStore
 
 CANCEL_GRACE_S = 0.8  # a job that has not stopped by then is killed: cancel within a second
@@ -110,14 +112,14 @@ class RunManager:
             self._cells = deque(q for q in self._cells if q[0] != run_id)
             active = self._active.get(run_id)
         if active is None:
-            self.store.transition(run_id, "cancelled", only_from=("queued",))
+            self.store.transition(run_id, RunStatus.CANCELLED, only_from=(RunStatus.QUEUED,))
             return
         active.job.stop()
         if not active.started.wait(CANCEL_GRACE_S):  # still starting: it will see the flag
-            self.store.transition(run_id, "cancelled", only_from=("running",))
+            self.store.transition(run_id, RunStatus.CANCELLED, only_from=(RunStatus.RUNNING,))
             return
         if not active.job.join(CANCEL_GRACE_S):
-            self.store.transition(run_id, "cancelled", only_from=("running",))
+            self.store.transition(run_id, RunStatus.CANCELLED, only_from=(RunStatus.RUNNING,))
             active.job.kill()
 
     def cancel_many(self, run_ids: Sequence[str]) -> None:
@@ -129,7 +131,7 @@ class RunManager:
             self._cells = deque(q for q in self._cells if q[0] not in wanted)
             running = [r for r in wanted if r in self._active]
         for run_id in wanted.difference(running):
-            self.store.transition(run_id, "cancelled", only_from=("queued",))
+            self.store.transition(run_id, RunStatus.CANCELLED, only_from=(RunStatus.QUEUED,))
         threads = [threading.Thread(target=self.cancel, args=(r,)) for r in running]
         for thread in threads:
             thread.start()
@@ -152,7 +154,7 @@ class RunManager:
 
     # -- internals ------------------------------------------------------------------------------
     def _create(self, config: RunConfig, sweep_id: str | None) -> RunRow:
-        layers = [f"block{i}" for i in range(1, config.model.depth + 1)] + ["readout"]
+        layers = layer_names(config.model.depth)
         return self.store.create_run(
             secrets.token_hex(6), config.model_dump(), layers, sweep_id=sweep_id
         )
@@ -190,14 +192,18 @@ class RunManager:
                 if queued is None:
                     return
                 run_id, config_json = queued
-                if not self.store.transition(run_id, "running", only_from=("queued",)):
+                if not self.store.transition(
+                    run_id, RunStatus.RUNNING, only_from=(RunStatus.QUEUED,)
+                ):
                     continue  # cancelled or deleted while it waited
                 active = self._active[run_id] = _Active(self.executor.prepare(run_id, config_json))
             try:
                 active.job.start()
             except Exception as exc:  # the executor refused it: this run fails, the rest go on
                 error = f"the {self.executor.kind} executor could not start this run: {exc}"
-                self.store.transition(run_id, "failed", only_from=("running",), error=error)
+                self.store.transition(
+                    run_id, RunStatus.FAILED, only_from=(RunStatus.RUNNING,), error=error
+                )
                 with self._lock:
                     del self._active[run_id]
                 continue
@@ -210,7 +216,9 @@ class RunManager:
         active.job.join(None)
         if not self._closed:  # a no-op when the job reported its own outcome
             reason = active.job.failure()
-            self.store.transition(run_id, "failed", only_from=("running",), error=reason)
+            self.store.transition(
+                run_id, RunStatus.FAILED, only_from=(RunStatus.RUNNING,), error=reason
+            )
         with self._lock:
             del self._active[run_id]
         self._pump()

@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from depthscope.service.runs import RunManager
-from depthscope.service.store import TERMINAL, RunStore, to_json
+from depthscope.service.status import TERMINAL, RunStatus
+from depthscope.service.store import RunStore, to_json
 from depthscope.service.sweeps import (
     Evaluation,
     SweepSpec,
@@ -186,7 +187,7 @@ class Sweeps:
         status: str | None = row["status"]
         if row["summary"] is not None:
             summary = json.loads(row["summary"])
-        elif status is None or status == "queued":
+        elif status is None or status == RunStatus.QUEUED:
             summary = empty_summary()
         else:
             summary = self._summarize(row["run_id"], status, target)

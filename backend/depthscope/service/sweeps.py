@@ -12,16 +12,27 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, get_args
+from enum import StrEnum
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from depthscope.engine.config import RunConfig
+from depthscope.service.status import TERMINAL, RunStatus
 
 MAX_CELLS = 256
-SweepStatus = Literal["queued", "running", "completed", "cancelled", "failed", "interrupted"]
-STATUSES: tuple[str, ...] = get_args(SweepStatus)
-_TERMINAL_RUNS = frozenset({"completed", "cancelled", "failed", "diverged", "interrupted"})
+
+
+class SweepStatus(StrEnum):
+    """Where a sweep stands, derived from its cells' runs (see sweep_status)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
 
 Value = (
     Annotated[bool, Field(strict=True)]
@@ -240,7 +251,7 @@ def summarize(
         "final_val_loss": next((e.val_loss for e in reversed(evaluations)), None),
         "best_val_accuracy": max(accuracies, default=None),
         "steps_to_target": reached[0] if reached else None,
-        "diverged": status == "diverged",
+        "diverged": status == RunStatus.DIVERGED,
         "grad_ratio_step0": _ratio(act_grad_step0),
     }
 
@@ -279,7 +290,7 @@ def summarize_records(
     )
 
 
-def empty_summary(status: str = "queued") -> dict[str, Any]:
+def empty_summary(status: str = RunStatus.QUEUED) -> dict[str, Any]:
     return summarize(status, None, [], None, None)
 
 
@@ -289,15 +300,17 @@ def sweep_status(cell_statuses: Iterable[str | None], cancelled: bool) -> SweepS
     cancelled, `interrupted` if a server restart cut a cell short, `failed` if a cell failed,
     `cancelled` if a cell was cancelled or deleted, else `completed`."""
     statuses = [None if s == "deleted" else s for s in cell_statuses]
-    active = [s for s in statuses if s is not None and s not in _TERMINAL_RUNS]
+    active = [s for s in statuses if s is not None and s not in TERMINAL]
     if active:
         ended = len(statuses) - len(active)
-        return "queued" if ended == 0 and all(s == "queued" for s in active) else "running"
+        waiting = ended == 0 and all(s == RunStatus.QUEUED for s in active)
+        return SweepStatus.QUEUED if waiting else SweepStatus.RUNNING
     if cancelled:
-        return "cancelled"
-    for status in ("interrupted", "failed"):
-        if status in statuses:
-            return status
-    if "cancelled" in statuses or None in statuses:
-        return "cancelled"
-    return "completed"
+        return SweepStatus.CANCELLED
+    if RunStatus.INTERRUPTED in statuses:
+        return SweepStatus.INTERRUPTED
+    if RunStatus.FAILED in statuses:
+        return SweepStatus.FAILED
+    if RunStatus.CANCELLED in statuses or None in statuses:
+        return SweepStatus.CANCELLED
+    return SweepStatus.COMPLETED

@@ -19,6 +19,7 @@ from depthscope.engine.config import RunConfig
 from depthscope.engine.trainer import RunResult, Trainer
 from depthscope.probe.backends import kernels as native
 from depthscope.records import StepRecord
+from depthscope.service.status import RunStatus
 from depthscope.service.store import RunStore
 
 # A batch is committed when this long has passed since the last commit, or it grows this large:
@@ -112,7 +113,7 @@ def run_worker(
         config = RunConfig.model_validate_json(config_json)
         result = train_into(store, run_id, config, stop, server_pid)
     except Exception as exc:  # any failure is this run's, reported with its reason
-        store.transition(run_id, "failed", error=failure_message(exc))
+        store.transition(run_id, RunStatus.FAILED, error=failure_message(exc))
         return
     if result.status == "cancelled" and not stop.is_set():
         return  # orphaned: the restarted server has marked this run interrupted
@@ -132,7 +133,7 @@ def report(store: RunStore, run_id: str, result: RunResult) -> None:
     divergence = result.divergence
     store.transition(
         run_id,
-        result.status,
+        RunStatus(result.status),
         final=result.final,
         steps_done=result.steps_done,
         divergence=None if divergence is None else divergence.to_wire(),

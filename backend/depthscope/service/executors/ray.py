@@ -25,6 +25,7 @@ from depthscope.engine.config import RunConfig
 from depthscope.engine.trainer import RunResult
 from depthscope.records import StepRecord
 from depthscope.service.executors import ExecutorKind
+from depthscope.service.status import RunStatus
 from depthscope.service.store import RunStore
 from depthscope.service.worker import FLUSH_INTERVAL_S, FLUSH_MAX_RECORDS, RecordWriter, report
 
@@ -176,25 +177,30 @@ class RayJob:
                     writer.flush()
                     last = item[-1] if item else last
                 elif isinstance(item, TaskFailure):
-                    self._end("failed", last, item.error)
+                    self._end(RunStatus.FAILED, last, item.error)
                 else:
                     self._end(item, last)
         except TaskCancelledError:
-            self._end("cancelled", last)
+            self._end(RunStatus.CANCELLED, last)
         except RayError as error:  # the task's worker or node died
-            self._end("cancelled" if self._stopped else "failed", last, _describe(error))
+            stopped = RunStatus.CANCELLED if self._stopped else RunStatus.FAILED
+            self._end(stopped, last, _describe(error))
         finally:
             writer.flush()
             self._done.set()
 
-    def _end(self, outcome: RunResult | str, last: StepRecord | None, error: str = "") -> None:
+    def _end(
+        self, outcome: RunResult | RunStatus, last: StepRecord | None, error: str = ""
+    ) -> None:
         if self._killed:
             return  # the run manager has recorded the outcome (or the server is stopping)
         if isinstance(outcome, RunResult):
             report(self.store, self.run_id, outcome)
-        elif outcome == "failed":
+        elif outcome == RunStatus.FAILED:
             self._failure = error
-            self.store.transition(self.run_id, "failed", only_from=("running",), error=error)
+            self.store.transition(
+                self.run_id, RunStatus.FAILED, only_from=(RunStatus.RUNNING,), error=error
+            )
         else:
             steps = 0 if last is None else last.step + 1
             report(self.store, self.run_id, RunResult("cancelled", steps, _final(last)))
