@@ -59,9 +59,9 @@ def test_local_job_stopped_before_it_starts_reports_cancelled(tmp_path: Path) ->
     store = RunStore(tmp_path / "runs.db")
     store.create_run("r1", RunConfig().model_dump(), ["block1", "readout"])
     store.transition("r1", "running", only_from=("queued",))
-    job = LocalExecutor(store).prepare(
-        "r1", RunConfig.model_validate(tiny_config(5)).model_dump_json()
-    )
+    executor = LocalExecutor(store)
+    config = RunConfig.model_validate(tiny_config(5)).model_dump_json()
+    job = executor.prepare("r1", config, executor.control())
     job.stop()
     job.start()
     assert job.join(60)
@@ -209,3 +209,13 @@ async def health_and_sweep(app: FastAPI) -> None:
         for cell in sweep["cells"]:
             run = (await client.get(f"/api/runs/{cell['run_id']}")).json()
             assert run["records"] == 20 and run["sweep_id"] == sweep_id
+        boundary = await client.get(f"/api/runs/{cell['run_id']}/boundary")  # frames came too
+        assert boundary.status_code == 200, boundary.text
+        assert boundary.json()["step"] == 20 and len(boundary.json()["prob"]) >= 32
+        refused = await client.post(f"/api/runs/{cell['run_id']}/pause")
+        assert refused.status_code == 409  # it has ended; a live one cannot pause on Ray either
+        live = (await client.post("/api/runs", json=tiny_config(100_000 // 32))).json()
+        refused = await client.post(f"/api/runs/{live['id']}/pause")
+        assert refused.status_code == 409
+        assert "the ray executor cannot pause runs" in refused.json()["detail"]
+        await client.post(f"/api/runs/{live['id']}/cancel")

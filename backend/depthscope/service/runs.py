@@ -5,7 +5,8 @@ and sweep cells (bounded by max_cells: a sweep is admitted whole or not at all).
 take a free slot first, so a long sweep never locks out a run started by hand. A monitor
 thread per run waits for its job to end, marks the run `failed` if the job could not say why
 itself, and starts the next queued run. Where a run trains is the executor's business
-(service/executors: local worker processes, or Ray).
+(service/executors: local worker processes, or Ray). Each run on an executor that can pause
+has a RunControl (stop, pause, advance) from submission until its job ends.
 """
 
 from __future__ import annotations
@@ -18,17 +19,26 @@ from dataclasses import dataclass, field
 
 from depthscope.engine.config import RunConfig
 from depthscope.records import layer_names
+from depthscope.service.control import RunControl
 from depthscope.service.executors import Executor, Job
 from depthscope.service.executors.local import LocalExecutor
 from depthscope.service.status import RunStatus
 from depthscope.service.store import RunRow, RunStore
 
 CANCEL_GRACE_S = 0.8  # a job that has not stopped by then is killed: cancel within a second
+PAUSE_WAIT_S = 1.0  # how long a pause request waits for the worker to say it has parked
+STARTED = (RunStatus.RUNNING, RunStatus.PAUSED)
 
 
 class StoreFullError(Exception):
     def __init__(self, what: str) -> None:
         super().__init__(f"the store is full: {what}; delete finished runs to make room")
+
+
+class NotPausedError(Exception):
+    def __init__(self, run_id: str, why: str = "") -> None:
+        why = why or "pause it before advancing it step by step"
+        super().__init__(f"run {run_id} is not paused; {why}")
 
 
 class QueueFullError(Exception):
@@ -63,6 +73,7 @@ class RunManager:
         self._queue: deque[tuple[str, str]] = deque()  # (run id, config JSON), oldest first
         self._cells: deque[tuple[str, str]] = deque()  # sweep cells, after every single run
         self._active: dict[str, _Active] = {}
+        self._controls: dict[str, RunControl] = {}  # queued and active runs that can pause
         self._closed = False
 
     def warm_up(self) -> None:
@@ -111,15 +122,17 @@ class RunManager:
             self._queue = deque(q for q in self._queue if q[0] != run_id)
             self._cells = deque(q for q in self._cells if q[0] != run_id)
             active = self._active.get(run_id)
+            if active is None:
+                self._controls.pop(run_id, None)
         if active is None:
             self.store.transition(run_id, RunStatus.CANCELLED, only_from=(RunStatus.QUEUED,))
             return
         active.job.stop()
         if not active.started.wait(CANCEL_GRACE_S):  # still starting: it will see the flag
-            self.store.transition(run_id, RunStatus.CANCELLED, only_from=(RunStatus.RUNNING,))
+            self.store.transition(run_id, RunStatus.CANCELLED, only_from=STARTED)
             return
         if not active.job.join(CANCEL_GRACE_S):
-            self.store.transition(run_id, RunStatus.CANCELLED, only_from=(RunStatus.RUNNING,))
+            self.store.transition(run_id, RunStatus.CANCELLED, only_from=STARTED)
             active.job.kill()
 
     def cancel_many(self, run_ids: Sequence[str]) -> None:
@@ -131,12 +144,42 @@ class RunManager:
             self._cells = deque(q for q in self._cells if q[0] not in wanted)
             running = [r for r in wanted if r in self._active]
         for run_id in wanted.difference(running):
+            self._controls.pop(run_id, None)
             self.store.transition(run_id, RunStatus.CANCELLED, only_from=(RunStatus.QUEUED,))
         threads = [threading.Thread(target=self.cancel, args=(r,)) for r in running]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+
+    # -- pause, advance, resume: False when the run is not queued or training any more --------
+    def pause(self, run_id: str) -> bool:
+        """Pause before the next step. A queued run starts paused, at step 0. Waits up to a
+        second for a running worker to park (commit its records and mark the run `paused`)."""
+        control = self._control(run_id)
+        if control is None:
+            return False
+        control.pause()
+        if run_id in self._active:
+            control.wait_parked(PAUSE_WAIT_S)
+        return True
+
+    def advance(self, run_id: str, steps: int) -> bool:
+        """Train exactly `steps` more steps of a paused (or queued and paused) run, then pause
+        again. Raises NotPausedError for a run that is training freely."""
+        control = self._control(run_id)
+        if control is None:
+            return False
+        if not control.advance(steps):
+            raise NotPausedError(run_id)
+        return True
+
+    def resume(self, run_id: str) -> bool:
+        control = self._control(run_id)
+        if control is None:
+            return False
+        control.resume()
+        return True
 
     def shutdown(self) -> None:
         """Stop every job; what was queued or running stays so and becomes `interrupted` on
@@ -154,10 +197,19 @@ class RunManager:
 
     # -- internals ------------------------------------------------------------------------------
     def _create(self, config: RunConfig, sweep_id: str | None) -> RunRow:
-        layers = layer_names(config.model.depth)
-        return self.store.create_run(
-            secrets.token_hex(6), config.model_dump(), layers, sweep_id=sweep_id
+        """A queued run's row, and its control where the executor can pause (under the lock)."""
+        row = self.store.create_run(
+            secrets.token_hex(6), config.model_dump(), layer_names(config.model.depth), sweep_id
         )
+        if self.executor.can_pause:
+            self._controls[row.id] = self.executor.control()
+        return row
+
+    def _control(self, run_id: str) -> RunControl | None:
+        """The run's control; NotPausedError where its executor cannot pause runs at all."""
+        if not self.executor.can_pause:
+            raise NotPausedError(run_id, f"the {self.executor.kind} executor cannot pause runs")
+        return self._controls.get(run_id)
 
     def _check_room(self, adding: int = 1) -> None:
         """Admission only: a run already accepted may still grow the store past max_bytes."""
@@ -192,20 +244,22 @@ class RunManager:
                 if queued is None:
                     return
                 run_id, config_json = queued
+                control = self._controls.get(run_id)
                 if not self.store.transition(
                     run_id, RunStatus.RUNNING, only_from=(RunStatus.QUEUED,)
                 ):
+                    self._controls.pop(run_id, None)
                     continue  # cancelled or deleted while it waited
-                active = self._active[run_id] = _Active(self.executor.prepare(run_id, config_json))
+                job = self.executor.prepare(run_id, config_json, control)
+                active = self._active[run_id] = _Active(job)
             try:
                 active.job.start()
             except Exception as exc:  # the executor refused it: this run fails, the rest go on
                 error = f"the {self.executor.kind} executor could not start this run: {exc}"
-                self.store.transition(
-                    run_id, RunStatus.FAILED, only_from=(RunStatus.RUNNING,), error=error
-                )
+                self.store.transition(run_id, RunStatus.FAILED, only_from=STARTED, error=error)
                 with self._lock:
                     del self._active[run_id]
+                    self._controls.pop(run_id, None)
                 continue
             finally:
                 active.started.set()
@@ -216,9 +270,8 @@ class RunManager:
         active.job.join(None)
         if not self._closed:  # a no-op when the job reported its own outcome
             reason = active.job.failure()
-            self.store.transition(
-                run_id, RunStatus.FAILED, only_from=(RunStatus.RUNNING,), error=reason
-            )
+            self.store.transition(run_id, RunStatus.FAILED, only_from=STARTED, error=reason)
         with self._lock:
             del self._active[run_id]
+            self._controls.pop(run_id, None)
         self._pump()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
+    from depthscope.service.control import RunControl
     from depthscope.service.store import RunStore
 
 ExecutorKind = Literal["local", "ray"]
@@ -39,11 +40,16 @@ class Job(Protocol):
 
 class Executor(Protocol):
     kind: ExecutorKind
+    can_pause: bool  # whether its runs take pause, advance and resume (a RunControl)
 
     def warm_up(self) -> None:
         """Pay start-up costs (imports, connections) now rather than on the first run."""
 
-    def prepare(self, run_id: str, config_json: str) -> Job:
+    def control(self) -> RunControl:
+        """A new run's control (stop, pause, advance), made when it is queued; only called
+        where `can_pause`."""
+
+    def prepare(self, run_id: str, config_json: str, control: RunControl | None) -> Job:
         """A job for a run the manager has just marked `running`; cheap, nothing started."""
 
     def describe(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import signal
 from multiprocessing.context import ForkServerContext
 from typing import Any
 
+from depthscope.service.control import RunControl
 from depthscope.service.executors import ExecutorKind
 from depthscope.service.store import RunStore
 from depthscope.service.worker import run_worker
@@ -27,13 +28,15 @@ def _context() -> ForkServerContext:
 
 
 class LocalJob:
-    """A run's worker process and the flag that asks it to stop."""
+    """A run's worker process and its RunControl (stop, pause, advance through shared memory)."""
 
-    def __init__(self, ctx: ForkServerContext, db_path: str, run_id: str, config_json: str) -> None:
-        self.stop_flag = ctx.Event()
+    def __init__(
+        self, ctx: ForkServerContext, control: RunControl, db_path: str, run_id: str, config: str
+    ) -> None:
+        self.control = control
         self.process = ctx.Process(
             target=run_worker,
-            args=(db_path, run_id, config_json, self.stop_flag, os.getpid()),
+            args=(db_path, run_id, config, control, os.getpid()),
             name=f"depthscope-run-{run_id}",
             daemon=True,
         )
@@ -46,7 +49,7 @@ class LocalJob:
         self.process.start()  # a worker that finds the flag set reports `cancelled` itself
 
     def stop(self) -> None:
-        self.stop_flag.set()
+        self.control.cancel()
 
     def join(self, timeout: float | None) -> bool:
         if self.process.pid is None:
@@ -63,6 +66,7 @@ class LocalJob:
 
 class LocalExecutor:
     kind: ExecutorKind = "local"
+    can_pause = True
 
     def __init__(self, store: RunStore) -> None:
         self.db_path = str(store.path)
@@ -74,8 +78,11 @@ class LocalExecutor:
         process.start()
         process.join()
 
-    def prepare(self, run_id: str, config_json: str) -> LocalJob:
-        return LocalJob(self._ctx, self.db_path, run_id, config_json)
+    def control(self) -> RunControl:
+        return RunControl(self._ctx)
+
+    def prepare(self, run_id: str, config_json: str, control: RunControl | None) -> LocalJob:
+        return LocalJob(self._ctx, control or self.control(), self.db_path, run_id, config_json)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "nodes": 1, "cpus": os.cpu_count()}

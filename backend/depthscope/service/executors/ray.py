@@ -1,8 +1,9 @@
 """The Ray executor: every run (single or sweep cell) is a task on a Ray cluster.
 
-A run's task trains and yields its records in batches (a Ray streaming generator), then its
-outcome; a thread on the server takes each batch as it arrives and writes it into the server's
-store through the same RecordWriter a local worker uses. So streaming, resume, export and
+A run's task trains and yields its records in batches (a Ray streaming generator), with the
+decision-boundary frames of a 2-D run, then its outcome; a thread on the server takes each batch
+as it arrives and writes it into the server's store through the same RecordWriter a local
+worker uses. So streaming, resume, export and
 restart recovery behave exactly as with local workers, wherever the run trained. Tasks are
 never retried (a retry would write a run's records twice): a task that dies marks its run
 failed. Cancel is `ray.cancel` (the task gets a KeyboardInterrupt at once), then a forced
@@ -21,9 +22,11 @@ from typing import Any
 import ray
 from ray.exceptions import RayError, TaskCancelledError
 
+from depthscope.engine.boundary import BoundaryFrame
 from depthscope.engine.config import RunConfig
 from depthscope.engine.trainer import RunResult
 from depthscope.records import StepRecord
+from depthscope.service.control import RunControl
 from depthscope.service.executors import ExecutorKind
 from depthscope.service.status import RunStatus
 from depthscope.service.store import RunStore
@@ -33,18 +36,33 @@ INFO_TTL_S = 5.0  # how stale the cluster size in /api/health may be
 
 
 @dataclass(frozen=True)
+class Batch:
+    """Records as the task flushes them, with the boundary frames made meanwhile."""
+
+    records: list[StepRecord]
+    frames: list[BoundaryFrame]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A 2-D run's boundary layout (its grid and data points), sent before any frame."""
+
+    wire: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class TaskFailure:
     """What a task yields last when training raised: the run's error message."""
 
     error: str
 
 
-Item = list[StepRecord] | RunResult | TaskFailure
+Item = Batch | Layout | RunResult | TaskFailure
 
 
 def train_batches(config_json: str) -> Iterator[Item]:
-    """The task body: batches of records as they come (flushed like a local worker's), then
-    the RunResult, or a TaskFailure if training raised."""
+    """The task body: the boundary layout of a 2-D run, batches of records as they come
+    (flushed like a local worker's), then the RunResult, or a TaskFailure if training raised."""
     import torch
 
     from depthscope.engine.trainer import Trainer
@@ -52,9 +70,13 @@ def train_batches(config_json: str) -> Iterator[Item]:
 
     torch.set_num_threads(1)  # one core per task, as Ray accounts for it
     batch: list[StepRecord] = []
+    frames: list[BoundaryFrame] = []
     last_flush = 0.0  # so the first record goes out at once
     try:
-        records = Trainer(RunConfig.model_validate_json(config_json)).records()
+        trainer = Trainer(RunConfig.model_validate_json(config_json))
+        if trainer.boundary is not None:
+            yield Layout(trainer.boundary.layout.to_wire())
+        records = trainer.records(on_boundary=frames.append)
         while True:
             try:
                 record = next(records)
@@ -64,12 +86,13 @@ def train_batches(config_json: str) -> Iterator[Item]:
             batch.append(record)
             now = time.monotonic()
             if now - last_flush >= FLUSH_INTERVAL_S or len(batch) >= FLUSH_MAX_RECORDS:
-                yield batch
+                yield Batch(batch, frames[:])
                 batch, last_flush = [], now
+                frames.clear()  # the trainer appends to this very list
     except Exception as exc:  # any failure is this run's, reported with its reason
         outcome = TaskFailure(failure_message(exc))
-    if batch:
-        yield batch
+    if batch or frames:
+        yield Batch(batch, frames)
     yield outcome
 
 
@@ -80,6 +103,7 @@ def _warm() -> None:
 
 class RayExecutor:
     kind: ExecutorKind = "ray"
+    can_pause = False  # a task on another machine cannot see the server's shared memory
 
     def __init__(self, store: RunStore, address: str | None, **init_options: Any) -> None:
         """Connect to the cluster at `address`, or start a local instance when it is None.
@@ -97,7 +121,10 @@ class RayExecutor:
     def warm_up(self) -> None:
         ray.get(ray.remote(num_cpus=1)(_warm).remote())
 
-    def prepare(self, run_id: str, config_json: str) -> RayJob:
+    def control(self) -> RunControl:
+        raise NotImplementedError("the ray executor cannot pause runs")
+
+    def prepare(self, run_id: str, config_json: str, control: RunControl | None) -> RayJob:
         return RayJob(self, run_id, config_json)
 
     def describe(self) -> dict[str, Any]:
@@ -171,11 +198,10 @@ class RayJob:
         try:
             for ref in self._stream:
                 item: Item = ray.get(ref)
-                if isinstance(item, list):
-                    for record in item:
-                        writer.add(record)
-                    writer.flush()
-                    last = item[-1] if item else last
+                if isinstance(item, Batch):
+                    last = self._store(writer, item) or last
+                elif isinstance(item, Layout):
+                    self.store.put_boundary_layout(self.run_id, item.wire)
                 elif isinstance(item, TaskFailure):
                     self._end(RunStatus.FAILED, last, item.error)
                 else:
@@ -188,6 +214,15 @@ class RayJob:
         finally:
             writer.flush()
             self._done.set()
+
+    def _store(self, writer: RecordWriter, batch: Batch) -> StepRecord | None:
+        """Into the store as a local worker writes: the records, then the frames."""
+        for record in batch.records:
+            writer.add(record)
+        writer.flush()
+        for frame in batch.frames:
+            writer.add_boundary(frame)
+        return batch.records[-1] if batch.records else None
 
     def _end(
         self, outcome: RunResult | RunStatus, last: StepRecord | None, error: str = ""
