@@ -95,8 +95,9 @@ SWEEP_PRESETS: tuple[SweepPreset, ...] = (
         "Expect a diagonal of matches: tanh learns with Xavier, LeCun, He and orthogonal init; "
         "ReLU learns only with He (every other scheme lets its signal shrink by about 1/√2 per "
         "layer, grad_ratio_step0 near 1e-5 or smaller); SELU learns with LeCun and orthogonal "
-        "init and diverges with He's doubled variance; sigmoid learns with none of them. The "
-        "naive normal(0.1) and PyTorch's default init fail everywhere but SELU.",
+        "init (most of the way with Xavier) and diverges with He's doubled variance; sigmoid "
+        "learns with none of them. The naive normal(0.1) and PyTorch's default init leave "
+        "sigmoid, tanh and ReLU at chance (SELU with the naive init gets most of the way).",
         _spec(
             "init x activation, depth 30",
             {"depth": 30, "width": 32},

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 from conftest import tiny_config
 from depthscope import RunConfig
 from depthscope.service.app import create_app
@@ -336,6 +337,18 @@ async def test_sweep_bad_spec_is_422_naming_the_field(
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == loc
     assert (await client.get("/api/runs")).json() == []  # nothing was created
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+async def test_sweep_cuda_cell_without_gpu_is_422_naming_the_value(
+    client: httpx.AsyncClient,
+) -> None:
+    axes = [{"field": "training.device", "values": ["cpu", "cuda"]}]
+    response = await client.post("/api/sweeps", json={"base": tiny_config(5), "axes": axes})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "axes", 0, "values", 1]
+    assert (await client.get("/api/runs")).json() == []
 
 
 @pytest.mark.anyio

@@ -21,8 +21,11 @@ from depthscope.service.runs import RunManager
 from depthscope.service.status import TERMINAL, RunStatus
 from depthscope.service.store import RunStore, to_json
 from depthscope.service.sweeps import (
+    Cell,
     Evaluation,
+    Problem,
     SweepSpec,
+    SweepSpecError,
     empty_summary,
     expand,
     summarize,
@@ -71,6 +74,7 @@ class Sweeps:
         """Validate and expand `spec`, queue its cells; SweepSpecError, QueueFullError and
         StoreFullError say why not (and then nothing was created)."""
         cells = expand(spec, self.max_work)
+        _check_device(spec, cells)
         sweep_id = secrets.token_hex(6)
         rows = self.manager.submit_cells([c.config for c in cells], sweep_id)
         with self.store.transaction() as db:
@@ -217,3 +221,17 @@ class Sweeps:
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def _check_device(spec: SweepSpec, cells: list[Cell]) -> None:
+    """As for a single run: a cell on CUDA needs a server with a CUDA device."""
+    import torch
+
+    if torch.cuda.is_available() or all(c.config.training.device == "cpu" for c in cells):
+        return
+    loc: tuple[str | int, ...] = ("base", "training", "device")
+    for i, axis in enumerate(spec.axes):
+        if axis.field == "training.device":
+            loc = ("axes", i, "values", axis.values.index("cuda"))
+    msg = "training.device is 'cuda' but this server has no CUDA device; use 'cpu'"
+    raise SweepSpecError([Problem(loc, msg, "cuda")])
