@@ -17,7 +17,7 @@ import httpx
 import pytest
 import ray
 import torch
-from conftest import tiny_config
+from conftest import ServerProcess, tiny_config
 from depthscope import RunConfig, iter_records
 from depthscope.service.app import create_app
 from depthscope.service.executors import make_executor
@@ -219,3 +219,56 @@ async def health_and_sweep(app: FastAPI) -> None:
         assert refused.status_code == 409
         assert "the ray executor cannot pause runs" in refused.json()["detail"]
         await client.post(f"/api/runs/{live['id']}/cancel")
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (from /proc's parent links)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit():
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def process_state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None  # gone
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_ray_server_process_trains_and_shuts_its_ray_instance_down(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", env={"DEPTHSCOPE_EXECUTOR": "ray"})
+    url = server.start()
+    try:
+        assert httpx.get(f"{url}/api/health").json()["executor"]["kind"] == "ray"
+        run = httpx.post(f"{url}/api/runs", json=tiny_config(20)).json()
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{url}/api/runs/{run['id']}").json()["status"] in ACTIVE:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/api/runs/{run['id']}").json()["records"] == 20
+        assert server.process is not None
+        ray_processes = descendants(server.process.pid)
+        assert len(ray_processes) >= 2  # at least the GCS and the raylet it started
+    finally:
+        server.stop()
+    deadline = time.monotonic() + 30
+    while alive := [p for p in ray_processes if Path(f"/proc/{p}").exists()]:
+        zombies = [p for p in alive if process_state(p) in ("Z", None)]
+        if len(zombies) == len(alive):
+            break  # exited, waiting for a parent that is gone to be reaped
+        assert time.monotonic() < deadline, f"Ray processes left running: {alive}"
+        time.sleep(0.2)
