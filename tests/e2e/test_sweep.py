@@ -85,7 +85,10 @@ def test_sweep_from_the_form_draws_a_grid_and_one_line_per_norm(
     assert lines[1][1] == [by_index[1], by_index[3]]  # batchnorm along lr
     explorer.page.select_option("#sweep-summary", "final_loss")
     assert "final training loss" in explorer.page.inner_text(".sweep-legend")
-    explorer.shot("sweep", screenshots_dir)
+    explorer.page.select_option("#sweep-summary", "best_val_accuracy")
+    for folder in {explorer.artifacts / "screenshots", screenshots_dir}:
+        folder.mkdir(parents=True, exist_ok=True)
+        explorer.page.locator("#sweeps").screenshot(path=str(folder / "sweep.png"))
 
 
 def test_sweep_cell_opens_its_run_and_two_picked_cells_compare(
