@@ -16,6 +16,7 @@ import { decodeState, encodeState } from "./state.js";
 import { BoundaryPanel } from "./boundary.js";
 import { RunControls } from "./controls.js";
 import { LessonPanel } from "./lesson.js";
+import { SweepView } from "./sweep.js";
 
 // Finished runs with more recorded steps than this are not replayed through the event stream:
 // their heatmaps come from /series alone (downsampled by the server).
@@ -291,6 +292,22 @@ function wireExplorer(presets, lessons) {
   );
 }
 
+/** The sweep view (sweep.js): a cell opens as the shown run; two picked cells side by side. */
+function wireSweeps() {
+  const show = (runs, view) => {
+    setState({ runs, view, step: -1 });
+    refreshList();
+    document.querySelector(".toolbar").scrollIntoView({ block: "start" });
+  };
+  app.sweeps = new SweepView($("sweeps"), {
+    config: () => app.form.values(),
+    fields: [...app.form.fields.keys()],
+    openRun: (id) => show([id], "single"),
+    compare: (a, b) => show([a, b], "compare"),
+  });
+  app.sweeps.load().catch((err) => console.warn("no sweeps", err));
+}
+
 async function main() {
   const [schema, presets, health] = await Promise.all([api.schema(), api.presets(), api.health().catch(() => null)]);
   if (health?.version) $("version").textContent = `v${health.version}`;
@@ -312,6 +329,7 @@ async function main() {
   app.runList = new RunList($("run-rows"), { onToggle: toggleRun, onCancel: cancelRun, onDelete: deleteRun }, summaryLabel);
   renderGuide($("guide"));
   wireExplorer(presets, await api.lessons().catch(() => []));
+  wireSweeps();
   bindControls();
   setState({});
   await refreshList();
