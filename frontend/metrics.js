@@ -11,7 +11,9 @@ export const METRICS = [
       "How hard the loss pushes on this layer's weights. In a healthy net the column is roughly one " +
       "colour from bottom to top. A colour that fades steadily towards the input (bottom) means the " +
       "gradient shrinks by a similar factor at every layer it crosses back through: vanishing " +
-      "gradients, so the early layers barely learn. Brightening towards the input is the exploding case.",
+      "gradients, so the early layers barely learn. dL/dW is the backpropagated signal times the " +
+      "layer's input, so with weights that are too large it can brighten either way (the signal grows " +
+      "towards the input, the activations towards the readout): act_grad_norm shows the exploding signal itself.",
   },
   {
     name: "act_grad_norm",
@@ -20,8 +22,9 @@ export const METRICS = [
     about:
       "The error signal arriving at each block's output on the way back. Backpropagation multiplies it by " +
       "one Jacobian per layer, so with saturating units (sigmoid, tanh) or badly scaled weights it decays " +
-      "geometrically with depth: an evenly spaced fade in log colour. ReLU with He init, normalization " +
-      "and skip connections keep it level.",
+      "geometrically with depth: an evenly spaced fade in log colour. With weights that are too large it " +
+      "grows instead: brightening towards the input (bottom) is the exploding case. ReLU with He init, " +
+      "normalization and skip connections keep it level.",
   },
   {
     name: "grad_to_weight",

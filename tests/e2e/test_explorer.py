@@ -156,7 +156,7 @@ def test_cancel_stops_the_run(explorer: Explorer, api: httpx.Client) -> None:
     run_id = start_from_form(explorer, LONG_RUN)
     shown = explorer.wait_columns(0, timeout=20)
     # While it trains, the step axis follows the data, until the user zooms: then it stays.
-    x_range = "document.querySelector('#heatmaps .plot')._fullLayout.xaxis.range"
+    x_range = "document.querySelector('#heatmaps .plot').layout.xaxis.range"
     explorer.page.wait_for_function(
         f"({x_range})[1] >= document.querySelector('#heatmaps .plot').heat.lastStep"
         " && document.querySelector('#heatmaps .plot').heat.lastStep > 20",
@@ -167,24 +167,25 @@ def test_cancel_stops_the_run(explorer: Explorer, api: httpx.Client) -> None:
     )
     explorer.wait_columns(shown + 5, timeout=20)
     assert explorer.page.evaluate(x_range) == [0, 5]
-    row = explorer.page.locator(f"tr[data-run='{run_id}']")
+    row = explorer.page.locator(f"tbody[data-run='{run_id}']")
     row.locator("button.cancel").click()
     explorer.page.wait_for_selector(
-        f"tr[data-run='{run_id}'][data-status=cancelled]", timeout=10_000
+        f"tbody[data-run='{run_id}'][data-status=cancelled]", timeout=10_000
     )
     summary = api.get(f"/api/runs/{run_id}").json()
     assert summary["status"] == "cancelled" and 0 < summary["steps_done"] < 100_000
     explorer.shot("cancelled")
     # Export links in the row and the toolbar serve every record kept so far.
     for fmt in ("csv", "json"):
-        href = explorer.page.locator(f"tr[data-run='{run_id}'] a", has_text=fmt.upper())
+        href = explorer.page.locator(f"tbody[data-run='{run_id}'] a", has_text=fmt.upper())
         assert href.get_attribute("href") == explorer.page.get_attribute(f"#export-{fmt}", "href")
         body = api.get(str(href.get_attribute("href")))
         assert body.status_code == 200
     records = api.get(f"/api/runs/{run_id}/export?format=json").json()["records"]
     assert len(records) == summary["steps_done"]
-    explorer.page.locator(f"tr[data-run='{run_id}'] button.delete").click()
-    explorer.page.wait_for_selector(f"tr[data-run='{run_id}']", state="detached")
+    explorer.page.locator(f"tbody[data-run='{run_id}'] button.delete").click()
+    explorer.page.locator(f"tbody[data-run='{run_id}'] button.confirm-delete").click()
+    explorer.page.wait_for_selector(f"tbody[data-run='{run_id}']", state="detached")
     assert api.get(f"/api/runs/{run_id}").status_code == 404
 
 
