@@ -65,7 +65,7 @@ export class RunList {
     const key = JSON.stringify([selected, this.confirming, list.map((s) => [s.id, s.status, this.label(s.id), this.runs.streaming(s.id)])]);
     if (key === this.key) {
       for (const body of this.table.querySelectorAll("tbody[data-run]")) {
-        body.querySelector(".progress").textContent = this.progressLine(body.dataset.run, body.dataset.status);
+        body.querySelector(".progress").textContent = this.progressLine(this.runs.summary(body.dataset.run));
       }
       return;
     }
@@ -98,8 +98,8 @@ export class RunList {
     labelEl.title = `run ${s.id}`;
     const tag = position >= 0 ? Object.assign(document.createElement("span"), { className: "tag", textContent: "AB".charAt(position) || `#${position + 1}` }) : "";
     const status = Object.assign(document.createElement("span"), { className: `status ${s.status}`, textContent: s.status });
-    const progress = Object.assign(document.createElement("small"), { className: "progress", textContent: this.progressLine(s.id, s.status) });
-    if (!isTerminal(s.status) && !this.runs.streaming(s.id)) progress.title = "as last seen: tick the run to follow it live";
+    const progress = Object.assign(document.createElement("small"), { className: "progress", textContent: this.progressLine(s) });
+    if (!isTerminal(s) && !this.runs.streaming(s.id)) progress.title = "as last seen: tick the run to follow it live";
     const main = document.createElement("tr");
     main.append(cell(box, " ", labelEl, " ", tag), cell(status, progress));
     const actions = document.createElement("tr");
@@ -112,9 +112,9 @@ export class RunList {
     return body;
   }
 
-  progressLine(id, status) {
-    const stale = !isTerminal(status) && !this.runs.streaming(id);
-    return ` ${progressText(this.runs.progress(id))}${stale ? " (last seen)" : ""}`;
+  progressLine(s) {
+    const stale = !isTerminal(s) && !this.runs.streaming(s.id);
+    return ` ${progressText(this.runs.progress(s.id))}${stale ? " (last seen)" : ""}`;
   }
 
   controls(s, name) {
@@ -124,7 +124,7 @@ export class RunList {
       button("Duplicate", `run ${name} again with the same config`, () => h.onDuplicate(s.id), "duplicate"),
       button("New seed", `run ${name} again with a new seed`, () => h.onReseed(s.id), "reseed"),
     ];
-    if (!isTerminal(s.status)) out.push(button("Cancel", `cancel run ${name}`, () => h.onCancel(s.id), "cancel"));
+    if (!isTerminal(s)) out.push(button("Cancel", `cancel run ${name}`, () => h.onCancel(s.id), "cancel"));
     out.push(button("Delete", `delete run ${name}`, () => this.confirm(s.id), "delete"));
     for (const format of ["csv", "json"]) {
       out.push(Object.assign(document.createElement("a"), { href: api.exportUrl(s.id, format), textContent: format.toUpperCase(), download: "" }));

@@ -76,7 +76,7 @@ export class Runs {
     const entry = { data: new RunData(summary, this.metrics), close: null };
     this.shown.set(id, entry);
     const recorded = summary.records ?? (summary.steps_done ?? 0) / (summary.config?.recording?.record_every ?? 1);
-    if (!isTerminal(summary.status) || recorded <= REPLAY_LIMIT) this.follow(entry);
+    if (!isTerminal(summary) || recorded <= REPLAY_LIMIT) this.follow(entry);
     this.loadSeries(entry, metric);
   }
 
