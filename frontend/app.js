@@ -129,9 +129,10 @@ async function startRun(config) {
     app.form.clearErrors();
     app.runs.add(r.data);
     setState({ runs: [r.data.id, ...app.state.runs.filter((id) => id !== r.data.id)].slice(0, MAX_SHOWN), step: -1 });
-    // The heatmap may be far from the button that started the run: bring it into view.
+    // The heatmap may be far from the button that started the run: bring the charts into view,
+    // from their toolbar and status line down.
     const top = $("heatmap-section").getBoundingClientRect().top;
-    if (top < 0 || top > window.innerHeight * 0.5) $("heatmap-section").scrollIntoView({ block: "start" });
+    if (top < 0 || top > window.innerHeight * 0.5) document.querySelector("main").scrollIntoView({ block: "start" });
     app.toast.show(`Started ${label(r.data.id)}. Its heatmap fills in as it trains.`);
   } finally {
     button.disabled = false;

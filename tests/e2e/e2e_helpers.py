@@ -67,12 +67,18 @@ class Explorer:
         else:
             self.page.fill(selector, value)
 
-    def shot(self, name: str, into: Path | None = None) -> None:
-        """Save a screenshot as a test artifact (and into `into` for the README's images)."""
+    def shot(
+        self, name: str, into: Path | None = None, full_page: bool = True, toast: bool = False
+    ) -> None:
+        """Save a screenshot as a test artifact (and into `into` for the README's images).
+        The toast is fixed to the window, so a full-page image shows it mid-page: hidden unless
+        asked for."""
+        if not toast:
+            self.page.evaluate("() => { document.getElementById('toast').hidden = true; }")
         self.page.evaluate("() => new Promise(r => requestAnimationFrame(() => r(null)))")
         for folder in {self.artifacts, into or self.artifacts}:
             folder.mkdir(parents=True, exist_ok=True)
-            self.page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+            self.page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
 
 
 # Installed before any page script: every EventSource and every fetch the page makes is logged,

@@ -59,27 +59,26 @@ def test_rundata_divergence_is_the_servers_message_as_sent(modules: Any) -> None
         """async () => {
           const m = await import('/rundata.js');
           const layers = ['block1', 'block2', 'readout'];
+          const sent = 'layer block2 went non-finite at step 3 (preact_std)';
           const where = { step: 3, layer: 'block2', layer_index: 1, metric: 'preact_std' };
-          const text = (summary) => new m.RunData({ id: 'r', layers, ...summary }, ['grad_norm']);
-          const running = text({ status: 'running', divergence: null, error: null });
+          where.message = sent;
+          const run = (summary) => new m.RunData({ id: 'r', layers, ...summary }, ['grad_norm']);
+          const running = run({ status: 'running', divergence: null });
           // records with nulls do not make a sentence of their own: only the server's counts
           running.ingest([{ step: 0, loss: 1, accuracy: 0.5, grad_norm_total: 1, clipped: false,
                             layers: { grad_norm: [1, 2, 3] } },
                           { step: 1, loss: null, accuracy: null, grad_norm_total: null,
                             clipped: false, layers: { grad_norm: [null, null, null] } }]);
-          const sent = 'layer block2 went non-finite at step 3 (preact_std)';
+          const diverged = run({ status: 'diverged', divergence: where });
           return {
             running: [running.divergenceText(), running.firstNonFinite()],
-            error: text({ status: 'diverged', divergence: where, error: sent }).divergenceText(),
-            message: text({ status: 'diverged', divergence: { ...where, message: 'as sent' },
-                            error: sent }).divergenceText(),
-            where: text({ status: 'diverged', divergence: where, error: sent }).firstNonFinite(),
+            text: diverged.divergenceText(),
+            where: diverged.firstNonFinite(),
           };
         }"""
     )
     assert got["running"] == [None, None]
-    assert got["error"] == "layer block2 went non-finite at step 3 (preact_std)"
-    assert got["message"] == "as sent"
+    assert got["text"] == "layer block2 went non-finite at step 3 (preact_std)"
     assert got["where"]["layer"] == "block2" and got["where"]["step"] == 3
 
 

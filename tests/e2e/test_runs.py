@@ -31,7 +31,7 @@ def test_hiding_a_run_closes_its_event_source(explorer: Explorer, api: httpx.Cli
     assert sorted(open_streams(explorer)) == sorted(f"/api/runs/{i}/events" for i in ids)
     # Untick the first: its stream closes at once, the other stays open.
     explorer.page.uncheck(f"#show-{ids[0]}")
-    explorer.page.wait_for_function("window.__open().length === 1")
+    explorer.page.wait_for_function("() => window.__open().length === 1")
     assert open_streams(explorer) == [f"/api/runs/{ids[1]}/events"]
     # Ticking, unticking and ticking again many times never leaves more than one per shown run:
     # browsers allow six connections per origin, so leaked streams would stall every fetch.
@@ -39,7 +39,7 @@ def test_hiding_a_run_closes_its_event_source(explorer: Explorer, api: httpx.Cli
         explorer.page.check(f"#show-{ids[0]}")
         explorer.page.uncheck(f"#show-{ids[0]}")
     explorer.page.check(f"#show-{ids[0]}")
-    explorer.page.wait_for_function("window.__open().length === 2")
+    explorer.page.wait_for_function("() => window.__open().length === 2")
     assert len(explorer.page.evaluate("window.__streams")) == 7  # 1 + 1 + 5 reopenings
     assert api.get("/api/health").status_code == 200
     assert explorer.page.evaluate("fetch('/api/health').then((r) => r.status)") == 200
@@ -47,7 +47,7 @@ def test_hiding_a_run_closes_its_event_source(explorer: Explorer, api: httpx.Cli
     body = explorer.page.locator(f"tbody[data-run='{ids[1]}']")
     body.locator("button.delete").click()
     body.locator("button.confirm-delete").click()
-    explorer.page.wait_for_function("window.__open().length === 1")
+    explorer.page.wait_for_function("() => window.__open().length === 1")
     assert open_streams(explorer) == [f"/api/runs/{ids[0]}/events"]
 
 
