@@ -16,6 +16,9 @@ import { Runs } from "./runs.js";
 import { decodeState, encodeState } from "./state.js";
 import { renderStatus } from "./status.js";
 import { Toast } from "./toast.js";
+import { BoundaryPanel } from "./boundary.js";
+import { RunControls } from "./controls.js";
+import { LessonPanel } from "./lesson.js";
 
 const MAX_SHOWN = 4;
 
@@ -66,6 +69,7 @@ function setState(patch) {
     app.gone = [...new Set([...app.gone, ...unknown])];
     return setState({ runs: app.state.runs.filter((id) => !unknown.includes(id)) });
   }
+  app.lesson?.sync(app.state);
   redrawAll();
 }
 
@@ -89,11 +93,13 @@ function redrawAll() {
   const empty = shownRuns().length === 0;
   document.body.dataset.empty = String(empty);
   const s = app.scheduler;
-  s.request("heatmap", () => app.heatmap.render(shownRuns(), app.state, (run) => label(run.id)));
+  const byId = (run) => label(run.id);
+  s.request("heatmap", () => app.heatmap.render(shownRuns(), app.state, byId));
   s.request("status", drawStatus, 200);
+  s.request("controls", () => app.controls?.render(shownRuns()), 100);
+  s.request("boundary", () => app.boundary?.render(shownRuns()[0], app.state, byId), 250);
   if (empty) return; // hidden charts are not drawn: Plotly would size them for a hidden box
   // The heatmap follows every frame; the other charts redraw fully, so a few times a second.
-  const byId = (run) => label(run.id);
   const ifShown = (draw) => () => shownRuns().length && draw(shownRuns());
   s.request("curves", ifShown((runs) => app.curves.render(runs, byId)), 250);
   s.request("profile", ifShown((runs) => app.profile.render(runs, app.state, byId)), 100);
@@ -229,6 +235,27 @@ function bindControls() {
   });
 }
 
+/** The boundary map, play / pause / step and the guided lessons (boundary.js, controls.js, lesson.js). */
+function wireExplorer(presets, lessons) {
+  app.boundary = new BoundaryPanel({ div: $("boundary"), note: $("boundary-note") }, api.boundary);
+  // A paused or resumed run reports its new status on its own stream: a redraw is all it takes.
+  app.controls = new RunControls($("run-controls"), api, redrawAll);
+  app.lesson = new LessonPanel(
+    { list: $("lessons"), card: $("lesson-card") },
+    {
+      lessons,
+      presets: new Map(presets.map((p) => [p.id, p])),
+      summaries: async () => app.runs.list(), // this page's runs store: every run it knows
+      start: async (config) => {
+        const r = await api.createRun(config);
+        if (r.ok) app.runs.add(r.data);
+        return r;
+      },
+      apply: (patch) => setState(patch),
+    },
+  );
+}
+
 async function main() {
   const [schema, presets, health] = await Promise.all([api.schema(), api.presets(), api.health().catch(() => null)]);
   if (health?.version) $("version").textContent = `v${health.version}`;
@@ -255,6 +282,7 @@ async function main() {
   };
   app.runList = new RunList($("run-table"), handlers, app.runs, (id) => label(id));
   renderGuide($("guide"));
+  wireExplorer(presets, await api.lessons().catch(() => []));
   bindControls();
   await app.runs.load(); // the one list fetch; shown runs then follow their streams
   setState({});
