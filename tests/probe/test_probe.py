@@ -89,8 +89,9 @@ def manual_forward(net: DeepNet, x: Tensor, activation: str, k: int) -> dict[str
     skip = None
     for i, block in enumerate(net.blocks, start=1):
         z = functional.linear(x, block.linear.weight, block.linear.bias)
-        u = block.pre_norm(z)
-        h = block.post_norm(act_fn(activation, block)(u))
+        u = z if block.pre_norm is None else block.pre_norm(z)
+        h = act_fn(activation, block)(u)
+        h = h if block.post_norm is None else block.post_norm(h)
         if k and (i - 1) % k == 0:
             if skip is not None:
                 h = h + skip

@@ -88,7 +88,13 @@ def histograms(
     before = x.clone()
     RowHistograms(x.shape[1], bins, *histogram_views(out, rows, 0, rows), scatter=scatter)(x)
     assert torch.equal(x, before) or x.isnan().any()  # the input is left alone
-    return read_histograms(out.tolist(), x.shape[0], bins)
+    found = read_histograms(out.tolist(), x.shape[0], bins)
+    return [
+        (lo, hi, counts)
+        for lo, hi, counts in zip(
+            found.lo.tolist(), found.hi.tolist(), found.counts.tolist(), strict=True
+        )
+    ]
 
 
 @pytest.mark.parametrize("scatter", [False, True], ids=["bincount", "scatter"])

@@ -46,25 +46,34 @@ Parts = tuple[nn.Module, nn.Module | None, nn.Module | None, nn.Module | None]
 
 
 class Block(nn.Module):
+    """Linear -> [norm] -> activation -> [norm]: the norm, where there is one, sits on the
+    side `norm_position` says; the other side has none (not an Identity module: one module
+    fewer to build, to call and to walk)."""
+
     def __init__(self, n_in: int, width: int, config: ModelConfig) -> None:
         super().__init__()
         self.linear = nn.Linear(n_in, width, bias=config.bias)
+        norm = None if config.norm == "none" else NORMS[config.norm](width)
         pre = config.norm_position == "pre_activation"
-        self.pre_norm = NORMS[config.norm](width) if pre else nn.Identity()
+        self.pre_norm: nn.Module | None = norm if pre else None
         self.act = ACTIVATIONS[config.activation].make()
-        self.post_norm = nn.Identity() if pre else NORMS[config.norm](width)
+        self.post_norm: nn.Module | None = None if pre else norm
 
     def forward(self, x: Tensor) -> Tensor:
-        h: Tensor = self.post_norm(self.act(self.pre_norm(self.linear(x))))
-        return h
+        return _run(self.parts(), x)
 
     def parts(self) -> Parts:
-        """linear, pre-norm, activation, post-norm, each None where it is an Identity."""
-        return (self.linear, _real(self.pre_norm), _real(self.act), _real(self.post_norm))
+        """linear, pre-norm, activation, post-norm; None where there is none (the linear
+        activation is an Identity: None too)."""
+        act = None if isinstance(self.act, nn.Identity) else self.act
+        return (self.linear, self.pre_norm, act, self.post_norm)
 
 
-def _real(module: nn.Module) -> nn.Module | None:
-    return None if isinstance(module, nn.Identity) else module
+def _run(parts: Parts, x: Tensor) -> Tensor:
+    for module in parts:
+        if module is not None:
+            x = module(x)
+    return x
 
 
 class DeepNet(nn.Module):
@@ -85,6 +94,11 @@ class DeepNet(nn.Module):
         self._parts: tuple[Parts, ...] = tuple(b.parts() for b in self.block_list)
         chain = [m for parts in self._parts for m in parts if m is not None]
         self._chain: tuple[nn.Module, ...] = (*chain, self.readout)
+
+    def tap(self, taps: Taps | None) -> None:
+        """Start (or, with None, stop) filling `taps` in the forward passes. Straight into the
+        instance's dict: nn.Module's __setattr__ costs microseconds a call, twice a step."""
+        self.__dict__["taps"] = taps
 
     @property
     def linears(self) -> list[nn.Linear]:

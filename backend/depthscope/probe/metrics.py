@@ -7,7 +7,8 @@ a sum, a ratio of two norms, ...), and how it is shown: a title, a paragraph tha
 a scale. The probe's backends compute every reduction of the vocabulary into one flat buffer
 (transfer.py says where each goes); the host then finishes every metric from them. The records'
 metric names (`METRICS`), `GET /api/metrics`, the frontend's menu and glossary, the CLI report
-and the README's table all come from `REGISTRY`. Imports no torch: the store and the API use it.
+and the README's table all come from `REGISTRY`. Imports no torch (numpy only): the store and
+the API use it. The host's arithmetic runs on numpy arrays, one value per layer, in float64.
 
 Adding a metric built from the reductions below is one `Metric` entry here and its
 autograd-reference test (docs/probe.md, "How to add a metric").
@@ -15,10 +16,12 @@ autograd-reference test (docs/probe.md, "How to add a metric").
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
 
 TINY = 1e-30  # the smallest denominator of a ratio, and the smallest histogram range
 
@@ -92,27 +95,30 @@ WEIGHT_REDUCTIONS: tuple[Reduction, ...] = (DW_NORM, W_NORM, DELTA_W_NORM)
 REDUCTIONS = ACTIVATION_REDUCTIONS + WEIGHT_REDUCTIONS
 
 
+Values = npt.NDArray[np.float64]  # one number per layer, input to output
+
+
 @dataclass(frozen=True)
 class Reduced:
     """A recorded step's reductions, per layer input to output (the hidden blocks, then the
     readout): `values[reduction][layer]`, with each layer's size: `n` values (batch × units) of
     `units` units."""
 
-    values: Mapping[Reduction, list[float]]
-    n: list[float]
-    units: list[float]
+    values: Mapping[Reduction, Values]
+    n: Values
+    units: Values
 
-    def __getitem__(self, reduction: Reduction) -> list[float]:
+    def __getitem__(self, reduction: Reduction) -> Values:
         return self.values[reduction]
 
 
-Finish = Callable[[Reduced], list[float]]
+Finish = Callable[[Reduced], Values]
 
 
 @dataclass(frozen=True)
 class Metric:
     """A per-layer statistic: the reductions it `needs`, how the host `finish`es it from them
-    (a list, one value per layer), and how it is shown."""
+    (an array, one value per layer), and how it is shown."""
 
     name: str
     needs: tuple[Reduction, ...]
@@ -132,24 +138,24 @@ class Metric:
 
 
 # -- how the host finishes a metric --------------------------------------------------------------
-def ratio(top: Sequence[float], bottom: Sequence[float]) -> list[float]:
+def ratio(top: Values, bottom: Values) -> Values:
     """top / bottom per layer, the bottom at least TINY (a zero weight matrix: a huge ratio)."""
-    return [a / max(b, TINY) for a, b in zip(top, bottom, strict=True)]
+    return top / np.maximum(bottom, TINY)
 
 
-def per(values: Sequence[float], counts: Sequence[float]) -> list[float]:
+def per(values: Values, counts: Values) -> Values:
     """values / counts per layer: a mean from a sum."""
-    return [v / c for v, c in zip(values, counts, strict=True)]
+    return values / counts
 
 
-def std(spreads: Sequence[float], counts: Sequence[float]) -> list[float]:
+def std(spreads: Values, counts: Values) -> Values:
     """The population std from the norm about the mean: spread / sqrt(count)."""
-    return [s / math.sqrt(c) for s, c in zip(spreads, counts, strict=True)]
+    return spreads / np.sqrt(counts)
 
 
-def failing(counts: Sequence[float], wholes: Sequence[float]) -> list[float]:
+def failing(counts: Values, wholes: Values) -> Values:
     """The fraction of a whole that a count of those that pass leaves out: 1 − count / whole."""
-    return [1.0 - c / w for c, w in zip(counts, wholes, strict=True)]
+    return 1.0 - counts / wholes
 
 
 def _taken(reduction: Reduction) -> Finish:

@@ -83,7 +83,7 @@ class Probe:
         """Start a recorded step (with histograms of h_l and dL/dh_l or not)."""
         self.histograms = histograms
         self.taps = Taps()
-        self.model.taps = self.taps
+        self.model.tap(self.taps)
 
     def _begin(self, taps: Taps) -> Backend:
         """The backend and this step's layout, both made at the first recorded step."""
@@ -167,13 +167,11 @@ class Probe:
         parameters' gradients, which only count towards the total norm."""
         if self.backend is None:
             raise RuntimeError("probe.backward() first")
-        self.backend.before_update(
-            [_grad(w) for w in self.weights], [_grad(p) for p in self.others]
-        )
+        self.backend.before_update(_grads(self.weights), _grads(self.others))
 
     def detach(self) -> None:
         self.grads = []
-        self.model.taps = None
+        self.model.tap(None)
         self.taps = None
 
     def __enter__(self) -> Probe:
@@ -212,5 +210,9 @@ class Probe:
         return transfer.record(step, flat)
 
 
-def _grad(p: Tensor) -> Tensor:
-    return or_zeros(p.grad, p)
+def _grads(params: Sequence[Tensor]) -> list[Tensor]:
+    """The parameters' gradients, zeros where autograd left none."""
+    grads = [p.grad for p in params]
+    if all(g is not None for g in grads):  # the usual case: no call per parameter
+        return grads  # type: ignore[return-value]
+    return [or_zeros(g, p) for g, p in zip(grads, params, strict=True)]

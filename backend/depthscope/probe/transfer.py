@@ -6,7 +6,8 @@ each reduction this run's structure has (h's sums are z's when h is z; a count n
 input can fail is not computed), the readout's own few, the weights' norms, then the
 histograms. A backend writes each number straight into its slot, so a step ends with one read
 and nothing to concatenate; the host then finishes every metric from the reductions, as the
-registry says. Imports no torch.
+registry says, on numpy arrays: one gather puts every reduction of every layer in a table,
+and each metric is an array op or two over it. Imports no torch.
 
 Slots, in order: the head (loss, accuracy, clipped, then the other parameters' gradient norm
 if any), the readout's reductions, the hidden layers' reductions in the vocabulary's order
@@ -21,11 +22,15 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
 
 from depthscope.probe.metrics import (
     ACTIVATION_REDUCTIONS,
     DW_NORM,
+    REDUCTIONS,
     REGISTRY,
     WEIGHT_REDUCTIONS,
     Reduced,
@@ -85,21 +90,24 @@ def histogram_size(rows: int, bins: int) -> int:
     return rows * (2 + bins)
 
 
-HostHistogram = tuple[float, float, list[int]]  # lo, hi, counts
+class HostHistograms(NamedTuple):
+    """A block of histograms on the host, per row: lo, hi and the counts [rows, bins]."""
+
+    lo: npt.NDArray[np.float64]
+    hi: npt.NDArray[np.float64]
+    counts: npt.NDArray[np.int64]
 
 
-def read_histograms(flat: Sequence[float], rows: int, bins: int) -> list[HostHistogram]:
-    """A block of histograms read on the host: per row (lo, hi, counts). A row with a
-    non-finite bound has no histogram: NaN bounds and zero counts."""
-    lo, hi = flat[:rows], flat[rows : 2 * rows]
-    counts = flat[2 * rows : rows * (2 + bins)]
-    found: list[HostHistogram] = []
-    for r in range(rows):
-        if math.isfinite(lo[r]) and math.isfinite(hi[r]):
-            found.append((lo[r], hi[r], [int(c) for c in counts[r * bins : (r + 1) * bins]]))
-        else:
-            found.append((math.nan, math.nan, [0] * bins))
-    return found
+def read_histograms(flat: npt.ArrayLike, rows: int, bins: int) -> HostHistograms:
+    """A block of histograms read on the host. A row with a non-finite bound has no
+    histogram: NaN bounds and zero counts."""
+    block = np.asarray(flat, dtype=np.float64)
+    lo, hi = block[:rows].copy(), block[rows : 2 * rows].copy()
+    counts = block[2 * rows : rows * (2 + bins)].reshape(rows, bins).astype(np.int64)
+    empty = ~(np.isfinite(lo) & np.isfinite(hi))
+    if empty.any():
+        lo[empty], hi[empty], counts[empty] = math.nan, math.nan, 0
+    return HostHistograms(lo, hi, counts)
 
 
 class WeightSlots:
@@ -159,9 +167,13 @@ class Transfer:
         rows = 2 * layers if histograms else 0  # h rows, then dL/dh rows
         self.hist_hidden = self._span(histogram_size(rows, bins))
         self.hist_readout = self._span(histogram_size(2 if histograms else 0, bins))
-        self._readers = [self._reader(r) for r in ACTIVATION_REDUCTIONS]
-        self._n = [float(s.n)] * layers + [float(s.batch * s.outputs)]
-        self._units = [float(s.width)] * layers + [float(s.outputs)]
+        # The host's reading: the buffer, then the sizes the counts are fractions of, in one
+        # float64 vector; `_index` gathers every reduction of every layer from it at once.
+        self._ext = np.zeros(self.size + 4)
+        self._ext[self.size :] = [s.n, s.width, s.batch * s.outputs, s.outputs]
+        self._index = np.array([self._positions(r) for r in REDUCTIONS], dtype=np.int64)
+        self._n = np.array([s.n] * layers + [s.batch * s.outputs], dtype=np.float64)
+        self._units = np.array([s.width] * layers + [s.outputs], dtype=np.float64)
 
     def _span(self, count: int) -> Span:
         self.size += count
@@ -185,42 +197,41 @@ class Transfer:
             return self.hidden.get(Reduction("z", reduction.op))
         return None
 
-    def _reader(self, r: Reduction) -> tuple[Reduction, Span | None, float, int | None, float]:
-        """How the host gathers a reduction: the hidden layers' span (None: every layer
-        `full`), then the readout's slot (None: `full_readout`)."""
-        s = self.structure
-        full = float(s.n) if r.full == "n" else float(s.width)
-        full_readout = float(s.batch * s.outputs) if r.full == "n" else float(s.outputs)
+    def _positions(self, r: Reduction) -> list[int]:
+        """Where the host finds a reduction of each layer, hidden blocks then the readout, in
+        the buffer extended with the sizes (a count nothing fails is a whole size)."""
+        s, size, layers = self.structure, self.size, self.structure.layers
+        if r in WEIGHT_REDUCTIONS:
+            row = self.weight_slots.positions[WEIGHT_REDUCTIONS.index(r)]
+            return [self.weights.start + p for p in row]
+        span = self.slot(r)
+        whole = size if r.full == "n" else size + 1  # the hidden layers' n, or their units
+        hidden = list(range(span.start, span.stop)) if span is not None else [whole] * layers
         source = _readout_source(r)
-        return r, self.slot(r), full, None if source is None else self.readout[source], full_readout
+        readout = self.readout[source] if source is not None else whole + 2
+        assert len(hidden) == s.layers
+        return [*hidden, readout]
 
     # -- the host's reading ------------------------------------------------------------------
-    def reduced(self, flat: Sequence[float]) -> Reduced:
+    def reduced(self, flat: npt.ArrayLike) -> Reduced:
         """Every reduction per layer, input to output, from the numbers the backend wrote."""
-        layers = self.structure.layers
-        values: dict[Reduction, list[float]] = {}
-        for r, span, full, at, full_readout in self._readers:
-            row = list(flat[span.start : span.stop]) if span is not None else [full] * layers
-            row.append(flat[at] if at is not None else full_readout)
-            values[r] = row
-        rows = self.weight_slots.spread(flat[self.weights.start : self.weights.stop])
-        for r, row in zip(WEIGHT_REDUCTIONS, rows, strict=True):
-            values[r] = row
-        return Reduced(values, self._n, self._units)
+        ext = self._ext
+        ext[: self.size] = flat
+        table = ext[self._index]  # [reductions, layers + 1], a copy
+        return Reduced(dict(zip(REDUCTIONS, table, strict=True)), self._n, self._units)
 
-    def record(self, step: int, flat: Sequence[float]) -> StepRecord:
-        """The StepRecord of the numbers the backend wrote, read back as a list."""
-        head = flat[self.head.start : self.head.stop]
-        loss, accuracy, clipped = head[:HEAD]
+    def record(self, step: int, flat: npt.ArrayLike) -> StepRecord:
+        """The StepRecord of the numbers the backend wrote (a list, or an array)."""
         reduced = self.reduced(flat)
+        head = self._ext[self.head.start : self.head.stop].tolist()
+        loss, accuracy, clipped = head[:HEAD]
+        values = np.stack([metric.finish(reduced) for metric in REGISTRY])
+        all_finite = bool(np.isfinite(values).all())
+        rows: list[list[float]] = values.tolist()
         layers: dict[str, list[Number]] = {}
-        for metric in REGISTRY:
-            values = metric.finish(reduced)
-            if all(map(math.isfinite, values)):  # the usual case: no check value by value
-                layers[metric.name] = cast("list[Number]", values)
-            else:
-                layers[metric.name] = [finite(v) for v in values]
-        total = math.hypot(*reduced[DW_NORM], *head[HEAD:])
+        for metric, row in zip(REGISTRY, rows, strict=True):
+            layers[metric.name] = row if all_finite else [finite(v) for v in row]  # type: ignore[assignment]
+        total = math.hypot(*reduced[DW_NORM].tolist(), *head[HEAD:])
         return StepRecord(
             step=step,
             loss=finite(loss),
@@ -228,26 +239,28 @@ class Transfer:
             grad_norm_total=finite(total),
             clipped=bool(clipped),
             layers=layers,
-            histograms=self._histograms(flat) if self.histograms else None,
+            histograms=self._histograms() if self.histograms else None,
+            known_finite=all_finite and math.isfinite(loss) and math.isfinite(total),
         )
 
-    def _histograms(self, flat: Sequence[float]) -> dict[str, Histogram]:
-        layers, bins = self.structure.layers, self.bins
+    def _histograms(self) -> dict[str, Histogram]:
+        """The step's histograms, from the buffer `reduced` copied in."""
+        layers, bins, ext = self.structure.layers, self.bins, self._ext
         hidden = read_histograms(
-            flat[self.hist_hidden.start : self.hist_hidden.stop], 2 * layers, bins
+            ext[self.hist_hidden.start : self.hist_hidden.stop], 2 * layers, bins
         )
-        logits, dlogits = read_histograms(
-            flat[self.hist_readout.start : self.hist_readout.stop], 2, bins
-        )
-        by_kind = {"act": [*hidden[:layers], logits], "act_grad": [*hidden[layers:], dlogits]}
-        return {
-            kind: Histogram(
-                lo=[finite(h[0]) for h in by_kind[kind]],
-                hi=[finite(h[1]) for h in by_kind[kind]],
-                counts=[h[2] for h in by_kind[kind]],
+        readout = read_histograms(ext[self.hist_readout.start : self.hist_readout.stop], 2, bins)
+        rows = {"act": (slice(0, layers), 0), "act_grad": (slice(layers, 2 * layers), 1)}
+        found: dict[str, Histogram] = {}
+        for kind in HISTOGRAM_KINDS:
+            hidden_rows, readout_row = rows[kind]
+            lo = [*hidden.lo[hidden_rows].tolist(), float(readout.lo[readout_row])]
+            hi = [*hidden.hi[hidden_rows].tolist(), float(readout.hi[readout_row])]
+            counts = [*hidden.counts[hidden_rows].tolist(), readout.counts[readout_row].tolist()]
+            found[kind] = Histogram(
+                lo=[finite(v) for v in lo], hi=[finite(v) for v in hi], counts=counts
             )
-            for kind in HISTOGRAM_KINDS
-        }
+        return found
 
 
 def _readout_source(r: Reduction) -> Reduction | None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy.typing as npt
 from torch import Tensor, nn
 
 from depthscope.engine.activations import ActivationSpec
@@ -51,8 +52,8 @@ class Backend(Protocol):
     """A recorded step, in the order the probe calls these: `begin` once the forward pass is
     done, `take_gradient` per hidden layer during backpropagation when the run's Structure has
     `hooks` (large layers), `before_update` after backward and before clipping, `finish` after
-    the optimizer's step. `finish` returns the flat buffer as host floats, laid out as `begin`'s
-    transfer says."""
+    the optimizer's step. `finish` returns the flat buffer in host memory (float32, read before the
+    next step), laid out as `begin`'s transfer says."""
 
     name: str  # what the benchmark and `main()` call it
 
@@ -64,7 +65,7 @@ class Backend(Protocol):
         self, weight_grads: Sequence[Tensor], other_grads: Sequence[Tensor]
     ) -> None: ...
 
-    def finish(self, step: StepTensors) -> list[float]: ...
+    def finish(self, step: StepTensors) -> npt.ArrayLike: ...
 
 
 BackendFactory = Callable[[Model], Backend]

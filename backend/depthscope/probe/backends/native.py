@@ -99,11 +99,11 @@ class NativeBackend:
             at = addresses(other_grads, keep)
             lib.total_norm(at, self.others_lengths, plan.out, plan.others_at)
 
-    def finish(self, step: StepTensors) -> list[float]:
+    def finish(self, step: StepTensors) -> array[float]:
         """Everything else, after the update: per hidden layer the moments of z and h, the
         health counts over the activation inputs u and the norm of dL/dh (unless the hooks took
         it), the readout's numbers, the weights' update norms and the step's histograms; then
-        the whole buffer as host floats, with the loss and `clipped` written in."""
+        the whole buffer (host memory already), with the loss and `clipped` written in."""
         plan, lib, s, keep = self._plan(), self.lib, self.structure, list[Tensor]()
         taps = step.taps
         z_at = addresses(taps.z, keep)
@@ -136,7 +136,7 @@ class NativeBackend:
         out = plan.out
         out[plan.head] = step.loss.item()
         out[plan.head + 2] = float(step.clipped.item())
-        return out.tolist()
+        return out
 
     def _readout(self, plan: _Plan, taps: Taps, step: StepTensors, keep: list[Tensor]) -> None:
         assert taps.logits is not None
@@ -180,8 +180,9 @@ class _Plan:
                 span = t.hidden.get(r)
                 table.append(-1 if span is None else span.start + i)
         self.hidden = indices(table)
-        dh = t.hidden[DH_NORM]
-        self.dh_single = [indices([dh.start + i]) for i in range(layers)]
+        # for the hooks (large layers), which hand over dL/dh one layer at a time
+        dh, hooked = t.hidden[DH_NORM], range(layers if s.hooks else 0)
+        self.dh_single = [indices([dh.start + i]) for i in hooked]
         self.one_length = indices([s.n])
         self.readout = indices(
             [t.accuracy if isinstance(r, str) else t.readout[r] for r in READOUT_SLOTS]
@@ -197,7 +198,7 @@ class _Plan:
         self.h_histograms = _histogram_rows(t.hist_hidden, rows, t.bins, range(layers))
         self.dh_histograms = _histogram_rows(t.hist_hidden, rows, t.bins, range(layers, rows))
         self.dh_histogram_single = [
-            _histogram_rows(t.hist_hidden, rows, t.bins, [layers + i]) for i in range(layers)
+            _histogram_rows(t.hist_hidden, rows, t.bins, [layers + i]) for i in hooked
         ]
         self.readout_hist = _histogram_rows(t.hist_readout, 2, t.bins, range(2))
 

@@ -3,7 +3,7 @@
 Layers are concatenated into one hidden buffer (`x`, rows of batch × units numbers: the
 activation's healthy mask, z, h unless it is z, and dL/dh on histogram steps of small layers)
 and reduced a handful of ops at a time, whatever the depth; every op writes its slot of the
-flat buffer with `out=`, and the buffer leaves the device in ONE `.tolist()`. `_Plan` binds
+flat buffer with `out=`, and the buffer leaves the device in ONE `.cpu()`. `_Plan` binds
 the buffers and every view of them once per layout: on the CPU even a view costs a few µs.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import partial
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 
@@ -96,11 +98,11 @@ class TensorOpsBackend:
                 flat = [g if g.dim() == 1 else g.view(-1) for g in other_grads]
                 self.others_norm = torch.linalg.vector_norm(torch.cat(flat))
 
-    def finish(self, step: StepTensors) -> list[float]:
+    def finish(self, step: StepTensors) -> npt.NDArray[np.float32]:
         with torch.no_grad():
             plan = self._plan()
             plan.fill(step, self)
-            return plan.out.tolist()  # the one host transfer
+            return plan.out.cpu().numpy()  # the one host transfer (a view on the CPU)
 
 
 def _copy_into(row: Tensor, grad: Tensor) -> None:
