@@ -123,7 +123,8 @@ def _grid_max(activation: str) -> float:
 
 
 def reference(config: RunConfig, net: DeepNet, trainer: Trainer) -> dict[str, list[float]]:
-    """The 11 metrics of step 0, from the network as it was before the step."""
+    """Every metric of step 0, from the network as it was before the step (a metric added to
+    the registry needs its reference here: `assert_metrics_match` checks every one)."""
     m = config.model
     x, y = trainer.data.x_train, trainer.data.y_train
     net = copy.deepcopy(net)
