@@ -1,7 +1,8 @@
 """The run budget: what a config will cost in CPU time and memory, before it is accepted.
 
 Every part of a run that does work adds a `Cost` term, by name, to `COSTS`: training steps,
-the probe on recorded steps and histograms, held-out evaluation, initialization, the data.
+the probe on recorded steps and histograms, held-out evaluation, initialization, the data,
+decision-boundary grids.
 A feature that runs forward passes of its own (a decision-boundary grid, a spectrum, a theory
 check) registers its term with `register_cost`, and its work is then counted and bounded like
 the rest. A term counts four kinds of work, each at a rate measured on the reference machine
@@ -289,11 +290,29 @@ def data(config: RunConfig) -> Cost:
     )
 
 
+def boundary(config: RunConfig) -> Cost:
+    """A 2-D classification run's decision-boundary grids: a forward pass over the grid's
+    cells on every boundary_every step and the last (engine/boundary.py)."""
+    from depthscope.engine.boundary import GRID_SIZE, unsupported_reason
+
+    if unsupported_reason(config) is not None:
+        return Cost()
+    cells = GRID_SIZE**2
+    once = Cost(
+        flops=2.0 * weights(config) * cells,
+        elements=8 * units(config, cells) + 50 * cells,
+        launches=16 * config.model.depth + 60,
+        transient=5 * cells * config.model.width * FLOAT,
+    )
+    return once.times(config.boundary_frames())
+
+
 for _name, _term in [
     ("training", training),
     ("recording", recording),
     ("evaluation", evaluation),
     ("initialization", initialization),
     ("data", data),
+    ("boundary", boundary),
 ]:
     register_cost(_name, _term)

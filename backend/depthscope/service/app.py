@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Response
@@ -22,12 +23,17 @@ from depthscope import __version__
 from depthscope.service.api import router
 from depthscope.service.edge import Edge, HeadAsGet
 from depthscope.service.errors import invalid_request
+from depthscope.service.executors import ExecutorKind, make_executor
 from depthscope.service.ownership import DataDirBusyError, DataDirLock
+from depthscope.service.routes_explorer import router as explorer_router
+from depthscope.service.routes_metrics import router as metrics_router
+from depthscope.service.routes_sweeps import router as sweeps_router
 from depthscope.service.runs import RunManager
 from depthscope.service.security import SecurityHeaders, StreamSlots, exposure_warning, log
 from depthscope.service.settings import Settings, StartupError
 from depthscope.service.store import RunStore
 from depthscope.service.stream import Broadcaster
+from depthscope.service.sweep_store import Sweeps
 
 # A static name is one plain file name with a shipped extension (pyproject's package-data): no
 # slash, no leading dot, so nothing outside frontend/ and no Python source is ever served.
@@ -50,8 +56,11 @@ def create_app(settings: Settings) -> FastAPI:
         settings.max_queued_runs,
         settings.max_stored_runs,
         settings.max_store_bytes,
+        executor=make_executor(settings.executor, store, settings.ray_address),
+        max_cells=settings.max_queued_cells,
     )
     broadcaster = Broadcaster(store)
+    sweeps = Sweeps(store, manager, settings.max_sweep_work)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -71,9 +80,13 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings, app.state.store, app.state.lock = settings, store, lock
     app.state.manager, app.state.broadcaster = manager, broadcaster
+    app.state.sweeps = sweeps
     app.state.stream_slots = StreamSlots(settings.max_streams_per_client, settings.max_streams)
     app.state.export_slots = StreamSlots(settings.max_exports_per_client, settings.max_exports)
     app.include_router(router)
+    app.include_router(sweeps_router)
+    app.include_router(explorer_router)  # boundaries, pause/advance/resume, lessons
+    app.include_router(metrics_router)
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
     _mount_frontend(app)
     if settings.cors_origins:
@@ -145,14 +158,20 @@ def _file(path: Traversable, cache: str = "no-cache") -> Response:
     return Response(path.read_bytes(), media_type=kind, headers=headers)
 
 
-def serve(host: str, port: int, data_dir: Path, token: str | None = None) -> None:
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path,
+    token: str | None = None,
+    executor: ExecutorKind | None = None,
+    ray_address: str | None = None,
+) -> None:
     """Run the server (blocking). Other settings come from DEPTHSCOPE_* variables. Raises
     StartupError, before binding anything, for an empty token or a data dir in use."""
-    overrides: dict[str, object] = {"data_dir": data_dir}
-    if token is not None:  # an explicit None would override DEPTHSCOPE_TOKEN
-        overrides["token"] = token
+    # An explicit None would override DEPTHSCOPE_TOKEN (or _EXECUTOR, ...) from the environment.
+    given: dict[str, Any] = {"token": token, "executor": executor, "ray_address": ray_address}
     try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(data_dir=data_dir, **{k: v for k, v in given.items() if v is not None})
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         raise StartupError(f"refusing to start: {problems}") from error

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from depthscope.records import METRICS, Divergence, StepRecord
+from depthscope.service.boundaries import BOUNDARY_SCHEMA, BoundaryTables
 from depthscope.service.status import ACTIVE, TERMINAL, RunStatus, sql_list
 
 STEP_COLUMN = "step"  # the per-batch block of step numbers sits beside the metric blocks
@@ -34,7 +35,7 @@ CREATE TABLE IF NOT EXISTS runs (
     created_at REAL NOT NULL, started_at REAL, finished_at REAL,
     steps_done INTEGER NOT NULL DEFAULT 0, n_records INTEGER NOT NULL DEFAULT 0,
     status_version INTEGER NOT NULL DEFAULT 0,
-    final TEXT, error TEXT, divergence TEXT);
+    final TEXT, error TEXT, divergence TEXT, sweep_id TEXT);
 CREATE TABLE IF NOT EXISTS records (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, step INTEGER NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
@@ -74,6 +75,7 @@ class RunRow:
     final: dict[str, Any] | None
     error: str | None
     divergence: dict[str, Any] | None
+    sweep_id: str | None = None  # the sweep this run is a cell of
 
     @property
     def terminal(self) -> bool:
@@ -95,6 +97,7 @@ class RunRow:
             "records": self.n_records,
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
+            "sweep_id": self.sweep_id,
         }
 
 
@@ -129,6 +132,7 @@ def _row(r: sqlite3.Row) -> RunRow:
         final=load(r["final"]),
         error=r["error"],
         divergence=_divergence(load(r["divergence"])),
+        sweep_id=r["sweep_id"],
     )
 
 
@@ -153,7 +157,7 @@ def scalar_block(records: Sequence[StepRecord], name: str) -> npt.NDArray[np.flo
     return np.array([[math.nan if v is None else v] for v in values], dtype=np.float32)
 
 
-class RunStore:
+class RunStore(BoundaryTables):
     """One per process. Connections are per thread: SQLite in WAL mode lets readers run beside
     the one writer, and `timeout` makes a writer wait for another's commit instead of failing.
 
@@ -165,7 +169,11 @@ class RunStore:
         self.path, self.epoch = path, epoch
         self._local = threading.local()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db().executescript(_SCHEMA)
+        db = self._db()
+        db.executescript(_SCHEMA + BOUNDARY_SCHEMA)
+        if "sweep_id" not in {c[1] for c in db.execute("PRAGMA table_info(runs)")}:
+            db.execute("ALTER TABLE runs ADD COLUMN sweep_id TEXT")  # a store from before sweeps
+        db.execute("CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs (sweep_id)")
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -202,6 +210,14 @@ class RunStore:
         self.epoch = epoch
         return epoch
 
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, for tables other modules keep in the same file (sweeps)."""
+        return self._db()
+
+    def transaction(self) -> _Transaction:
+        """BEGIN IMMEDIATE … COMMIT on this thread's connection, for those modules too."""
+        return self._tx()
+
     def close(self) -> None:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is not None:
@@ -209,11 +225,25 @@ class RunStore:
             self._local.db = None
 
     # -- runs -----------------------------------------------------------------------------------
-    def create_run(self, run_id: str, config: dict[str, Any], layers: list[str]) -> RunRow:
+    def create_run(
+        self,
+        run_id: str,
+        config: dict[str, Any],
+        layers: list[str],
+        sweep_id: str | None = None,
+    ) -> RunRow:
         with self._tx() as db:
             db.execute(
-                "INSERT INTO runs (id, status, config, layers, created_at) VALUES (?,?,?,?,?)",
-                (run_id, RunStatus.QUEUED.value, to_json(config), to_json(layers), time.time()),
+                "INSERT INTO runs (id, status, config, layers, created_at, sweep_id)"
+                " VALUES (?,?,?,?,?,?)",
+                (
+                    run_id,
+                    RunStatus.QUEUED.value,
+                    to_json(config),
+                    to_json(layers),
+                    time.time(),
+                    sweep_id,
+                ),
             )
         row = self.get_run(run_id)
         assert row is not None
@@ -265,7 +295,8 @@ class RunStore:
         with self._tx() as db:
             cur = db.execute(
                 f"""UPDATE runs SET status = ?, status_version = status_version + 1,
-                    started_at = CASE WHEN ? = 'running' THEN ? ELSE started_at END,
+                    started_at = CASE WHEN ? = 'running' THEN COALESCE(started_at, ?)
+                        ELSE started_at END,
                     finished_at = CASE WHEN ? IN {sql_list(TERMINAL)} THEN ? ELSE finished_at END,
                     error = COALESCE(?, error), final = COALESCE(?, final),
                     divergence = COALESCE(?, divergence),
@@ -288,7 +319,7 @@ class RunStore:
             return cur.rowcount == 1
 
     def recover(self) -> list[str]:
-        """At start-up: runs a dead server left queued or running become `interrupted`."""
+        """At start-up: runs a dead server left queued, running or paused become `interrupted`."""
         ids = [
             r[0]
             for r in self._db().execute(f"SELECT id FROM runs WHERE status IN {sql_list(ACTIVE)}")
@@ -303,6 +334,7 @@ class RunStore:
         with self._tx() as db:
             db.execute("DELETE FROM records WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM blocks WHERE run_id = ?", (run_id,))
+            self._delete_boundaries(db, run_id)
             return db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount == 1
 
     # -- records --------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """The worker: what runs inside a run's own process — train, append records to the store, report.
 
-A worker writes only through the store, so the server learns everything (records, the final
-status, a crash's reason) from the database; if the process dies without a word, the run manager
-marks the run failed from the exit code. A worker whose server is gone stops at once and writes
-nothing more (ServerLink); one that misses it is still refused by the store's epoch fence.
+A worker writes only through the store, so the server learns everything (records, boundary
+frames, pauses, the final status, a crash's reason) from the database; if the process dies
+without a word, the run manager marks the run failed from the exit code. Orders come the other
+way through shared memory (service/control.py), read before every step. A worker whose server
+is gone stops at once and writes nothing more (ServerLink); one that misses it is still refused
+by the store's epoch fence.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from typing import Protocol
 
 import torch
 
+from depthscope.engine.boundary import BoundaryFrame
 from depthscope.engine.config import RunConfig
 from depthscope.engine.trainer import RunResult, Trainer
-from depthscope.probe.backends import kernels as native
 from depthscope.records import StepRecord
+from depthscope.service.control import RunControl
 from depthscope.service.status import RunStatus
 from depthscope.service.store import RunStore, StaleEpochError
 
@@ -31,11 +34,7 @@ from depthscope.service.store import RunStore, StaleEpochError
 # tens of records per transaction instead of one.
 FLUSH_INTERVAL_S = 0.008
 FLUSH_MAX_RECORDS = 512
-
-# The probe's C kernels, built or loaded here, once: the run manager's fork server imports this
-# module, and every run's process is forked from it with the library already loaded (so no run
-# compiles, loads, or warns that there is no compiler, on its own).
-native.kernels()
+PARKED_POLL_S = 0.2  # a paused worker wakes at once on news, and this often to watch the server
 
 
 class StopFlag(Protocol):
@@ -65,6 +64,13 @@ class RecordWriter:
         self.buffer = []
         self.last_flush = time.monotonic() if now is None else now
 
+    def add_boundary(self, frame: BoundaryFrame) -> None:
+        """A boundary frame goes to the store at once, in its own (small) transaction."""
+        if self.orphaned():
+            return
+        classes = None if frame.classes is None else frame.classes.numpy()
+        self.store.put_boundary(self.run_id, frame.step, frame.prob.numpy(), classes)
+
 
 class ServerLink:
     """Whether the server that started this run is gone.
@@ -89,17 +95,62 @@ class ServerLink:
         return self.lost.is_set()
 
 
+class Gate:
+    """Asked before every step: stop, go on, or park paused until the server says otherwise.
+
+    Parking commits the records so far, a boundary frame of the network as it stands, and the
+    status `paused` with the exact steps done; leaving it marks the run `running` again."""
+
+    def __init__(
+        self, trainer: Trainer, writer: RecordWriter, stop: StopFlag, server: ServerLink
+    ) -> None:
+        self.trainer, self.writer, self.stop, self.server = trainer, writer, stop, server
+        self.control = stop if isinstance(stop, RunControl) else None
+
+    def __call__(self) -> bool:
+        if self.stop.is_set() or self.server.gone():
+            return True
+        if self.control is None or self.control.take_step():
+            return False
+        return self._park(self.control)
+
+    def _park(self, control: RunControl) -> bool:
+        store, run_id = self.writer.store, self.writer.run_id
+        self.writer.flush()
+        frame = self.trainer.boundary_frame()
+        if frame is not None:
+            self.writer.add_boundary(frame)
+        done = self.trainer.steps_done
+        store.transition(run_id, RunStatus.PAUSED, only_from=(RunStatus.RUNNING,), steps_done=done)
+        control.parked.set()
+        try:
+            while not control.take_step():
+                if control.is_set() or self.server.gone():
+                    return True
+                control.sleep(PARKED_POLL_S)
+        finally:
+            control.parked.clear()
+        store.transition(run_id, RunStatus.RUNNING, only_from=(RunStatus.PAUSED,))
+        return False
+
+
 def train_into(
-    store: RunStore, run_id: str, config: RunConfig, stop: StopFlag, link: ServerLink
+    store: RunStore,
+    run_id: str,
+    config: RunConfig,
+    stop: StopFlag,
+    link: ServerLink | None = None,
 ) -> RunResult:
-    """Train `config`, committing its records as they come; returns the trainer's result."""
+    """Train `config`, committing its records and boundary frames as they come; returns the
+    trainer's result. A RunControl as `stop` also pauses and advances the run."""
+    link = link or ServerLink(None)
     writer = RecordWriter(store, run_id, link.gone)
-
-    def should_stop() -> bool:
-        return stop.is_set() or link.gone()
-
+    trainer = Trainer(config)
+    if trainer.boundary is not None:
+        store.put_boundary_layout(run_id, trainer.boundary.layout.to_wire())
+    gate = Gate(trainer, writer, stop, link)
     try:
-        return Trainer(config).run(writer.add, should_stop)
+        return trainer.run(writer.add, gate, writer.add_boundary)
     finally:
         writer.flush()  # also on an exception: keep every record the run produced
 
@@ -135,14 +186,23 @@ def _train_and_report(
     except StaleEpochError:
         raise
     except Exception as exc:  # any failure is this run's, reported with its reason
-        if link.gone():
-            return
-        last = traceback.extract_tb(exc.__traceback__)[-1:]
-        where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
-        store.transition(run_id, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}{where}")
+        if not link.gone():
+            store.transition(run_id, RunStatus.FAILED, error=failure_message(exc))
         return
     if link.gone():
         return  # orphaned: the restarted server marks this run interrupted
+    report(store, run_id, result)
+
+
+def failure_message(exc: BaseException) -> str:
+    """A run's `error` for an exception: its type, message and where it was raised."""
+    last = traceback.extract_tb(exc.__traceback__)[-1:]
+    where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def report(store: RunStore, run_id: str, result: RunResult) -> None:
+    """Record a run's outcome, after its last records (every executor ends a run so)."""
     divergence = result.divergence
     store.transition(
         run_id,
