@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import time
+from collections.abc import Collection
 from typing import Any
 
 import httpx
@@ -14,13 +15,13 @@ import pytest
 import torch
 from conftest import tiny_config
 from depthscope.records import METRICS
+from depthscope.service.status import TERMINAL
 
 pytestmark = pytest.mark.anyio
-TERMINAL = {"completed", "cancelled", "failed", "diverged", "interrupted"}
 
 
 async def wait_until(
-    client: httpx.AsyncClient, run_id: str, statuses: set[str], timeout: float = 60
+    client: httpx.AsyncClient, run_id: str, statuses: Collection[str], timeout: float = 60
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -224,7 +225,8 @@ async def test_runs_diverged_reports_first_non_finite_and_exports_valid_json(
     run = await wait_until(client, created.json()["id"], TERMINAL)
     assert run["status"] == "diverged"
     divergence = run["divergence"]
-    assert set(divergence) == {"step", "layer", "layer_index", "metric"}
+    assert set(divergence) == {"step", "layer", "layer_index", "metric", "message"}
+    assert divergence["message"] == run["error"]  # one sentence, built once by the server
     assert run["error"] == (
         f"layer {divergence['layer']} went non-finite at step {divergence['step']} "
         f"({divergence['metric']})"

@@ -22,7 +22,6 @@ from depthscope.service.store import RunStore
 from fastapi import FastAPI
 
 pytestmark = pytest.mark.anyio
-TERMINAL = {"completed", "cancelled", "failed", "diverged", "interrupted"}
 
 
 async def finished_run(client: httpx.AsyncClient, headers: dict[str, str] | None = None) -> str:
@@ -30,7 +29,7 @@ async def finished_run(client: httpx.AsyncClient, headers: dict[str, str] | None
     assert created.status_code == 201, created.text
     run_id: str = created.json()["id"]
     deadline = time.monotonic() + 30
-    while (await client.get(f"/api/runs/{run_id}")).json()["status"] not in TERMINAL:
+    while (await client.get(f"/api/runs/{run_id}")).json()["terminal"] is not True:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     return run_id

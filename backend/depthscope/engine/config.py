@@ -1,4 +1,4 @@
-"""RunConfig: one typed, validated, bounded description of a run (DESIGN §4).
+"""RunConfig: one typed, validated, bounded description of a run.
 
 Choices are drawn from the registries, so the JSON schema, the form built from it and the code
 never disagree. Every number has bounds, unknown fields are rejected, and a compute budget keeps

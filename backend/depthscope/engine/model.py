@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from depthscope.engine.activations import ACTIVATIONS, NORMS
 from depthscope.engine.inits import INITS
+from depthscope.records import layer_names
 
 if TYPE_CHECKING:
     from depthscope.engine.config import ModelConfig
@@ -83,7 +84,7 @@ class DeepNet(nn.Module):
 
     @property
     def layer_names(self) -> list[str]:
-        return [f"block{i + 1}" for i in range(len(self.blocks))] + ["readout"]
+        return layer_names(len(self.blocks))
 
     def forward(self, x: Tensor) -> Tensor:
         taps = self.taps

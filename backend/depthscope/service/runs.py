@@ -20,6 +20,8 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 
 from depthscope.engine.config import RunConfig
+from depthscope.records import layer_names
+from depthscope.service.status import RunStatus
 from depthscope.service.store import RunRow, RunStore
 from depthscope.service.worker import run_worker
 
@@ -82,7 +84,7 @@ class RunManager:
                 raise QueueFullError(len(self._queue))
             self._check_room()  # under the lock: concurrent submissions cannot pass the cap
             run_id = secrets.token_hex(6)
-            layers = [f"block{i}" for i in range(1, config.model.depth + 1)] + ["readout"]
+            layers = layer_names(config.model.depth)
             row = self.store.create_run(run_id, config.model_dump(), layers)
             self._queue.append((run_id, config.model_dump_json()))
         threading.Thread(target=self._pump, daemon=True).start()
@@ -105,15 +107,15 @@ class RunManager:
             self._queue = deque(q for q in self._queue if q[0] != run_id)
             active = self._active.get(run_id)
         if active is None:
-            self.store.transition(run_id, "cancelled", only_from=("queued",))
+            self.store.transition(run_id, RunStatus.CANCELLED, only_from=(RunStatus.QUEUED,))
             return
         active.stop.set()
         if not active.started.wait(CANCEL_GRACE_S):  # still starting: it will see the flag
-            self.store.transition(run_id, "cancelled", only_from=("running",))
+            self.store.transition(run_id, RunStatus.CANCELLED, only_from=(RunStatus.RUNNING,))
             return
         active.process.join(CANCEL_GRACE_S)
         if active.process.is_alive():
-            self.store.transition(run_id, "cancelled", only_from=("running",))
+            self.store.transition(run_id, RunStatus.CANCELLED, only_from=(RunStatus.RUNNING,))
             active.process.kill()
 
     def shutdown(self) -> None:
@@ -150,7 +152,9 @@ class RunManager:
                 if self._closed or not self._queue or len(self._active) >= self.max_concurrent:
                     return
                 run_id, config_json = self._queue.popleft()
-                if not self.store.transition(run_id, "running", only_from=("queued",)):
+                if not self.store.transition(
+                    run_id, RunStatus.RUNNING, only_from=(RunStatus.QUEUED,)
+                ):
                     continue  # cancelled or deleted while it waited
                 stop = self._ctx.Event()
                 process = self._ctx.Process(
@@ -169,7 +173,9 @@ class RunManager:
         active.process.join()
         if not self._closed:  # a no-op when the worker reported its own outcome
             reason = _exit_reason(active.process.exitcode)
-            self.store.transition(run_id, "failed", only_from=("running",), error=reason)
+            self.store.transition(
+                run_id, RunStatus.FAILED, only_from=(RunStatus.RUNNING,), error=reason
+            )
         with self._lock:
             del self._active[run_id]
         self._pump()

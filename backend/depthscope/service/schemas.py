@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-Status = Literal["queued", "running", "completed", "cancelled", "failed", "diverged", "interrupted"]
+from depthscope.service.status import RunStatus
 
 
 class ValidationItem(BaseModel):
@@ -40,11 +40,13 @@ class DivergenceOut(BaseModel):
     layer: str
     layer_index: int
     metric: str
+    message: str  # the sentence to show, as the server words it
 
 
 class RunSummary(BaseModel):
     id: str
-    status: Status
+    status: RunStatus
+    terminal: bool  # the status is final: the run will not change again
     config: dict[str, Any]
     steps_done: int
     layers: list[str]

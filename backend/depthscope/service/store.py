@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from depthscope.records import METRICS, StepRecord
+from depthscope.records import METRICS, Divergence, StepRecord
+from depthscope.service.status import ACTIVE, TERMINAL, RunStatus, sql_list
 
-ACTIVE = ("queued", "running")
-TERMINAL = ("completed", "cancelled", "failed", "diverged", "interrupted")
 STEP_COLUMN = "step"  # the per-batch block of step numbers sits beside the metric blocks
 SCALARS = ("loss", "accuracy", "grad_norm_total")  # per-step values kept as one-column blocks
 
@@ -54,7 +53,7 @@ def to_json(value: Any) -> str:
 @dataclass(frozen=True)
 class RunRow:
     id: str
-    status: str
+    status: RunStatus
     config: dict[str, Any]
     layers: list[str]
     created_at: float
@@ -76,6 +75,7 @@ class RunRow:
         return {
             "id": self.id,
             "status": self.status,
+            "terminal": self.terminal,
             "config": self.config,
             "steps_done": self.steps_done,
             "layers": self.layers,
@@ -99,7 +99,7 @@ class Cursor:
 
     n_records: int
     status_version: int
-    status: str
+    status: RunStatus
 
 
 def _row(r: sqlite3.Row) -> RunRow:
@@ -108,7 +108,7 @@ def _row(r: sqlite3.Row) -> RunRow:
 
     return RunRow(
         id=r["id"],
-        status=r["status"],
+        status=RunStatus(r["status"]),
         config=json.loads(r["config"]),
         layers=json.loads(r["layers"]),
         created_at=r["created_at"],
@@ -119,8 +119,15 @@ def _row(r: sqlite3.Row) -> RunRow:
         status_version=r["status_version"],
         final=load(r["final"]),
         error=r["error"],
-        divergence=load(r["divergence"]),
+        divergence=_divergence(load(r["divergence"])),
     )
+
+
+def _divergence(wire: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The stored divergence, with its message (runs stored before messages were sent lack it)."""
+    if wire is None or "message" in wire:
+        return wire
+    return Divergence(wire["step"], wire["layer"], wire["layer_index"], wire["metric"]).to_wire()
 
 
 def metric_block(records: Sequence[StepRecord], metric: str) -> npt.NDArray[np.float32]:
@@ -177,7 +184,7 @@ class RunStore:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO runs (id, status, config, layers, created_at) VALUES (?,?,?,?,?)",
-                (run_id, "queued", to_json(config), to_json(layers), time.time()),
+                (run_id, RunStatus.QUEUED.value, to_json(config), to_json(layers), time.time()),
             )
         row = self.get_run(run_id)
         assert row is not None
@@ -209,12 +216,12 @@ class RunStore:
             .execute("SELECT n_records, status_version, status FROM runs WHERE id = ?", (run_id,))
             .fetchone()
         )
-        return None if r is None else Cursor(r[0], r[1], r[2])
+        return None if r is None else Cursor(r[0], r[1], RunStatus(r[2]))
 
     def transition(
         self,
         run_id: str,
-        status: str,
+        status: RunStatus,
         *,
         only_from: Sequence[str] = ACTIVE,
         error: str | None = None,
@@ -230,7 +237,7 @@ class RunStore:
             cur = db.execute(
                 f"""UPDATE runs SET status = ?, status_version = status_version + 1,
                     started_at = CASE WHEN ? = 'running' THEN ? ELSE started_at END,
-                    finished_at = CASE WHEN ? IN {TERMINAL} THEN ? ELSE finished_at END,
+                    finished_at = CASE WHEN ? IN {sql_list(TERMINAL)} THEN ? ELSE finished_at END,
                     error = COALESCE(?, error), final = COALESCE(?, final),
                     divergence = COALESCE(?, divergence),
                     steps_done = COALESCE(?, steps_done)
@@ -255,11 +262,11 @@ class RunStore:
         """At start-up: runs a dead server left queued or running become `interrupted`."""
         ids = [
             r[0]
-            for r in self._db().execute("SELECT id FROM runs WHERE status IN ('queued', 'running')")
+            for r in self._db().execute(f"SELECT id FROM runs WHERE status IN {sql_list(ACTIVE)}")
         ]
         for run_id in ids:
             self.transition(
-                run_id, "interrupted", error="the server stopped before this run finished"
+                run_id, RunStatus.INTERRUPTED, error="the server stopped before this run finished"
             )
         return ids
 

@@ -19,6 +19,7 @@ from depthscope.engine.config import RunConfig
 from depthscope.engine.trainer import RunResult, Trainer
 from depthscope.probe.backends import kernels as native
 from depthscope.records import StepRecord
+from depthscope.service.status import RunStatus
 from depthscope.service.store import RunStore
 
 # A batch is committed when this long has passed since the last commit, or it grows this large:
@@ -114,14 +115,14 @@ def run_worker(
     except Exception as exc:  # any failure is this run's, reported with its reason
         last = traceback.extract_tb(exc.__traceback__)[-1:]
         where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
-        store.transition(run_id, "failed", error=f"{type(exc).__name__}: {exc}{where}")
+        store.transition(run_id, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}{where}")
         return
     if result.status == "cancelled" and not stop.is_set():
         return  # orphaned: the restarted server has marked this run interrupted
     divergence = result.divergence
     store.transition(
         run_id,
-        result.status,
+        RunStatus(result.status),
         final=result.final,
         steps_done=result.steps_done,
         divergence=None if divergence is None else divergence.to_wire(),
