@@ -24,7 +24,8 @@ METRICS: tuple[str, ...] = (
     "saturation",
     "dead",
 )
-HISTOGRAM_KINDS: tuple[str, ...] = ("act", "act_grad")
+# h, dL/dh, and u: the activation's input (after the normalization when it comes first)
+HISTOGRAM_KINDS: tuple[str, ...] = ("act", "act_grad", "preact")
 
 Number = float | None
 

@@ -258,15 +258,23 @@ def test_probe_dead_counts_units_inactive_for_every_sample(device: str) -> None:
     assert record.layers["dead"][0] == 0.5
 
 
-@pytest.mark.parametrize("kind", ["act", "act_grad"])
-def test_probe_histograms_match_histc(kind: str, device: str) -> None:
-    config = tiny_config(device, activation="tanh", residual_every=1)
+@pytest.mark.parametrize("kind", ["act", "act_grad", "preact"])
+@pytest.mark.parametrize("norm", ["none", "batchnorm"])
+def test_probe_histograms_match_histc(kind: str, norm: str, device: str) -> None:
+    """h, dL/dh and u (the activation's input: after the norm when it comes first)."""
+    config = tiny_config(device, activation="tanh", residual_every=1, norm=norm)
     record, net, trainer = first_record(config)
-    fwd = manual_forward(copy.deepcopy(net), trainer.data.x_train, "tanh", 1)
+    net = copy.deepcopy(net)
+    net.train()
+    fwd = manual_forward(net, trainer.data.x_train, "tanh", 1)
     loss = functional.cross_entropy(fwd["logits"], trainer.data.y_train)
     values = [*fwd["h"], fwd["logits"]]
     if kind == "act_grad":
         values = list(torch.autograd.grad(loss, values))
+    if kind == "preact":  # the readout is linear: its activation input is its output
+        values = [*fwd["u"], fwd["logits"]]
+        if norm == "none":
+            assert all(torch.equal(u, z) for u, z in zip(fwd["u"], fwd["z"], strict=True))
     assert record.histograms is not None
     hist = record.histograms[kind]
     for layer, v in enumerate(values):
@@ -300,7 +308,7 @@ def test_probe_histograms_only_on_histogram_steps() -> None:
     records = list(Trainer(config).records())
     assert [r.histograms is not None for r in records] == [True, False, True, False]
     wire = records[0].to_wire()
-    assert set(wire["histograms"]) == {"act", "act_grad"}
+    assert set(wire["histograms"]) == {"act", "act_grad", "preact"}
     assert len(wire["histograms"]["act"]["counts"]) == config.n_layers
     assert all(len(c) == 32 for c in wire["histograms"]["act"]["counts"])
 
@@ -350,7 +358,8 @@ def test_probe_op_count_does_not_grow_with_depth(
     names = ("before_update", "step_tensors")
     shallow, deep = probe_ops(4, histogram_every, names), probe_ops(40, histogram_every, names)
     assert shallow == deep
-    assert shallow <= (60 if histogram_every else 30)
+    # histograms: three blocks of hidden rows (h with dL/dh, u) and the readout's, ~14 ops each
+    assert shallow <= (75 if histogram_every else 30)
 
 
 @pytest.mark.skipif(native.kernels() is None, reason="no C compiler to build the kernels")

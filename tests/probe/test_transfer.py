@@ -60,7 +60,17 @@ def fill(t: Transfer, slots: dict[str, list[float]]) -> list[float]:
 
 def test_transfer_slots_tile_the_buffer() -> None:
     t = Transfer(layout(histograms=True), groups(), bins=4)
-    spans = [t.head, t.sums, t.norms, t.g_norms, t.live, t.weights, *t.hist_hidden, t.hist_readout]
+    spans = [
+        t.head,
+        t.sums,
+        t.norms,
+        t.g_norms,
+        t.live,
+        t.weights,
+        *t.hist_hidden,
+        t.hist_readout,
+        t.hist_u,
+    ]
     assert spans[0].start == 0 and spans[-1].stop == t.size
     assert all(a.stop == b.start for a, b in itertools.pairwise(spans))
     assert t.rows == 8 and t.centred == 4 and t.normed == 6  # z, h, dL/dh, then the masks
@@ -157,13 +167,17 @@ def test_transfer_reads_histograms_per_kind_with_the_readout_last() -> None:
             "live": [3.0, 3.0],
             "weights": [1.0] * wg.size,
             "hist_readout": readout,
+            "hist_u": [-2.0, -3.0, 2.0, 3.0, 8, 0, 1, 7],  # u1, u2
         },
     )
     (span,) = t.hist_hidden
     flat[span.start : span.stop] = hidden
     r = t.record(0, flat)
-    assert r.histograms is not None
+    assert r.histograms is not None and set(r.histograms) == {"act", "act_grad", "preact"}
     act, grad = r.histograms["act"], r.histograms["act_grad"]
     assert act.lo == [0.0, 1.0, 9.0] and act.hi == [1.0, 2.0, 10.0]
     assert act.counts == [[1, 2], [3, 4], [5, 6]]
     assert grad.lo == [None, 3.0, -1.0] and grad.counts == [[0, 0], [7, 8], [0, 4]]
+    u = r.histograms["preact"]  # the readout's activation input is its logits
+    assert u.lo == [-2.0, -3.0, 9.0] and u.hi == [2.0, 3.0, 10.0]
+    assert u.counts == [[8, 0], [1, 7], [5, 6]]

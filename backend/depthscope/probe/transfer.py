@@ -9,7 +9,7 @@ device op each.
 Slots, in order: the head (loss, accuracy, clipped, the readout's mean, std and gradient
 norm, then the other parameters' gradient norm if any), the hidden buffer's row sums and row
 norms, the dL/dh norms when dL/dh is not in the hidden buffer, the live-unit counts, the weight
-groups' norms, then the histograms.
+groups' norms, then the histograms (h and dL/dh, the readout's, then u).
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ class Transfer:
         )
         self.hist_hidden = [self._span(histogram_size(rows, bins)) for rows in blocks if rows]
         self.hist_readout = self._span(histogram_size(2, bins) if layout.histograms else 0)
+        # the activation inputs u, one row per hidden layer (the readout's is its logits)
+        self.hist_u = self._span(histogram_size(layers, bins) if layout.histograms else 0)
 
     def _span(self, count: int) -> Span:
         self.size += count
@@ -163,7 +165,12 @@ class Transfer:
         logits, dlogits = read_histograms(
             flat[self.hist_readout.start : self.hist_readout.stop], 2, bins
         )
-        by_kind = {"act": [*found[:layers], logits], "act_grad": [*found[layers:], dlogits]}
+        u = read_histograms(flat[self.hist_u.start : self.hist_u.stop], layers, bins)
+        by_kind = {
+            "act": [*found[:layers], logits],
+            "act_grad": [*found[layers:], dlogits],
+            "preact": [*u, logits],
+        }
         return {
             kind: Histogram(
                 lo=[finite(h[0]) for h in by_kind[kind]],

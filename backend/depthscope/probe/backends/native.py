@@ -78,6 +78,7 @@ class NativeStep:
         self.readout_histograms = (
             _HistogramSlots(t.hist_readout, t.bins, logits_size) if lay.histograms else None
         )
+        self.u_histograms = _HistogramSlots(t.hist_u, t.bins, self.n) if lay.histograms else None
         self._count = count
         # the other parameters' gradient norm: one number, after the head's HEAD
         self.others_at = self.address + self.out.element_size() * (self.head + HEAD)
@@ -116,7 +117,8 @@ class NativeStep:
         """Everything else, after the update: per hidden layer the moments of z and h, the
         health counts over the activation inputs u and the norm of dL/dh (unless the hooks
         took it), the readout's numbers (accuracy from `targets`; a regression's float
-        targets give NaN), the weights' update norms and the step's histograms. `grads`:
+        targets give NaN), the weights' update norms and the step's histograms (of h, dL/dh,
+        the readout's and of u). `grads`:
         dL/dh per hidden layer, then dL/dlogits (None where autograd had none)."""
         assert taps.logits is not None
         z, logits = taps.z, taps.logits
@@ -173,6 +175,8 @@ class NativeStep:
                 self.histograms[1].fill(lib, g_at, out)
         if self.readout_histograms is not None:
             self.readout_histograms.fill(lib, addresses([logits, dlogits]), out)
+        if self.u_histograms is not None:
+            self.u_histograms.fill(lib, u_at, out)
 
     def read(self, loss: float, clipped: float) -> list[float]:
         """The whole buffer as host floats, with the loss and `clipped` written in first."""

@@ -73,6 +73,9 @@ class StepPlan:
         self.readout_histograms = RowHistograms(
             self.readout.shape[0], outputs, bins, self._at(t.hist_readout)
         )
+        self.u_histograms = RowHistograms(
+            layers if lay.histograms else 0, lay.n, bins, self._at(t.hist_u)
+        )
 
     def _at(self, span: Span) -> Tensor:
         return self.out[span.start : span.stop]
@@ -100,9 +103,13 @@ class StepPlan:
         if hidden_grads is not None:
             filled += hidden_grads
         torch.cat(filled, out=self.filled)
+        u = self._inputs(taps) if lay.histograms or self.mask is not None else None
         if lay.histograms:  # first: the moments below centre z and h in place
             self._histograms(taps.logits, dlogits, g_copy)
-        self._health(taps)  # before centring too: the activation input may be z
+            assert u is not None
+            self.u_histograms(u.view(lay.layers, -1))
+        if u is not None:
+            self._health(u)  # before centring too: the activation input may be z
         self.moments()
         if g_copy is not None:  # dL/dh as the hooks copied it, or just its norms
             torch.linalg.vector_norm(g_copy, dim=1, out=self.g_norms)
@@ -113,22 +120,25 @@ class StepPlan:
         torch.stack(head, out=self.head)
         self.weight_groups.norms_(self.weights)
 
-    def _health(self, taps: Taps) -> None:
+    def _inputs(self, taps: Taps) -> Tensor:
+        """The activation inputs u, [layers, batch, units]: z's or h's rows of the hidden
+        buffer when u is one of them, else (a normalization first) copied into a buffer."""
+        if same_tensors(taps.u, taps.z):
+            return self.z
+        if same_tensors(taps.u, taps.h):
+            return self.h
+        if self.u is None:
+            self.u = torch.empty_like(self.z)
+        torch.cat(taps.u, out=self.u.view(-1, self.z.shape[-1]))
+        return self.u
+
+    def _health(self, u: Tensor) -> None:
         """The activation's masks over its inputs u: the healthy one into the mask rows of
         the hidden buffer (summed there with the moments, unless it is also the active
         mask), and per layer how many units are active (f' != 0) for at least one sample
         into the live slot."""
         if self.mask is None:
             return
-        if same_tensors(taps.u, taps.z):
-            u = self.z
-        elif same_tensors(taps.u, taps.h):
-            u = self.h
-        else:  # a normalization before the activation
-            if self.u is None:
-                self.u = torch.empty_like(self.z)
-            u = self.u
-            torch.cat(taps.u, out=u.view(-1, self.z.shape[-1]))
         health = self.activation.health(u, self.acts, self.mask)
         if health.healthy is not None and health.healthy.data_ptr() != self.mask.data_ptr():
             self.mask.copy_(health.healthy)
