@@ -110,3 +110,13 @@ def test_data_digits_subset_and_noise_follow_the_config() -> None:
     assert torch.equal(small.x_train, clean.x_train)
     assert not torch.allclose(clean.x_train, noisy.x_train, atol=0.1)
     assert torch.equal(clean.y_train, noisy.y_train)  # the same images, noise added
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_data_a_feature_constant_on_the_training_split_is_not_scaled(seed: int) -> None:
+    """In 400 training digits some pixel is blank in every image but not in the held-out
+    ones; dividing by its std (0) would send those held-out values to 1e8."""
+    ds = make_dataset(data("digits", n_samples=500, input_dim=64, noise=0.0), seed=seed)
+    blank = ds.x_train.std(0) == 0
+    assert bool((ds.x_train[:, blank] == 0).all())
+    assert float(ds.x_test.abs().max()) < 50

@@ -185,7 +185,10 @@ def make_dataset(config: DataConfig, seed: int) -> Dataset:
     n_test = max(1, int(config.n_samples * HELD_OUT_FRACTION))
     test, train = order[:n_test], order[n_test:]
     mean = x[train].mean(0)
-    std = x[train].std(0).clamp_min(1e-8)
+    std = x[train].std(0)
+    # a feature constant on the training split (a pixel blank in every training image) is
+    # centred, not scaled: dividing by its zero std would blow up the held-out images' values
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
     x = ((x - mean) / std).float()
     return Dataset(x[train], task.y[train], x[test], task.y[test], task.n_classes)
 
