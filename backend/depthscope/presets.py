@@ -5,8 +5,9 @@ side-by-side comparison isolates what that setting does. The gradient-flow prese
 moons, which a healthy network of this size separates within their few hundred plain SGD
 steps: the networks whose gradients vanish stay at chance there while their fixes reach
 near-perfect held-out accuracy, so the loss curves tell the same story as the heatmaps. (On
-the harder spirals, most of them would still be near chance after 300 steps.) The two digits
-presets are Ioffe & Szegedy's (2015) Figure 1 on real 8 × 8 handwritten digits.
+the harder spirals, most of them would still be near chance after 300 steps.) The batch-norm
+story's presets, after the papers (Ioffe & Szegedy 2015, Glorot & Bengio 2010, He et al. 2015),
+come from papers.py, most of them on real 8 × 8 handwritten digits.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from depthscope.engine.config import RunConfig
+from depthscope.papers import PAPER_RUNS
 
 
 @dataclass(frozen=True)
@@ -40,27 +42,6 @@ def _config(model: dict[str, Any], **training: Any) -> RunConfig:
             "training": {"steps": 300, "lr": 0.1, **training},
             "data": {"dataset": "moons"},
             "recording": {"record_every": 1, "histogram_every": 10, "eval_every": 50},
-        }
-    )
-
-
-# Ioffe & Szegedy (2015), Fig. 1, scaled to the 8 × 8 digits: 3 sigmoid layers of 100 units
-# with N(0, 1) weights, SGD at 0.1 on batches of 60, every image (80 % to train).
-def digits_config(norm: str, seed: int = 0, steps: int = 2000) -> RunConfig:
-    """The Fig. 1 network on digits, with `norm` before each sigmoid."""
-    return RunConfig.model_validate(
-        {
-            "model": {
-                "depth": 3,
-                "width": 100,
-                "activation": "sigmoid",
-                "init": "normal",
-                "init_std": 1.0,
-                "norm": norm,
-            },
-            "training": {"steps": steps, "lr": 0.1, "batch_size": 60, "seed": seed},
-            "data": {"dataset": "digits", "n_samples": 1797, "input_dim": 64, "noise": 0.0},
-            "recording": {"record_every": 5, "histogram_every": 25, "eval_every": 25},
         }
     )
 
@@ -153,28 +134,7 @@ PRESETS: tuple[Preset, ...] = (
         "on nearly every step.",
         _config(_EXPLODING, clip="norm", clip_value=1.0),
     ),
-    Preset(
-        "digits-sigmoid",
-        "Digits: 3 sigmoid layers, N(0, 1) weights (Ioffe & Szegedy's baseline)",
-        "The baseline of Ioffe & Szegedy's Figure 1 on real data: 1797 handwritten 8 × 8 "
-        "digits, three sigmoid layers of 100 units with weights drawn from N(0, 1), plain SGD "
-        "at 0.1 on batches of 60. Such large weights push most pre-activations into the "
-        "sigmoid's flat tails (see the saturation map and the activation-input histogram), so "
-        "learning is slow: measured here, held-out accuracy reaches 90 % only after about "
-        "1650-2000 steps, or not within 3000, and ends near 89-92 %.",
-        digits_config("none"),
-    ),
-    Preset(
-        "digits-batchnorm",
-        "Digits: the same network with batch normalization",
-        "The same digits network with batch normalization before each sigmoid (Ioffe & "
-        "Szegedy's Figure 1a). Each activation input is normalized over the batch to mean 0 "
-        "and spread 1 before its learned scale and shift, so it stays in the sigmoid's steep "
-        "region whatever the weights: measured here, held-out accuracy passes 90 % after about "
-        "250-425 steps and ends near 97 %. Compare the two runs' histograms of the activation "
-        "input, with its 15th, 50th and 85th percentiles drawn over them.",
-        digits_config("batchnorm"),
-    ),
+    *(Preset(run.id, run.title, run.description, run.config) for run in PAPER_RUNS),
 )
 
 BY_ID: dict[str, Preset] = {p.id: p for p in PRESETS}
