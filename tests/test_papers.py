@@ -164,3 +164,34 @@ def test_papers_regularization_check_as_measured() -> None:
         assert loss < 0.01 and val_loss > 10 * loss, (norm, seed, loss, val_loss)
         held_out[norm].append(val_loss)
     assert sum(held_out["batchnorm"]) <= sum(held_out["none"])
+
+
+def percentile(lo: float, hi: float, counts: list[int], q: float) -> float:
+    """As histogram.js reads a percentile from bins (values spread evenly within a bin)."""
+    total, width, below = sum(counts), (hi - lo) / len(counts), 0
+    for k, count in enumerate(counts):
+        if count > 0 and below + count >= q * total:
+            return lo + (k + (q * total - below) / count) * width
+        below += count
+    return hi
+
+
+@pytest.mark.slow
+def test_papers_fig1_activation_input_sits_in_the_tails_without_batchnorm() -> None:
+    """Fig. 1(b, c) on digits, histograms at steps 0, 250 and 500: measured, the plain net's
+    15th-85th percentiles of u span about ±7 in every layer and batch norm's about ±1."""
+    torch.set_num_threads(1)
+    for norm in ("none", "batchnorm"):
+        config = with_steps(cell("ioffe-szegedy-fig1", model__norm=norm, training__seed=0), 501)
+        config = with_recording(config, record_every=250, histogram_every=250, eval_every=0)
+        snapshots = [r.histograms["preact"] for r in Trainer(config).records() if r.histograms]
+        assert len(snapshots) == 3
+        for h in snapshots:
+            for layer in range(3):
+                lo, hi, counts = h.lo[layer], h.hi[layer], h.counts[layer]
+                assert lo is not None and hi is not None
+                low, high = (percentile(lo, hi, counts, q) for q in (0.15, 0.85))
+                if norm == "none":
+                    assert low < -5 and high > 5, (layer, low, high)
+                else:
+                    assert -1.5 < low < -0.5 and 0.5 < high < 1.5, (layer, low, high)
