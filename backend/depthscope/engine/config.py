@@ -37,6 +37,8 @@ from depthscope.engine.optim import CLIPS, OPTIMIZERS
 MAX_WORK = 4e11
 # recorded steps × layers: bounds what one run can write to the store and the stream.
 MAX_RECORDED_CELLS = 10_000_000
+# decision-boundary grids per run (each about 6 KB stored, one forward pass over 1,600 points).
+MAX_BOUNDARY_FRAMES = 5_000
 
 
 def choice(registry: Mapping[str, object], what: str) -> Any:
@@ -142,6 +144,12 @@ class RecordingConfig(_Strict):
     eval_every: int = Field(
         50, ge=0, le=100_000, description="held-out loss every k steps; 0 = only at the end"
     )
+    boundary_every: int = Field(
+        50,
+        ge=0,
+        le=100_000,
+        description="decision-boundary grid every k steps (2-D inputs); 0 = only at the end",
+    )
 
 
 class RunConfig(_Strict):
@@ -176,6 +184,12 @@ class RunConfig(_Strict):
     def recorded_steps(self) -> int:
         return self.training.steps // self.recording.record_every + 1
 
+    def boundary_frames(self) -> int:
+        """Scheduled decision-boundary grids (every boundary_every steps from 0, and the end);
+        a pause adds one more. Counted for every input; only 2-D classification records them."""
+        every = self.recording.boundary_every
+        return (self.training.steps - 1) // every + 2 if every else 1
+
     @model_validator(mode="after")
     def _within_limits(self) -> Self:
         m, t = self.model, self.training
@@ -205,5 +219,11 @@ class RunConfig(_Strict):
                 f"recording budget exceeded: recorded steps × layers = {self.recorded_steps():,}"
                 f" × {self.n_layers} = {cells:,}, limit {MAX_RECORDED_CELLS:,}; "
                 f"raise recording.record_every or lower training.steps or model.depth"
+            )
+        if self.boundary_frames() > MAX_BOUNDARY_FRAMES:
+            raise ValueError(
+                f"recording.boundary_every ({self.recording.boundary_every}) gives "
+                f"{self.boundary_frames():,} decision-boundary grids over {t.steps:,} steps, "
+                f"limit {MAX_BOUNDARY_FRAMES:,}; raise it, or 0 for the last step only"
             )
         return self
