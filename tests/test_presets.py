@@ -80,4 +80,3 @@ def test_presets_vanishing_stays_at_chance_while_the_fix_learns(stuck: str, fixe
     assert chance.status == learned.status == "completed"
     assert chance.final["val_loss"] > 0.65  # ln 2 ≈ 0.693: two balanced classes, no signal
     assert learned.final["val_loss"] < 0.2 and learned.final["val_accuracy"] > 0.9
-
