@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from depthscope import __version__
 from depthscope.service.api import router
 from depthscope.service.routes_explorer import router as explorer_router
+from depthscope.service.routes_metrics import router as metrics_router
 from depthscope.service.runs import RunManager
 from depthscope.service.security import SecurityHeaders, StreamSlots, exposure_warning, log
 from depthscope.service.settings import Settings
@@ -69,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.stream_slots = StreamSlots(settings.max_streams_per_client, settings.max_streams)
     app.include_router(router)
     app.include_router(explorer_router)  # boundaries, pause/advance/resume, lessons
+    app.include_router(metrics_router)
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     _mount_frontend(app)
     if settings.cors_origins:
