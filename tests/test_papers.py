@@ -80,12 +80,7 @@ def test_papers_glorot_standard_init_shrinks_both_ways_while_xavier_keeps_scale(
     Xavier's by 1.6x and 1.5x. Held: below 1/4 for the standard init, above 1/2 for Xavier."""
     for seed in range(3):
         for init, shrinks in (("pytorch_default", True), ("xavier_uniform", False)):
-            config = cell("glorot-bengio-init", model__init=init)
-            record = step0(
-                config.model_copy(
-                    update={"training": config.training.model_copy(update={"seed": seed})}
-                )
-            )
+            record = step0(cell("glorot-bengio-init", model__init=init, training__seed=seed))
             std, grad = record.layers["act_std"][:5], record.layers["act_grad_norm"][:5]
             assert None not in std and None not in grad
             forward = std[4] / std[0]  # type: ignore[operator]
