@@ -198,8 +198,10 @@ REGISTRY: tuple[Metric, ...] = (
         "any clipping: how hard the loss pushes on them. In a healthy net the column is roughly "
         "one colour from bottom to top. A colour that fades steadily towards the input (bottom) "
         "means the gradient shrinks by a similar factor at every layer it crosses back through: "
-        "vanishing gradients, so the early layers barely learn. Brightening towards the input is "
-        "the exploding case.",
+        "vanishing gradients, so the early layers barely learn. dL/dW is the backpropagated "
+        "signal times the layer's input, so with weights that are too large it can brighten "
+        "either way (the signal grows towards the input, the activations towards the readout): "
+        "act_grad_norm shows the exploding signal itself.",
         "log",
     ),
     Metric(
@@ -210,8 +212,9 @@ REGISTRY: tuple[Metric, ...] = (
         "The norm of dL/dh, the error signal arriving at each block's output on the way back "
         "(at the readout, dL/dlogits). Backpropagation multiplies it by one Jacobian per layer, "
         "so with saturating units (sigmoid, tanh) or badly scaled weights it decays "
-        "geometrically with depth: an evenly spaced fade in log colour. ReLU with He init, "
-        "normalization and skip connections keep it level.",
+        "geometrically with depth: an evenly spaced fade in log colour. With weights that are too "
+        "large it grows instead: brightening towards the input (bottom) is the exploding case. "
+        "ReLU with He init, normalization and skip connections keep it level.",
         "log",
     ),
     Metric(
