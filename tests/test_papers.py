@@ -13,30 +13,25 @@ import torch
 from depthscope import RunConfig, RunResult, StepRecord, train
 from depthscope.engine.trainer import Trainer
 from depthscope.papers import PAPER_RUNS, PAPER_SWEEPS, PaperSweep, high_lr_config
+from depthscope.service.settings import Settings
+from depthscope.service.sweeps import Cell, SweepSpec, expand
+from depthscope.sweep_presets import BY_ID as SWEEP_PRESETS
 
 SWEEPS = {sweep.id: sweep for sweep in PAPER_SWEEPS}
 
 
-def cells(sweep: PaperSweep) -> list[dict[str, Any]]:
-    """Each cell's values by field, then its config: the base with the values set."""
-    axes = sweep.spec["axes"]
-    found = []
-    for values in itertools.product(*(axis["values"] for axis in axes)):
-        body = {section: dict(fields) for section, fields in sweep.spec["base"].items()}
-        point = dict(zip((axis["field"] for axis in axes), values, strict=True))
-        for field, value in point.items():
-            section, name = field.split(".")
-            body[section][name] = value
-        found.append({**point, "config": RunConfig.model_validate(body)})
-    return found
+def cells(sweep: PaperSweep) -> list[Cell]:
+    """The sweep's cells as `POST /api/sweeps` expands them, within the server's sweep budget."""
+    return expand(SweepSpec.model_validate(sweep.spec), Settings().max_sweep_work)
 
 
 def cell(sweep_id: str, **values: Any) -> RunConfig:
     """The config of the cell whose fields (model__norm="none" for model.norm) take `values`."""
     want = {field.replace("__", "."): value for field, value in values.items()}
-    (match,) = [c for c in cells(SWEEPS[sweep_id]) if all(c[f] == v for f, v in want.items())]
-    config: RunConfig = match["config"]
-    return config
+    (match,) = [
+        c for c in cells(SWEEPS[sweep_id]) if all(c.values[f] == v for f, v in want.items())
+    ]
+    return match.config
 
 
 def with_recording(config: RunConfig, **recording: Any) -> RunConfig:
@@ -63,14 +58,16 @@ def trained(config: RunConfig) -> tuple[RunResult, list[StepRecord]]:
 
 
 def test_papers_sweeps_expand_to_valid_cells_of_their_single_runs() -> None:
-    """Every cell is a valid config; the cells of the first seed are the single-run presets."""
+    """Every sweep is a sweep preset and expands within the server's limits; the cells of the
+    first seed are the single-run presets."""
     runs = {run.config for run in PAPER_RUNS}
     for sweep in PAPER_SWEEPS:
+        assert SWEEP_PRESETS[sweep.id].spec == SweepSpec.model_validate(sweep.spec)
         assert set(sweep.spec) <= {"name", "base", "axes", "target_accuracy"}
         assert sweep.title and len(sweep.description) > 300
         found = cells(sweep)
         assert len(found) == math.prod(len(axis["values"]) for axis in sweep.spec["axes"])
-        first_seed = [c["config"] for c in found if c["config"].training.seed == 0]
+        first_seed = [c.config for c in found if c.config.training.seed == 0]
         assert first_seed and all(config in runs for config in first_seed), sweep.id
 
 
