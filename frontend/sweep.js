@@ -128,7 +128,7 @@ export class SweepView {
     const [presets] = await Promise.all([sweepApi.presets(), this.refreshList()]);
     this.presetBox.replaceChildren(
       ...presets.map((p) => {
-        const b = el("button", { type: "button", className: "preset sweep-preset", title: p.description }, el("strong", { textContent: p.title }), el("span", { textContent: p.description }));
+        const b = el("button", { type: "button", className: "sweep-preset", title: p.description }, el("strong", { textContent: p.title }), el("span", { textContent: p.description }));
         b.dataset.preset = p.id;
         b.addEventListener("click", () => this.start(p.spec));
         return b;
