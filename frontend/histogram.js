@@ -2,6 +2,7 @@
 
 /* global Plotly */
 import { CONFIG, SEQUENTIAL, baseLayout } from "./charts.js";
+import { formatNumber } from "./format.js";
 
 const GRID_BINS = 64;
 
@@ -77,7 +78,8 @@ export class HistogramPanel {
     const trace = {
       type: "heatmap", x: snaps.map((h) => h.step), y, z, colorscale: SEQUENTIAL,
       colorbar: { title: { text: "log10(1 + count)", side: "right" }, thickness: 12 },
-      hovertemplate: `step %{x}<br>${what} ≈ %{y:.4g}<br>log10(1+count) = %{z:.2f}<extra></extra>`,
+      customdata: y.map((v) => columns.map(() => formatNumber(v))),
+      hovertemplate: `step %{x}<br>${what} ≈ %{customdata}<br>log10(1+count) = %{z:.2f}<extra></extra>`,
     };
     const title = snaps.length
       ? `${label(run)} · ${what} at ${run.layers[layer]}`

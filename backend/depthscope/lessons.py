@@ -136,14 +136,16 @@ GRADIENT_FLOW = Lesson(
         ),
         LessonStep(
             "The other way: exploding gradients",
-            "Right: ReLU blocks whose weights are drawn far too large, beside the healthy ReLU + "
-            "He net. Every block amplifies the signal, so the gradients are orders of magnitude "
-            "larger (brighter on the shared scale) and the first update throws the weights so "
-            "far that the numbers overflow: magenta cells, and the banner names the first layer "
-            "and statistic that went non-finite.",
+            "B: ReLU blocks whose weights are drawn too large (std 0.25 where He init uses "
+            "0.18), against A, the healthy ReLU + He net, in the ratio of their backpropagated "
+            "signals. Each oversized block amplifies the signal on its way back, so B's grows "
+            "towards the input: about as large as A's at the readout, some 40 times larger at "
+            "block1 (orange deepening downwards). Plain SGD overshoots, each step makes the "
+            "weights larger, and within a few steps the numbers overflow: magenta cells, and "
+            "the banner names the layer and statistic where it began.",
             ("relu-he", "exploding"),
-            "compare",
-            "grad_norm",
+            "ratio",
+            "act_grad_norm",
         ),
         LessonStep(
             "The cure for explosions: gradient clipping",

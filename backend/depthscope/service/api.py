@@ -19,7 +19,7 @@ from sse_starlette import EventSourceResponse
 
 from depthscope import __version__
 from depthscope.engine.config import RunConfig
-from depthscope.presets import PRESETS
+from depthscope.presets import DATASET_DEFAULTS, PRESETS
 from depthscope.records import METRICS
 from depthscope.service.deps import Authorized, BroadcasterDep, ManagerDep, SettingsDep, StoreDep
 from depthscope.service.runs import QueueFullError, StoreFullError
@@ -69,7 +69,8 @@ def presets() -> list[dict[str, Any]]:
 
 @router.get("/schema")
 def schema() -> dict[str, Any]:
-    return RunConfig.model_json_schema()
+    # "x-dataset-defaults": form defaults that depend on the dataset ("section.field" -> value).
+    return {**RunConfig.model_json_schema(), "x-dataset-defaults": DATASET_DEFAULTS}
 
 
 @router.post(

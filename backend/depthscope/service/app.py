@@ -26,6 +26,7 @@ from depthscope import __version__
 from depthscope.service.api import router
 from depthscope.service.executors import ExecutorKind, make_executor
 from depthscope.service.routes_explorer import router as explorer_router
+from depthscope.service.routes_metrics import router as metrics_router
 from depthscope.service.routes_sweeps import router as sweeps_router
 from depthscope.service.runs import RunManager
 from depthscope.service.security import SecurityHeaders, StreamSlots, exposure_warning, log
@@ -77,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(router)
     app.include_router(sweeps_router)
     app.include_router(explorer_router)  # boundaries, pause/advance/resume, lessons
+    app.include_router(metrics_router)
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     _mount_frontend(app)
     if settings.cors_origins:

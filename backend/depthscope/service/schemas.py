@@ -41,6 +41,7 @@ class PresetOut(BaseModel):
     title: str
     description: str
     config: dict[str, Any]
+    metric: str  # the per-layer metric the explorer shows first
 
 
 class DivergenceOut(BaseModel):
