@@ -19,6 +19,7 @@ import { Toast } from "./toast.js";
 import { BoundaryPanel } from "./boundary.js";
 import { RunControls } from "./controls.js";
 import { LessonPanel } from "./lesson.js";
+import { SweepView } from "./sweep.js";
 
 const MAX_SHOWN = 4;
 
@@ -256,6 +257,31 @@ function wireExplorer(presets, lessons) {
   );
 }
 
+/** The sweep view (sweep.js): a cell opens as the shown run; two picked cells side by side. */
+function wireSweeps() {
+  const show = async (runs, view) => {
+    if (!runs.every((id) => app.runs.has(id))) await app.runs.load(); // cells the page has not seen
+    setState({ runs, view, step: -1 });
+    document.querySelector("main").scrollIntoView({ block: "start" });
+  };
+  app.sweeps = new SweepView($("sweeps"), {
+    config: () => app.form.values(),
+    fields: [...app.form.fields.keys()],
+    openRun: (id) => show([id], "single"),
+    compare: (a, b) => show([a, b], "compare"),
+    changed: () => app.runs.load().catch(() => {}),
+    removed: (ids) => {
+      for (const id of ids) {
+        app.runs.close(id);
+        app.runs.summaries.delete(id); // the server deleted them with the sweep
+      }
+      setState({ runs: app.state.runs.filter((id) => !ids.includes(id)) });
+      runsChanged();
+    },
+  });
+  app.sweeps.load().catch((err) => console.warn("no sweeps", err));
+}
+
 async function main() {
   const [schema, presets, health] = await Promise.all([api.schema(), api.presets(), api.health().catch(() => null)]);
   if (health?.version) $("version").textContent = `v${health.version}`;
@@ -283,6 +309,7 @@ async function main() {
   app.runList = new RunList($("run-table"), handlers, app.runs, (id) => label(id));
   renderGuide($("guide"));
   wireExplorer(presets, await api.lessons().catch(() => []));
+  wireSweeps();
   bindControls();
   await app.runs.load(); // the one list fetch; shown runs then follow their streams
   setState({});

@@ -52,7 +52,14 @@ def _run(store: RunStore, run_id: str) -> RunRow:
 async def health(manager: ManagerDep) -> dict[str, Any]:
     # On the event loop: never queued behind worker threads busy with /series or exports.
     running, queued = manager.counts()
-    return {"status": "ok", "version": __version__, "running": running, "queued": queued}
+    executor = manager.executor.describe()
+    return {
+        "status": "ok",
+        "version": __version__,
+        "running": running,
+        "queued": queued,
+        "executor": executor,
+    }
 
 
 @router.get("/presets", response_model=list[PresetOut])
