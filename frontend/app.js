@@ -259,16 +259,25 @@ function wireExplorer(presets, lessons) {
 
 /** The sweep view (sweep.js): a cell opens as the shown run; two picked cells side by side. */
 function wireSweeps() {
-  const show = (runs, view) => {
+  const show = async (runs, view) => {
+    if (!runs.every((id) => app.runs.has(id))) await app.runs.load(); // cells the page has not seen
     setState({ runs, view, step: -1 });
-    refreshList();
-    document.querySelector(".toolbar").scrollIntoView({ block: "start" });
+    document.querySelector("main").scrollIntoView({ block: "start" });
   };
   app.sweeps = new SweepView($("sweeps"), {
     config: () => app.form.values(),
     fields: [...app.form.fields.keys()],
     openRun: (id) => show([id], "single"),
     compare: (a, b) => show([a, b], "compare"),
+    changed: () => app.runs.load().catch(() => {}),
+    removed: (ids) => {
+      for (const id of ids) {
+        app.runs.close(id);
+        app.runs.summaries.delete(id); // the server deleted them with the sweep
+      }
+      setState({ runs: app.state.runs.filter((id) => !ids.includes(id)) });
+      runsChanged();
+    },
   });
   app.sweeps.load().catch((err) => console.warn("no sweeps", err));
 }

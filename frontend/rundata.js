@@ -92,7 +92,7 @@ export class RunData {
     this.metrics = Object.fromEntries(metrics.map((m) => [m, new Columns()]));
     this.scalars = new Columns(); // [loss, accuracy, grad_norm_total]
     this.val = { steps: [], loss: [], accuracy: [] };
-    this.hist = []; // [{step, act: {lo, hi, counts}, act_grad: {...}}]
+    this.hist = []; // [{step, act: {lo, hi, counts}, act_grad: {...}, preact: {...}}]
     this.histStride = 1;
     this.histSeen = 0;
     this.live = false; // true once the event stream is followed (it replays from the start)

@@ -1,7 +1,7 @@
 /** All UI state in one object that round-trips through the URL hash, so a link reproduces a view. */
 
 export const VIEWS = ["single", "compare", "ratio"];
-export const HIST_KINDS = ["act", "act_grad"];
+export const HIST_KINDS = ["act", "act_grad", "preact"];
 export const FORM_STATES = ["open", "closed"];
 
 export function defaultState() {

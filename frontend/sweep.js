@@ -87,7 +87,8 @@ export function colourFor(v, lo, hi) {
 const where = (axes, first, at) => at.map((j, i) => `${axes[first + i].field}=${axisLabels(axes[first + i])[j]}`).join(", ");
 
 export class SweepView {
-  /** hooks: {config() the form's config, fields [dotted names], openRun(id), compare(a, b)} */
+  /** hooks: {config() the form's config, fields [dotted names], openRun(id), compare(a, b),
+   * changed() runs were created or ended, removed(ids) those runs are gone} */
   constructor(container, hooks) {
     this.hooks = hooks;
     this.sweep = null;
@@ -112,7 +113,7 @@ export class SweepView {
     summary.addEventListener("change", () => ((this.summary = summary.value), this.render()));
     this.select.addEventListener("change", () => this.show(this.select.value));
     this.pickButton.addEventListener("click", () => this.setPicking(!this.picking));
-    $("sweep-cancel").addEventListener("click", () => this.sweep && sweepApi.cancel(this.sweep.id).then(() => this.show(this.sweep.id)));
+    $("sweep-cancel").addEventListener("click", () => this.cancel());
     $("sweep-delete").addEventListener("click", () => this.remove());
     this.axisRows = [0, 1].map((i) => ({ field: $(`sweep-field-${i}`), values: $(`sweep-values-${i}`) }));
     for (const row of this.axisRows) row.field.replaceChildren(new Option("(none)", ""), ...this.hooks.fields.map((f) => new Option(f, f)));
@@ -128,7 +129,7 @@ export class SweepView {
     const [presets] = await Promise.all([sweepApi.presets(), this.refreshList()]);
     this.presetBox.replaceChildren(
       ...presets.map((p) => {
-        const b = el("button", { type: "button", className: "preset sweep-preset", title: p.description }, el("strong", { textContent: p.title }), el("span", { textContent: p.description }));
+        const b = el("button", { type: "button", className: "sweep-preset", title: p.description }, el("strong", { textContent: p.title }), el("span", { textContent: p.description }));
         b.dataset.preset = p.id;
         b.addEventListener("click", () => this.start(p.spec));
         return b;
@@ -162,7 +163,15 @@ export class SweepView {
     this.error.hidden = true;
     await this.refreshList(r.data.id);
     this.setSweep(r.data);
+    this.hooks.changed();
     return r.data;
+  }
+
+  async cancel() {
+    if (!this.sweep) return;
+    await sweepApi.cancel(this.sweep.id);
+    await this.show(this.sweep.id);
+    this.hooks.changed();
   }
 
   async show(id) {
@@ -172,9 +181,11 @@ export class SweepView {
 
   async remove() {
     if (!this.sweep || !confirm(`Delete this sweep and its ${this.sweep.cells.length} runs?`)) return;
+    const runs = this.sweep.cells.map((c) => c.run_id);
     await sweepApi.remove(this.sweep.id);
     this.setSweep(null);
     await this.refreshList(null);
+    this.hooks.removed(runs);
   }
 
   /** Show `sweep`, following its cell events while it has not ended. */
@@ -196,6 +207,7 @@ export class SweepView {
           this.stopFollow = null;
           this.render();
           this.refreshList();
+          this.hooks.changed();
         },
       });
     }

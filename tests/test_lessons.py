@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 import torch
 from depthscope import StepRecord, Trainer, train
-from depthscope.lessons import GRADIENT_FLOW, LESSONS, Lesson, LessonStep, check
+from depthscope.lessons import BATCH_NORM, GRADIENT_FLOW, LESSONS, Lesson, LessonStep, check
 from depthscope.presets import BY_ID
 
 STEP = GRADIENT_FLOW.steps[0]
@@ -30,6 +30,19 @@ def test_lessons_gradient_flow_walks_the_argument_in_order() -> None:
     shown = [step.runs[-1] for step in GRADIENT_FLOW.steps]
     order = ["sigmoid-naive", "tanh-xavier", "relu-he", "batchnorm", "residual", "exploding"]
     assert shown == [*order, "exploding-clipped"]
+
+
+def test_lessons_batch_norm_walks_the_papers_in_order() -> None:
+    """Ioffe & Szegedy's claims in order, then the inits before batch norm, then regularization;
+    every pair is plain against normalized (or the older init against the newer)."""
+    pairs = [step.runs for step in BATCH_NORM.steps]
+    assert pairs[0] == ("digits-sigmoid", "digits-batchnorm")
+    assert ("relu-lr-high", "relu-lr-high-batchnorm") in pairs
+    assert pairs.index(("glorot-standard", "glorot-xavier")) < pairs.index(
+        ("digits-relu30-xavier", "digits-relu30-he")
+    )
+    assert pairs[-1] == ("digits-small", "digits-small-batchnorm")
+    assert all(step.view == "compare" for step in BATCH_NORM.steps)
 
 
 @pytest.mark.parametrize(

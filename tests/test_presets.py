@@ -21,6 +21,17 @@ REQUIRED = {
     "residual",
     "exploding",
     "exploding-clipped",
+    # the batch-norm story (papers.py)
+    "digits-sigmoid",
+    "digits-batchnorm",
+    "relu-lr-high",
+    "relu-lr-high-batchnorm",
+    "glorot-standard",
+    "glorot-xavier",
+    "digits-relu30-xavier",
+    "digits-relu30-he",
+    "digits-small",
+    "digits-small-batchnorm",
 }
 
 

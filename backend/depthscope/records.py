@@ -14,7 +14,8 @@ from typing import Any
 # per-layer metric names, in order (contract), from the metric registry
 from depthscope.probe.metrics import METRICS as METRICS
 
-HISTOGRAM_KINDS: tuple[str, ...] = ("act", "act_grad")
+# h, dL/dh, and u: the activation's input (after the normalization when it comes first)
+HISTOGRAM_KINDS: tuple[str, ...] = ("act", "act_grad", "preact")
 
 Number = float | None
 

@@ -2,8 +2,10 @@
 
 Each is a validated SweepSpec with a paragraph on what it shows and what to expect, measured
 on this project's CPU with the configs below (tests/service/test_sweeps.py holds the first to
-its claim). All train two moons with plain SGD, like the single-run presets, so a cell that
-stays at 50% held-out accuracy is a network that did not learn at all.
+its claim). The first three train two moons with plain SGD, like the gradient-flow presets, so
+a cell that stays at 50% held-out accuracy is a network that did not learn at all; the
+batch-norm story's four, after the papers, train the 8 × 8 digits (papers.py has them, and
+tests/test_papers.py holds each to its description).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from depthscope.papers import PAPER_SWEEPS
 from depthscope.service.sweeps import SweepSpec
 
 _DATA = {"dataset": "moons", "n_samples": 1024}
@@ -117,6 +120,11 @@ SWEEP_PRESETS: tuple[SweepPreset, ...] = (
                 },
             ],
         ),
+    ),
+    # the batch-norm story, after the papers: specs and descriptions in papers.py
+    *(
+        SweepPreset(p.id, p.title, p.description, SweepSpec.model_validate(p.spec))
+        for p in PAPER_SWEEPS
     ),
 )
 

@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from depthscope.presets import PRESETS
 
 from .e2e_helpers import SMALL, Console, Explorer, merged, start, wait_ended
+
+PRESET_IDS = [p.id for p in PRESETS]  # the order of the preset buttons
 
 # A small net that would train for a long time: something to watch live and to cancel.
 LONG_RUN = {
@@ -149,6 +152,31 @@ def test_share_link_round_trips(
         )
     finally:
         other.close()
+
+
+def test_histogram_of_the_activation_input_with_its_percentiles(explorer: Explorer) -> None:
+    """The batch-norm preset's u histograms at block1, with 15th/50th/85th percentile lines
+    that rise in order and lie inside each snapshot's range (Ioffe & Szegedy, Fig. 1 b, c)."""
+    explorer.open()
+    explorer.run_preset(PRESET_IDS.index("batchnorm"))
+    explorer.wait_columns(30, timeout=30)
+    explorer.page.select_option("#hist-kind", "preact")
+    explorer.page.wait_for_function(
+        "() => document.querySelector('#histogram').data?.length === 4"
+        " && document.querySelector('#histogram').data[1].y.length > 2",
+        timeout=15_000,
+    )
+    traces = explorer.page.evaluate(
+        "document.querySelector('#histogram').data.map(t => ({type: t.type, y: t.y}))"
+    )
+    heat, *lines = traces
+    assert heat["type"] == "heatmap" and [t["type"] for t in lines] == ["scatter"] * 3
+    low, mid, high = (t["y"] for t in lines)
+    assert all(a < b < c for a, b, c in zip(low, mid, high, strict=True))
+    grid = heat["y"]  # cell centres over the union of the snapshots' ranges
+    lo, hi = grid[0] - (grid[1] - grid[0]) / 2, grid[-1] + (grid[1] - grid[0]) / 2
+    assert all(lo <= a and c <= hi for a, c in zip(low, high, strict=True))
+    assert "activation input u" in explorer.page.inner_text("#histogram")
 
 
 def test_cancel_stops_the_run(explorer: Explorer, api: httpx.Client) -> None:

@@ -49,7 +49,7 @@ def test_ratio_with_one_run_shows_hint(explorer: Explorer, api: httpx.Client) ->
     note.wait_for(state="visible")
     assert "needs two runs" in note.inner_text()
     # The one run's own heatmap stays, on its own colour scale and legend.
-    explorer.wait_columns(0)
+    explorer.wait_columns(0, timeout=60)
     heat = explorer.page.evaluate("document.querySelector('#heatmaps .plot').heat")
     assert heat["colourbar"] == "log10 grad_norm" and "zmid" not in heat
     assert "B minus" not in explorer.page.inner_text("#legend-note")
@@ -61,7 +61,7 @@ def test_ratio_of_different_depths_aligns_layers_by_name(
     a, b = ended_runs(api, merged(SMALL, model={"depth": 2}), merged(SMALL, model={"depth": 4}))
     explorer.open(f"#runs={a},{b}&view=ratio")
     explorer.page.wait_for_selector("#heatmaps .plot.ratio")
-    explorer.wait_columns(0)
+    explorer.wait_columns(0, timeout=60)
     heat = explorer.page.evaluate("document.querySelector('#heatmaps .plot.ratio').heat")
     assert heat["pairs"] == [["block1", "block1"], ["block2", "block2"], ["readout", "readout"]]
     assert heat["layers"] == ["block1", "block2", "readout"]
@@ -120,7 +120,7 @@ def test_metric_change_from_keyboard_hides_old_tooltip(
 ) -> None:
     (run_id,) = ended_runs(api, SMALL)
     explorer.open(f"#runs={run_id}")
-    explorer.wait_columns(0)
+    explorer.wait_columns(0, timeout=60)
     assert "grad_norm = " in hover_tip(explorer, 0.5, 0.5)
     # The pointer stays over the heatmap while the metric changes from the keyboard.
     explorer.page.focus("#metric")
@@ -136,7 +136,7 @@ def test_metric_change_from_keyboard_hides_old_tooltip(
 def test_tooltip_formats_small_numbers(explorer: Explorer, api: httpx.Client) -> None:
     (run_id,) = ended_runs(api, merged(SMALL, training={"lr": 0.0001}))
     explorer.open(f"#runs={run_id}&metric=update_ratio")
-    explorer.wait_columns(0)
+    explorer.wait_columns(0, timeout=60)
     text = hover_tip(explorer, 0.5, 0.5)
     value = re.search(r"update_ratio = (\S+)", text)
     assert value is not None, text

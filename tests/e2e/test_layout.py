@@ -25,7 +25,7 @@ def test_heatmap_in_view_without_scrolling(
     wait_ended(api, run_id)
     explorer.page.set_viewport_size({"width": width, "height": height})
     explorer.open(f"#runs={run_id}")
-    explorer.wait_columns(0)
+    explorer.wait_columns(0, timeout=60)
     plot = box(explorer, "#heatmaps .plot")
     assert explorer.page.evaluate("window.scrollY") == 0
     assert plot["y"] >= 0 and plot["y"] + plot["height"] <= height, plot
@@ -40,7 +40,7 @@ def test_narrow_screen_shows_chart_first(
     wait_ended(api, run_id)
     explorer.page.set_viewport_size({"width": 800, "height": 900})
     explorer.open(f"#runs={run_id}")
-    explorer.wait_columns(0)
+    explorer.wait_columns(0, timeout=60)
     heatmap, presets, form = (box(explorer, s) for s in ("#heatmaps", "#presets", "#config-form"))
     assert heatmap["y"] < presets["y"] < form["y"]
     assert heatmap["y"] < 900  # on the first screen
@@ -74,5 +74,5 @@ def test_run_gives_visible_feedback(explorer: Explorer, screenshots_dir: Path) -
     assert toast.inner_text().startswith("Started ")
     section = box(explorer, "#heatmap-section")
     assert 0 <= section["y"] < explorer.page.viewport_size["height"] / 2
-    explorer.wait_columns(0)
+    explorer.wait_columns(0, timeout=60)
     explorer.shot("run-started", screenshots_dir, full_page=False, toast=True)

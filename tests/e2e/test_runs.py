@@ -27,7 +27,7 @@ SPARSE = merged(LONG, recording={"record_every": 25, "histogram_every": 0})
 def test_hiding_a_run_closes_its_event_source(explorer: Explorer, api: httpx.Client) -> None:
     ids = [start(api, SPARSE) for _ in range(2)]
     open_instrumented(explorer, f"#runs={','.join(ids)}")
-    explorer.wait_columns(0)
+    explorer.wait_columns(0, timeout=60)
     assert sorted(open_streams(explorer)) == sorted(f"/api/runs/{i}/events" for i in ids)
     # Untick the first: its stream closes at once, the other stays open.
     explorer.page.uncheck(f"#show-{ids[0]}")
@@ -54,7 +54,7 @@ def test_hiding_a_run_closes_its_event_source(explorer: Explorer, api: httpx.Cli
 def test_summary_updates_from_the_stream_alone(explorer: Explorer, api: httpx.Client) -> None:
     run_id = start(api, LONG)
     open_instrumented(explorer, f"#runs={run_id}")
-    explorer.wait_columns(3)
+    explorer.wait_columns(3, timeout=60)
     before = len(explorer.page.evaluate("window.__fetches"))
     status = explorer.page.locator(f"tbody[data-run='{run_id}']")
     # Cancelled by another client: the page learns it from its stream, with no request of its own.
@@ -135,7 +135,7 @@ def test_share_link_naming_a_deleted_run_says_so(explorer: Explorer, api: httpx.
     # The rest of the link still opens; the dead id leaves the state (and the URL).
     assert explorer.selected() == [kept]
     assert explorer.page.evaluate("window.depthscope.state.metric") == "act_std"
-    explorer.wait_columns(0)
+    explorer.wait_columns(0, timeout=60)
     explorer.page.click("#gone-dismiss")
     assert gone.is_hidden()
 

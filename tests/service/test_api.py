@@ -91,6 +91,7 @@ async def test_runs_empty_body_takes_defaults(client: httpx.AsyncClient) -> None
         ({"model": {"activation": "swish"}}, "activation"),
         ({"training": {"lr": -1}}, "lr"),
         ({"model": {"depth": 3, "residual_every": 5}}, "model.residual_every"),
+        ({"data": {"dataset": "digits", "input_dim": 2}}, "data.input_dim"),
     ],
 )
 async def test_runs_bad_config_is_422_naming_field(
@@ -99,6 +100,16 @@ async def test_runs_bad_config_is_422_naming_field(
     response = await client.post("/api/runs", json=body)
     assert response.status_code == 422
     assert named in json.dumps(response.json()["detail"])
+
+
+async def test_runs_digits_with_other_input_dim_is_422_at_the_field(
+    client: httpx.AsyncClient,
+) -> None:
+    """The defaults (2 inputs, 2048 samples) do not fit digits: both fields are named."""
+    response = await client.post("/api/runs", json={"data": {"dataset": "digits"}})
+    assert response.status_code == 422
+    where = [e["loc"] for e in response.json()["detail"]]
+    assert where == [["body", "data", "n_samples"], ["body", "data", "input_dim"]]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

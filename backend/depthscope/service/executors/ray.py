@@ -13,6 +13,7 @@ an address starts a local Ray instance and shuts it down when it stops.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -119,7 +120,8 @@ class RayExecutor:
         self._refresh()
 
     def warm_up(self) -> None:
-        ray.get(ray.remote(num_cpus=1)(_warm).remote())
+        with contextlib.suppress(RayError):  # a server stopping meanwhile: nothing to warm
+            ray.get(ray.remote(num_cpus=1)(_warm).remote())
 
     def control(self) -> RunControl:
         raise NotImplementedError("the ray executor cannot pause runs")
@@ -136,7 +138,7 @@ class RayExecutor:
         if not self._refreshing.acquire(blocking=False):
             return
         try:
-            if ray.is_initialized():
+            with contextlib.suppress(Exception):  # unreachable now: report the last known
                 nodes = len([n for n in ray.nodes() if n.get("Alive")])  # type: ignore[no-untyped-call]
                 cpus = ray.cluster_resources().get("CPU")  # type: ignore[no-untyped-call]
                 address = "local" if self.address is None else self.address
