@@ -60,18 +60,20 @@ def test_budget_counts_evaluation_and_recording() -> None:
 
 
 def test_budget_counts_a_registered_feature(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A feature with passes of its own (a boundary grid, say) adds its cost by name."""
+    """A feature with passes of its own (a grid, a spectrum) adds its cost by name."""
     config = build({})
     before = budget.estimate(config)
     monkeypatch.setattr(budget, "COSTS", dict(budget.COSTS))
     grid = Cost(flops=2.0 * budget.weights(config) * 10_000, resident=2**20)
-    budget.register_cost("boundary", lambda c: grid.times(c.training.steps))
+    budget.register_cost("feature_grid", lambda c: grid.times(c.training.steps))
     after = budget.estimate(config)
-    assert after.terms["boundary"] == grid.times(config.training.steps)
-    assert after.seconds == pytest.approx(before.seconds + after.terms["boundary"].seconds)
+    assert after.terms["feature_grid"] == grid.times(config.training.steps)
+    assert after.seconds == pytest.approx(before.seconds + after.terms["feature_grid"].seconds)
     assert after.bytes == before.bytes + 2**20
-    budget.register_cost("boundary", lambda c: Cost(flops=MAX_SECONDS / budget.SECONDS_PER_FLOP))
-    with pytest.raises(ValidationError, match=r"compute budget exceeded.*boundary"):
+    budget.register_cost(
+        "feature_grid", lambda c: Cost(flops=MAX_SECONDS / budget.SECONDS_PER_FLOP)
+    )
+    with pytest.raises(ValidationError, match=r"compute budget exceeded.*feature_grid"):
         RunConfig.model_validate({})
 
 
@@ -265,3 +267,12 @@ def test_budget_rates_are_ordered_sensibly() -> None:
     ):
         bigger = {**small, section: {**small[section], field: small[section][field] * factor}}
         assert budget.estimate(build(bigger)).seconds > budget.estimate(build(small)).seconds
+
+
+def test_budget_counts_decision_boundary_grids_of_2d_classification_runs() -> None:
+    every = {"recording": {"boundary_every": 1}, "training": {"steps": 200}}
+    planar = budget.estimate(build(every)).terms["boundary"]
+    rare = budget.estimate(build({**every, "recording": {"boundary_every": 100}}))
+    teacher = budget.estimate(build({**every, "data": {"dataset": "teacher"}}))
+    assert planar.seconds > 50 * rare.terms["boundary"].seconds > 0
+    assert teacher.terms["boundary"] == Cost()  # regression: no boundary is drawn
