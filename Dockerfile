@@ -38,7 +38,7 @@ RUN set -eux; \
     if [ -f /tmp/extra/pip.conf ]; then export PIP_CONFIG_FILE=/tmp/extra/pip.conf; fi; \
     /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels /src
 
-# ---- kernels stage: the probe's C kernels (native.c), built once for the image ---------------
+# ---- kernels stage: the probe's C kernels (kernels.c), built once for the image ---------------
 # Best effort: where no compiler can be installed (no Debian mirror reachable), the directory
 # stays empty and the image's probe computes the same numbers with tensor ops, more slowly.
 FROM build AS kernels
@@ -49,7 +49,7 @@ RUN set -ux; \
         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
            gcc libc6-dev >/dev/null; }; then \
         /opt/venv/bin/pip install --no-deps --no-cache-dir /wheels/*.whl \
-        && /opt/venv/bin/python -c 'from depthscope.native import main; main()'; \
+        && /opt/venv/bin/python -c 'from depthscope.probe.backends.kernels import main; main()'; \
     else \
         echo "no C compiler here: the image's probe uses tensor ops"; \
     fi; \
@@ -65,7 +65,7 @@ COPY --from=build /wheels/ /tmp/wheels/
 COPY --from=kernels /opt/depthscope-native/ /opt/depthscope-native/
 RUN /opt/venv/bin/pip install --no-deps --no-cache-dir /tmp/wheels/*.whl \
     && rm -rf /tmp/wheels \
-    && /opt/venv/bin/python -c "import depthscope.app, torch; print(torch.__version__)"
+    && /opt/venv/bin/python -c "import depthscope.service.app, torch; print(torch.__version__)"
 ENV PATH=/opt/venv/bin:$PATH \
     DEPTHSCOPE_CACHE_DIR=/opt/depthscope-native \
     PYTHONUNBUFFERED=1 \

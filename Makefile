@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -c 'from depthscope.native import main; main()'  # build the C kernels now, or say why not
+	$(PY) -c 'from depthscope.probe.backends.kernels import main; main()'  # build the C kernels now, or say why not
 	touch $(STAMP)
 
 serve: $(STAMP)

@@ -10,7 +10,7 @@ core, so the ratio reported is the CPU-time one; the wall-clock medians are kept
 Beside the median, the ratio of each side's fastest block: load only ever adds time, so that
 is the closest estimate of the uncontended cost. Writes bench/results/overhead.json.
 
-On the CPU the probe takes its C kernels when they can be built (native.py), as a user's run
+On the CPU the probe takes its C kernels when they can be built (kernels.py), as a user's run
 does; --tensor-ops measures its portable tensor-op path instead (DEPTHSCOPE_NATIVE=0), the one
 it falls back to without a C compiler. Each result names the path it measured.
 
@@ -37,7 +37,7 @@ from typing import Any
 
 import depthscope
 import torch
-from depthscope.trainer import Trainer
+from depthscope.engine.trainer import Trainer
 from torch.nn import functional
 
 NETWORKS = [(10, 64, 128), (20, 128, 256), (50, 64, 128), (100, 32, 64)]  # depth, width, batch

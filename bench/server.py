@@ -12,11 +12,11 @@ import httpx
 
 
 def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `depthscope.app.serve` on a free 127.0.0.1 port; wait (≤ 60 s) until it is healthy."""
+    """Start `depthscope.service.app.serve` on a free loopback port; wait (≤ 60 s) until healthy."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    code = "import sys; from pathlib import Path; from depthscope.app import serve; "
+    code = "import sys; from pathlib import Path; from depthscope.service.app import serve; "
     code += "serve('127.0.0.1', int(sys.argv[1]), Path(sys.argv[2]))"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(port), str(data_dir)],

@@ -24,9 +24,9 @@ import numpy as np
 import orjson
 from depthscope import RunConfig, iter_records
 from depthscope.records import METRICS
-from depthscope.series import downsample
-from depthscope.store import STEP_COLUMN, RunStore
-from depthscope.worker import RecordWriter
+from depthscope.service.series import downsample
+from depthscope.service.store import STEP_COLUMN, RunStore
+from depthscope.service.worker import RecordWriter
 from server import start_server  # bench/ is on sys.path when a bench script runs
 
 RESULTS = Path(__file__).parent / "results" / "stream.json"

@@ -115,7 +115,7 @@ async function openRun(id) {
   const run = new RunData(summary, METRIC_NAMES);
   app.runs.set(id, run);
   const recorded = summary.records ?? (summary.steps_done ?? 0) / (summary.config?.recording?.record_every ?? 1);
-  if (!isTerminal(summary.status) || recorded <= REPLAY_LIMIT) follow(run);
+  if (!isTerminal(summary) || recorded <= REPLAY_LIMIT) follow(run);
   await loadSeries(run, app.state.metric);
 }
 

@@ -78,21 +78,15 @@ export class Columns {
   }
 }
 
-export function layerNamesFor(summary) {
-  if (Array.isArray(summary.layers) && summary.layers.length) return summary.layers;
-  const depth = summary.config?.model?.depth ?? 0;
-  return [...Array.from({ length: depth }, (_, i) => `block${i + 1}`), "readout"];
-}
-
-const TERMINAL = new Set(["completed", "cancelled", "failed", "diverged", "interrupted"]);
-export const isTerminal = (status) => TERMINAL.has(status);
+/** Whether a run has ended for good; the server says so in every summary. */
+export const isTerminal = (summary) => summary.terminal === true;
 
 /** Everything the charts need about one run. */
 export class RunData {
   constructor(summary, metrics) {
     this.id = summary.id;
     this.summary = summary;
-    this.layers = layerNamesFor(summary);
+    this.layers = summary.layers; // named by the server, input to readout
     this.metrics = Object.fromEntries(metrics.map((m) => [m, new Columns()]));
     this.scalars = new Columns(); // [loss, accuracy, grad_norm_total]
     this.val = { steps: [], loss: [], accuracy: [] };
@@ -163,15 +157,9 @@ export class RunData {
     return this.firstBad;
   }
 
-  /** The sentence naming the first non-finite value ("layer block3 went non-finite at step 112"). */
+  /** The server's sentence on where the run first went non-finite, shown as sent. */
   divergenceText() {
-    const d = this.firstNonFinite();
-    if (d) {
-      const where = d.layer ? `layer ${d.layer}` : "the network";
-      return `${where} went non-finite at step ${d.step} (${d.metric})`;
-    }
-    if (this.status === "diverged") return this.summary.error || "the run diverged";
-    return null;
+    return this.summary.divergence?.message ?? null;
   }
 }
 

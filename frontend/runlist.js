@@ -61,7 +61,7 @@ export class RunList {
     const progress = Object.assign(document.createElement("small"), { textContent: ` ${s.steps_done ?? 0}/${steps ?? "?"}` });
     const actions = document.createElement("td");
     actions.className = "actions";
-    if (!isTerminal(s.status)) {
+    if (!isTerminal(s)) {
       const cancel = button("Cancel", `cancel run ${this.label(s)}`, () => this.handlers.onCancel(s.id));
       cancel.dataset.focusKey = `cancel-${s.id}`;
       cancel.className = "cancel";

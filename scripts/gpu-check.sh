@@ -7,7 +7,7 @@
 #      the API's worker processes);
 #   2. the overhead benchmark on the GPU (wall-clock ratios, overhead-cuda.json).
 # Uses the python3 on PATH, which needs torch with CUDA and the project's packages installed
-# (`pip install -e '.[dev]'`). Extra arguments go to pytest (e.g. --ignore=tests/test_fuzz.py).
+# (`pip install -e '.[dev]'`). Extra arguments go to pytest (e.g. --ignore=tests/service/test_fuzz.py).
 #   bash scripts/gpu-check.sh [RESULTS_DIR] [PYTEST ARGS...]
 set -uo pipefail
 results=${1:-bench/results}

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from depthscope.app import create_app
-from depthscope.settings import Settings
+from depthscope.service.app import create_app
+from depthscope.service.settings import Settings
 from fastapi import FastAPI
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -57,7 +57,7 @@ class CountOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-# The CPU always, twice: through the probe's C kernels (native.py; its tensor ops where no C
+# The CPU always, twice: through the probe's C kernels (kernels.py; its tensor ops where no C
 # compiler is found) and through its tensor ops alone; CUDA where this machine has it. Engine
 # tests that check numbers against a reference take the `device` fixture, so each path is
 # checked against the same reference (and a CPU-only machine shows no skipped copies).
@@ -107,7 +107,7 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
-    """`depthscope.app.serve` in its own process, as the CLI runs it."""
+    """`depthscope.service.app.serve` in its own process, as the CLI runs it."""
 
     data_dir: Path
     port: int = 0
@@ -121,7 +121,7 @@ class ServerProcess:
     def start(self) -> str:
         self.port = free_port()
         code = (
-            "import sys; from pathlib import Path; from depthscope.app import serve; "
+            "import sys; from pathlib import Path; from depthscope.service.app import serve; "
             "serve('127.0.0.1', int(sys.argv[1]), Path(sys.argv[2]))"
         )
         env = {**os.environ, **(self.env or {})}

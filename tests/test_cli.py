@@ -230,11 +230,11 @@ def test_serve_passes_options_and_env_token(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     calls: list[tuple[Any, ...]] = []
-    fake_app = types.ModuleType("depthscope.app")
+    fake_app = types.ModuleType("depthscope.service.app")
     fake_app.serve = lambda host, port, data_dir, token=None: calls.append(  # type: ignore[attr-defined]
         (host, port, data_dir, token)
     )
-    monkeypatch.setitem(sys.modules, "depthscope.app", fake_app)
+    monkeypatch.setitem(sys.modules, "depthscope.service.app", fake_app)
     monkeypatch.setenv("DEPTHSCOPE_TOKEN", "s3cret")
     assert main(["serve", "--port", "9001", "--data-dir", str(tmp_path)]) == 0
     assert main(["serve", "--host", "0.0.0.0", "--token", "other"]) == 0

@@ -91,4 +91,5 @@ def test_records_divergence_describes_itself() -> None:
         "layer": "block3",
         "layer_index": 2,
         "metric": "grad_norm",
+        "message": "layer block3 went non-finite at step 112 (grad_norm)",
     }

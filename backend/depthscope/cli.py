@@ -28,9 +28,9 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from depthscope.config import RunConfig
+from depthscope.engine.config import RunConfig
+from depthscope.engine.trainer import DeviceUnavailableError, RunResult, Trainer
 from depthscope.records import StepRecord
-from depthscope.trainer import DeviceUnavailableError, RunResult, Trainer
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -268,7 +268,7 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from depthscope.app import serve  # lazy: the run/export commands need no web stack
+    from depthscope.service.app import serve  # lazy: the run/export commands need no web stack
 
     serve(args.host, args.port, args.data_dir, token=args.token)
     return EXIT_OK

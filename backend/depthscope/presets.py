@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from depthscope.config import RunConfig
+from depthscope.engine.config import RunConfig
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,12 @@ class StepRecord:
         return wire
 
 
+def layer_names(depth: int) -> list[str]:
+    """The layers of a network of `depth` hidden blocks, input to output: block1 … blockD, readout.
+    The one place these names are made: the model, the run manager and the wire use them."""
+    return [f"block{i}" for i in range(1, depth + 1)] + ["readout"]
+
+
 @dataclass(frozen=True)
 class Divergence:
     """Where a run first produced a non-finite number."""
@@ -89,6 +95,7 @@ class Divergence:
             "layer": self.layer,
             "layer_index": self.layer_index,
             "metric": self.metric,
+            "message": self.describe(),
         }
 
     def describe(self) -> str:

@@ -54,7 +54,7 @@ def test_columns_seed_only_when_ahead(modules: Any) -> None:
     assert got["steps"] == [0, 4, 8, 9] and got["cols"] == [[1], [2], [3], [4]]
 
 
-def test_rundata_names_first_non_finite_cell(modules: Any) -> None:
+def test_rundata_marks_first_non_finite_cell_and_shows_the_servers_sentence(modules: Any) -> None:
     got = modules.evaluate(
         """async () => {
           const m = await import('/rundata.js');
@@ -68,12 +68,17 @@ def test_rundata_names_first_non_finite_cell(modules: Any) -> None:
           run.ingest([rec(0, [1, 2, 3], none), rec(1, [1, 2, 3], none)]);
           const before = run.divergenceText();
           run.ingest([rec(2, [1, null, null], none), rec(3, none, none)]);
-          return { before, after: run.divergenceText(), bad: run.firstBad };
+          const after = run.divergenceText();
+          const message = 'layer block2 went non-finite at step 2 (grad_norm)';
+          run.summary = { ...summary, divergence: { step: 2, layer: 'block2', message } };
+          return { before, after, sent: run.divergenceText(), bad: run.firstBad };
         }"""
     )
     assert got["before"] is None
     assert got["bad"] == {"step": 2, "layer": "block2", "metric": "grad_norm"}
-    assert got["after"] == "layer block2 went non-finite at step 2 (grad_norm)"
+    # The sentence is the server's alone: none until its verdict arrives, then exactly as sent.
+    assert got["after"] is None
+    assert got["sent"] == "layer block2 went non-finite at step 2 (grad_norm)"
 
 
 def test_log_ratio_matches_step_aligned_reference(modules: Any) -> None:

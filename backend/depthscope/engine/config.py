@@ -1,0 +1,177 @@
+"""RunConfig: one typed, validated, bounded description of a run (DESIGN §4).
+
+Choices are drawn from the registries, so the JSON schema, the form built from it and the code
+never disagree. Every number has bounds, unknown fields are rejected, and a compute budget keeps
+any accepted request from exhausting the machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeAlias
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
+
+from depthscope.engine.activations import ACTIVATIONS, NORMS
+from depthscope.engine.data import BLOB_CLASSES, DATASETS, train_size
+from depthscope.engine.inits import INITS
+from depthscope.engine.optim import CLIPS, OPTIMIZERS
+
+# parameters × batch_size × steps: about 6 FLOPs each, so 4e11 is roughly a minute or two of
+# CPU time. The error names the limit and what the request asked for.
+MAX_WORK = 4e11
+# recorded steps × layers: bounds what one run can write to the store and the stream.
+MAX_RECORDED_CELLS = 10_000_000
+
+
+def choice(registry: Mapping[str, object], what: str) -> Any:
+    """A string field whose allowed values are the keys of `registry`."""
+    names = list(registry)
+
+    def check(value: str) -> str:
+        if value not in registry:
+            raise ValueError(f"unknown {what} {value!r}; choose one of: {', '.join(names)}")
+        return value
+
+    return Annotated[
+        str,
+        AfterValidator(check),
+        WithJsonSchema({"type": "string", "enum": names, "description": f"one of the {what}s"}),
+    ]
+
+
+if TYPE_CHECKING:  # to a type checker these are plain strings; pydantic sees the choices
+    Activation: TypeAlias = str
+    Init: TypeAlias = str
+    Norm: TypeAlias = str
+    Optimizer: TypeAlias = str
+    Clip: TypeAlias = str
+    DatasetName: TypeAlias = str
+else:
+    Activation = choice(ACTIVATIONS, "activation")
+    Init = choice(INITS, "init scheme")
+    Norm = choice(NORMS, "normalization")
+    Optimizer = choice(OPTIMIZERS, "optimizer")
+    Clip = choice(dict.fromkeys(CLIPS), "clipping mode")
+    DatasetName = choice(DATASETS, "dataset")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+class ModelConfig(_Strict):
+    depth: int = Field(10, ge=1, le=200, description="number of hidden blocks")
+    width: int = Field(64, ge=1, le=1024, description="units per hidden block")
+    activation: Activation = "relu"
+    init: Init = "he_normal"
+    init_std: float = Field(0.1, gt=0, le=10, description="weight std for init='normal'")
+    norm: Norm = "none"
+    norm_position: Literal["pre_activation", "post_activation"] = "pre_activation"
+    residual_every: int = Field(
+        0, ge=0, le=200, description="0 = no skips; k = a skip around every k blocks"
+    )
+    bias: bool = True
+
+
+class TrainingConfig(_Strict):
+    optimizer: Optimizer = "sgd"
+    lr: float = Field(0.05, gt=0, le=10)
+    batch_size: int = Field(128, ge=1, le=4096)
+    steps: int = Field(500, ge=1, le=100_000)
+    clip: Clip = "none"
+    clip_value: float = Field(1.0, gt=0, le=1e6, description="max norm or max |g| when clipping")
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: Literal["cpu", "cuda"] = "cpu"
+
+
+class DataConfig(_Strict):
+    dataset: DatasetName = "spirals"
+    n_samples: int = Field(2048, ge=16, le=100_000)
+    noise: float = Field(0.1, ge=0, le=10)
+    input_dim: int = Field(2, ge=2, le=256)
+
+
+class RecordingConfig(_Strict):
+    record_every: int = Field(1, ge=1, le=100_000, description="record statistics every k steps")
+    histogram_every: int = Field(
+        10, ge=0, le=100_000, description="histograms every k steps; 0 = never"
+    )
+    eval_every: int = Field(
+        50, ge=0, le=100_000, description="held-out loss every k steps; 0 = only at the end"
+    )
+
+
+class RunConfig(_Strict):
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    data: DataConfig = DataConfig()
+    recording: RecordingConfig = RecordingConfig()
+
+    @property
+    def output_dim(self) -> int:
+        if self.data.dataset == "teacher":
+            return 1
+        return BLOB_CLASSES if self.data.dataset == "blobs" else 2
+
+    @property
+    def n_layers(self) -> int:
+        """Hidden blocks plus the readout layer: the length of every per-layer list."""
+        return self.model.depth + 1
+
+    def parameter_count(self) -> int:
+        m = self.model
+        per_block_extra = (2 * m.width if m.norm != "none" else 0) + (
+            1 if m.activation == "prelu" else 0
+        )
+        bias = 1 if m.bias else 0
+        first = self.data.input_dim * m.width + bias * m.width
+        hidden = (m.depth - 1) * (m.width * m.width + bias * m.width)
+        readout = m.width * self.output_dim + bias * self.output_dim
+        return first + hidden + readout + m.depth * per_block_extra
+
+    def work(self) -> float:
+        return float(self.parameter_count()) * self.training.batch_size * self.training.steps
+
+    def recorded_steps(self) -> int:
+        return self.training.steps // self.recording.record_every + 1
+
+    @model_validator(mode="after")
+    def _within_limits(self) -> Self:
+        m, t = self.model, self.training
+        if m.residual_every and m.residual_every >= m.depth:
+            raise ValueError(
+                f"model.residual_every ({m.residual_every}) must be below model.depth "
+                f"({m.depth}): a skip around k blocks needs k + 1 blocks"
+            )
+        n_train = train_size(self.data.n_samples)
+        if t.batch_size > n_train:
+            raise ValueError(
+                f"training.batch_size ({t.batch_size}) exceeds the {n_train} training samples "
+                f"of data.n_samples={self.data.n_samples}"
+            )
+        if m.norm == "batchnorm" and t.batch_size < 2:
+            raise ValueError("training.batch_size must be at least 2 with model.norm='batchnorm'")
+        if self.work() > MAX_WORK:
+            raise ValueError(
+                f"compute budget exceeded: parameters × batch_size × steps = "
+                f"{self.parameter_count():,} × {t.batch_size} × {t.steps} = {self.work():.3g}, "
+                f"limit {MAX_WORK:.3g}; lower model.depth, model.width, training.batch_size "
+                f"or training.steps"
+            )
+        cells = self.recorded_steps() * self.n_layers
+        if cells > MAX_RECORDED_CELLS:
+            raise ValueError(
+                f"recording budget exceeded: recorded steps × layers = {self.recorded_steps():,}"
+                f" × {self.n_layers} = {cells:,}, limit {MAX_RECORDED_CELLS:,}; "
+                f"raise recording.record_every or lower training.steps or model.depth"
+            )
+        return self

@@ -1,0 +1,205 @@
+"""The trainer: optimizer, clipping, held-out evaluation, cancellation and divergence detection.
+
+`Trainer.records()` is a generator of StepRecords whose return value is the RunResult, so a
+caller can stream records (the service) or just collect them (tests, the CLI). The same config
+and seed give identical records on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torch.nn import functional
+
+from depthscope.engine.config import RunConfig
+from depthscope.engine.data import Dataset, make_dataset
+from depthscope.engine.model import DeepNet, build_model
+from depthscope.engine.optim import OPTIMIZERS
+from depthscope.probe.probe import Probe, accuracy
+from depthscope.records import Divergence, StepRecord, first_non_finite
+
+Outcome = Literal["completed", "cancelled", "diverged"]
+
+
+class DeviceUnavailableError(RuntimeError):
+    """The config asks for a device this machine does not have."""
+
+
+@dataclass
+class RunResult:
+    status: Outcome
+    steps_done: int
+    final: dict[str, Any] = field(default_factory=dict)  # last loss/accuracy, held-out too
+    divergence: Divergence | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailableError("training.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.training.device)
+        seed = config.training.seed
+        self.data: Dataset = make_dataset(config.data, seed).to(self.device)
+        self.model: DeepNet = build_model(
+            config.model, config.data.input_dim, self.data.output_dim, seed
+        ).to(self.device)
+        t = config.training
+        self.optimizer = OPTIMIZERS[t.optimizer](self.model.parameters(), t.lr, t.weight_decay)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.probe = Probe(self.model)
+        self._not_clipped = torch.zeros((), dtype=torch.bool, device=self.device)
+        self._batches = self._batch_indices(torch.Generator().manual_seed(seed + 2))
+
+    @property
+    def layer_names(self) -> list[str]:
+        return self.model.layer_names
+
+    # -- pieces of a step -------------------------------------------------------------------
+    def _batch_indices(self, g: torch.Generator) -> Iterator[Tensor]:
+        """Shuffled epochs over the training split; the incomplete tail of an epoch is dropped."""
+        n, bs = self.data.x_train.shape[0], self.config.training.batch_size
+        while True:
+            order = torch.randperm(n, generator=g)
+            for start in range(0, n - bs + 1, bs):
+                yield order[start : start + bs].to(self.device, non_blocking=True)
+
+    def _loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        if self.data.is_regression:
+            return functional.mse_loss(logits, y)
+        return functional.cross_entropy(logits, y)
+
+    def _clip(self, record: bool) -> Tensor | None:
+        """Clip as configured. On a recorded step, returns whether clipping acted (0-d bool
+        tensor, still on the device); otherwise None."""
+        t = self.config.training
+        if t.clip == "norm":
+            total = torch.nn.utils.clip_grad_norm_(self.params, t.clip_value, foreach=True)
+            return total > t.clip_value if record else None
+        if t.clip == "value":
+            largest = None
+            if record:
+                grads = [p.grad for p in self.params if p.grad is not None]
+                largest = torch.stack(torch._foreach_norm(grads, math.inf)).max()
+            torch.nn.utils.clip_grad_value_(self.params, t.clip_value, foreach=True)
+            return None if largest is None else largest > t.clip_value
+        return self._not_clipped if record else None
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float | None, float | None]:
+        """Held-out loss and accuracy (None for regression), with the model in eval mode."""
+        self.model.eval()
+        try:
+            logits, y = self.model(self.data.x_test), self.data.y_test
+            values = torch.stack([self._loss(logits, y), accuracy(logits, y)]).tolist()
+        finally:
+            self.model.train()
+        return tuple(v if math.isfinite(v) else None for v in values)  # type: ignore[return-value]
+
+    def _step(
+        self, step: int, idx: Tensor, record: bool, histograms: bool, evaluate: bool
+    ) -> StepRecord | None:
+        """One optimizer step. Returns its record, or None when it is not recorded.
+
+        An unrecorded step whose loss is non-finite is redone with the probe attached (the
+        weights have not moved yet), so a divergence is always located and recorded."""
+        x, y = self.data.x_train[idx], self.data.y_train[idx]
+        if record:
+            self.probe.attach(histograms)
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = self.model(x)
+        loss = self._loss(logits, y)
+        if not record and not math.isfinite(loss.item()):
+            return self._step(step, idx, record=True, histograms=False, evaluate=False)
+        if record:
+            self.probe.backward(loss)
+            self.probe.before_update()
+        else:
+            loss.backward()  # type: ignore[no-untyped-call]
+        clipped = self._clip(record)
+        self.optimizer.step()
+        if not record:
+            return None
+        assert clipped is not None
+        result = self.probe.finish(step, loss, y, clipped)  # the accuracy too
+        if evaluate:  # after finish: the probe has detached, so this forward is not tapped
+            val_loss, val_accuracy = self.evaluate()
+            result = replace(result, val_loss=val_loss, val_accuracy=val_accuracy)
+        return result
+
+    # -- the run ------------------------------------------------------------------------------
+    def records(
+        self, should_stop: Callable[[], bool] = lambda: False
+    ) -> Generator[StepRecord, None, RunResult]:
+        rec = self.config.recording
+        steps = self.config.training.steps
+        last: StepRecord | None = None
+        with self.probe:
+            for step in range(steps):
+                if should_stop():
+                    return RunResult("cancelled", step, _final(last))
+                is_last = step == steps - 1
+                evaluate = is_last or (rec.eval_every > 0 and step % rec.eval_every == 0)
+                record = is_last or evaluate or step % rec.record_every == 0
+                histograms = rec.histogram_every > 0 and step % rec.histogram_every == 0
+                result = self._step(
+                    step, next(self._batches), record, record and histograms, evaluate
+                )
+                if result is None:
+                    continue
+                last = result
+                yield result
+                divergence = first_non_finite(result, self.layer_names)
+                if divergence is not None:
+                    return RunResult("diverged", step + 1, _final(last), divergence)
+        return RunResult("completed", steps, _final(last))
+
+    def run(
+        self,
+        on_record: Callable[[StepRecord], None],
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> RunResult:
+        """Drive `records()` to the end, handing each record to `on_record`."""
+        gen = self.records(should_stop)
+        while True:
+            try:
+                record = next(gen)
+            except StopIteration as done:
+                result: RunResult = done.value
+                return result
+            on_record(record)
+
+
+def _final(record: StepRecord | None) -> dict[str, Any]:
+    if record is None:
+        return {}
+    return {
+        "step": record.step,
+        "loss": record.loss,
+        "accuracy": record.accuracy,
+        "val_loss": record.val_loss,
+        "val_accuracy": record.val_accuracy,
+    }
+
+
+def train(
+    config: RunConfig,
+    on_record: Callable[[StepRecord], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> RunResult:
+    """Train `config` to the end, handing each record to `on_record`; no server needed."""
+    return Trainer(config).run(on_record or (lambda _record: None), should_stop)
+
+
+def iter_records(config: RunConfig) -> Iterator[StepRecord]:
+    """The records of a run, one at a time (the RunResult is dropped)."""
+    yield from Trainer(config).records()

@@ -1,0 +1,1 @@
+"""The HTTP service: store, run manager, workers, live stream and the FastAPI app."""

@@ -1,0 +1,345 @@
+"""RunStore: the SQLite (WAL) store of runs and their records; the single source of truth.
+
+Workers append each batch of records in one transaction; the stream tails it, export and series
+read it, and restart recovery is a single UPDATE. Records are kept twice, on purpose: as wire
+JSON (streamed and exported as-is, never re-encoded) and as per-metric float32 blocks, so the
+series endpoint reads one blob per batch into numpy instead of parsing every record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from depthscope.records import METRICS, Divergence, StepRecord
+from depthscope.service.status import ACTIVE, TERMINAL, RunStatus, sql_list
+
+STEP_COLUMN = "step"  # the per-batch block of step numbers sits beside the metric blocks
+SCALARS = ("loss", "accuracy", "grad_norm_total")  # per-step values kept as one-column blocks
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, status TEXT NOT NULL, config TEXT NOT NULL, layers TEXT NOT NULL,
+    created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+    steps_done INTEGER NOT NULL DEFAULT 0, n_records INTEGER NOT NULL DEFAULT 0,
+    status_version INTEGER NOT NULL DEFAULT 0,
+    final TEXT, error TEXT, divergence TEXT);
+CREATE TABLE IF NOT EXISTS records (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, step INTEGER NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+    run_id TEXT NOT NULL, metric TEXT NOT NULL, start_seq INTEGER NOT NULL,
+    n INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (run_id, metric, start_seq)) WITHOUT ROWID;
+"""
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON that refuses NaN/Infinity: they must have become null before this point."""
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: str
+    status: RunStatus
+    config: dict[str, Any]
+    layers: list[str]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    steps_done: int
+    n_records: int
+    status_version: int
+    final: dict[str, Any] | None
+    error: str | None
+    divergence: dict[str, Any] | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_wire(self) -> dict[str, Any]:
+        """The run summary of DESIGN §6, plus divergence, records and start/finish times."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "terminal": self.terminal,
+            "config": self.config,
+            "steps_done": self.steps_done,
+            "layers": self.layers,
+            "created_at": _iso(self.created_at),
+            "final": self.final,
+            "error": self.error,
+            "divergence": self.divergence,
+            "records": self.n_records,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+        }
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """How far a run has got: what a stream tailer polls."""
+
+    n_records: int
+    status_version: int
+    status: RunStatus
+
+
+def _row(r: sqlite3.Row) -> RunRow:
+    def load(text: str | None) -> Any:
+        return None if text is None else json.loads(text)
+
+    return RunRow(
+        id=r["id"],
+        status=RunStatus(r["status"]),
+        config=json.loads(r["config"]),
+        layers=json.loads(r["layers"]),
+        created_at=r["created_at"],
+        started_at=r["started_at"],
+        finished_at=r["finished_at"],
+        steps_done=r["steps_done"],
+        n_records=r["n_records"],
+        status_version=r["status_version"],
+        final=load(r["final"]),
+        error=r["error"],
+        divergence=_divergence(load(r["divergence"])),
+    )
+
+
+def _divergence(wire: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The stored divergence, with its message (runs stored before messages were sent lack it)."""
+    if wire is None or "message" in wire:
+        return wire
+    return Divergence(wire["step"], wire["layer"], wire["layer_index"], wire["metric"]).to_wire()
+
+
+def metric_block(records: Sequence[StepRecord], metric: str) -> npt.NDArray[np.float32]:
+    """[n_records, n_layers] float32, null → NaN."""
+    return np.array(
+        [[math.nan if v is None else v for v in r.layers[metric]] for r in records],
+        dtype=np.float32,
+    )
+
+
+def scalar_block(records: Sequence[StepRecord], name: str) -> npt.NDArray[np.float32]:
+    """[n_records, 1] float32 of a per-step scalar, null → NaN."""
+    values = [getattr(r, name) for r in records]
+    return np.array([[math.nan if v is None else v] for v in values], dtype=np.float32)
+
+
+class RunStore:
+    """One per process. Connections are per thread: SQLite in WAL mode lets readers run beside
+    the one writer, and `timeout` makes a writer wait for another's commit instead of failing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db().executescript(_SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            # Big pages for big blobs: a metric block spans a few pages instead of a long
+            # overflow chain, which halves /series read time. Only a new file takes it, and it
+            # must come before WAL mode.
+            db.execute("PRAGMA page_size=65536")
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives a killed process; only an OS crash or power
+            # loss can drop the last commits, and never corrupts the file.
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db())
+
+    def close(self) -> None:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- runs -----------------------------------------------------------------------------------
+    def create_run(self, run_id: str, config: dict[str, Any], layers: list[str]) -> RunRow:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO runs (id, status, config, layers, created_at) VALUES (?,?,?,?,?)",
+                (run_id, RunStatus.QUEUED.value, to_json(config), to_json(layers), time.time()),
+            )
+        row = self.get_run(run_id)
+        assert row is not None
+        return row
+
+    def get_run(self, run_id: str) -> RunRow | None:
+        r = self._db().execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return None if r is None else _row(r)
+
+    def list_runs(self) -> list[RunRow]:
+        rows = self._db().execute("SELECT * FROM runs ORDER BY created_at DESC, id").fetchall()
+        return [_row(r) for r in rows]
+
+    def count_runs(self) -> int:
+        count: int = self._db().execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        return count
+
+    def size_bytes(self) -> int:
+        """Pages in use (free pages left by deleted runs excluded), in bytes."""
+        db = self._db()
+        pages: int = db.execute("PRAGMA page_count").fetchone()[0]
+        free: int = db.execute("PRAGMA freelist_count").fetchone()[0]
+        size: int = db.execute("PRAGMA page_size").fetchone()[0]
+        return (pages - free) * size
+
+    def cursor(self, run_id: str) -> Cursor | None:
+        r = (
+            self._db()
+            .execute("SELECT n_records, status_version, status FROM runs WHERE id = ?", (run_id,))
+            .fetchone()
+        )
+        return None if r is None else Cursor(r[0], r[1], RunStatus(r[2]))
+
+    def transition(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        only_from: Sequence[str] = ACTIVE,
+        error: str | None = None,
+        final: dict[str, Any] | None = None,
+        divergence: dict[str, Any] | None = None,
+        steps_done: int | None = None,
+    ) -> bool:
+        """Move a run to `status` if it is in one of `only_from`; False if it was not (so a
+        worker finishing late never overwrites a cancel, and a terminal state is final)."""
+        now = time.time()
+        marks = ", ".join("?" * len(only_from))
+        with self._tx() as db:
+            cur = db.execute(
+                f"""UPDATE runs SET status = ?, status_version = status_version + 1,
+                    started_at = CASE WHEN ? = 'running' THEN ? ELSE started_at END,
+                    finished_at = CASE WHEN ? IN {sql_list(TERMINAL)} THEN ? ELSE finished_at END,
+                    error = COALESCE(?, error), final = COALESCE(?, final),
+                    divergence = COALESCE(?, divergence),
+                    steps_done = COALESCE(?, steps_done)
+                    WHERE id = ? AND status IN ({marks})""",
+                (
+                    status,
+                    status,
+                    now,
+                    status,
+                    now,
+                    error,
+                    None if final is None else to_json(final),
+                    None if divergence is None else to_json(divergence),
+                    steps_done,
+                    run_id,
+                    *only_from,
+                ),
+            )
+            return cur.rowcount == 1
+
+    def recover(self) -> list[str]:
+        """At start-up: runs a dead server left queued or running become `interrupted`."""
+        ids = [
+            r[0]
+            for r in self._db().execute(f"SELECT id FROM runs WHERE status IN {sql_list(ACTIVE)}")
+        ]
+        for run_id in ids:
+            self.transition(
+                run_id, RunStatus.INTERRUPTED, error="the server stopped before this run finished"
+            )
+        return ids
+
+    def delete_run(self, run_id: str) -> bool:
+        with self._tx() as db:
+            db.execute("DELETE FROM records WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM blocks WHERE run_id = ?", (run_id,))
+            return db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount == 1
+
+    # -- records --------------------------------------------------------------------------------
+    def append(self, run_id: str, records: Sequence[StepRecord]) -> None:
+        """One batch, one transaction: the wire JSON of each record plus a block per metric."""
+        if not records:
+            return
+        with self._tx() as db:
+            start = db.execute("SELECT n_records FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+            db.executemany(
+                "INSERT INTO records (run_id, seq, step, data) VALUES (?,?,?,?)",
+                [(run_id, start + i, r.step, to_json(r.to_wire())) for i, r in enumerate(records)],
+            )
+            steps = np.array([r.step for r in records], dtype=np.int64)
+            blocks = [(STEP_COLUMN, steps.tobytes())]
+            blocks += [(m, metric_block(records, m).tobytes()) for m in METRICS]
+            blocks += [(m, scalar_block(records, m).tobytes()) for m in SCALARS]
+            db.executemany(
+                "INSERT INTO blocks (run_id, metric, start_seq, n, data) VALUES (?,?,?,?,?)",
+                [(run_id, m, start, len(records), blob) for m, blob in blocks],
+            )
+            db.execute(
+                "UPDATE runs SET n_records = n_records + ?, steps_done = ? WHERE id = ?",
+                (len(records), records[-1].step + 1, run_id),
+            )
+
+    def records_since(self, run_id: str, seq: int, limit: int) -> list[str]:
+        """Wire JSON of records seq, seq+1, … (at most `limit`)."""
+        rows = self._db().execute(
+            "SELECT data FROM records WHERE run_id = ? AND seq >= ? ORDER BY seq LIMIT ?",
+            (run_id, seq, limit),
+        )
+        return [r[0] for r in rows]
+
+    def iter_records(self, run_id: str, page: int = 1000) -> Iterator[str]:
+        seq = 0
+        while batch := self.records_since(run_id, seq, page):
+            yield from batch
+            seq += len(batch)
+
+    def column(self, run_id: str, metric: str, width: int) -> npt.NDArray[Any]:
+        """All blocks of one column, in order: steps → [N] int64, a metric → [N, width]."""
+        rows = (
+            self._db()
+            .execute(
+                "SELECT data FROM blocks WHERE run_id = ? AND metric = ? ORDER BY start_seq",
+                (run_id, metric),
+            )
+            .fetchall()
+        )
+        if metric == STEP_COLUMN:
+            return np.frombuffer(b"".join(r[0] for r in rows), dtype=np.int64)
+        flat = np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32)
+        return flat.reshape(-1, width)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on error: the writer takes the lock up front so two
+    writers queue on `timeout` instead of failing with a deadlock midway."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")

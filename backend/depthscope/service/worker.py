@@ -1,0 +1,131 @@
+"""The worker: what runs inside a run's own process — train, append records to the store, report.
+
+A worker writes only through the store, so the server learns everything (records, the final
+status, a crash's reason) from the database; if the process dies without a word, the run manager
+marks the run failed from the exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from depthscope.engine.config import RunConfig
+from depthscope.engine.trainer import RunResult, Trainer
+from depthscope.probe.backends import kernels as native
+from depthscope.records import StepRecord
+from depthscope.service.status import RunStatus
+from depthscope.service.store import RunStore
+
+# A batch is committed when this long has passed since the last commit, or it grows this large:
+# short enough for live charts (record-to-client latency), long enough that fast runs commit
+# tens of records per transaction instead of one.
+FLUSH_INTERVAL_S = 0.008
+FLUSH_MAX_RECORDS = 512
+
+# The probe's C kernels, built or loaded here, once: the run manager's fork server imports this
+# module, and every run's process is forked from it with the library already loaded (so no run
+# compiles, loads, or warns that there is no compiler, on its own).
+native.kernels()
+
+
+class StopFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+class RecordWriter:
+    """Buffers records and appends them to the store in batches."""
+
+    def __init__(self, store: RunStore, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+        self.buffer: list[StepRecord] = []
+        self.last_flush = 0.0  # so the first record is committed at once
+
+    def add(self, record: StepRecord) -> None:
+        self.buffer.append(record)
+        now = time.monotonic()
+        if now - self.last_flush >= FLUSH_INTERVAL_S or len(self.buffer) >= FLUSH_MAX_RECORDS:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        if self.buffer:
+            self.store.append(self.run_id, self.buffer)
+            self.buffer = []
+        self.last_flush = time.monotonic() if now is None else now
+
+
+class ServerWatch:
+    """Whether the server process still exists, asked at most every `every_s` seconds.
+
+    A worker's parent is the fork server, which can outlive a killed server; so the worker
+    watches the server itself, and an orphan stops instead of writing past a restart."""
+
+    def __init__(self, server_pid: int | None, every_s: float = 0.2) -> None:
+        self.pid, self.every_s, self.next_check = server_pid, every_s, 0.0
+
+    def gone(self) -> bool:
+        now = time.monotonic()
+        if self.pid is None or now < self.next_check:
+            return False
+        self.next_check = now + self.every_s
+        try:
+            os.kill(self.pid, 0)  # signal 0: an existence check, nothing is sent
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+
+def train_into(
+    store: RunStore,
+    run_id: str,
+    config: RunConfig,
+    stop: StopFlag,
+    server_pid: int | None = None,
+) -> RunResult:
+    """Train `config`, committing its records as they come; returns the trainer's result."""
+    writer = RecordWriter(store, run_id)
+    server = ServerWatch(server_pid)
+
+    def should_stop() -> bool:
+        return stop.is_set() or server.gone()
+
+    try:
+        return Trainer(config).run(writer.add, should_stop)
+    finally:
+        writer.flush()  # also on an exception: keep every record the run produced
+
+
+def run_worker(
+    db_path: str, run_id: str, config_json: str, stop: StopFlag, server_pid: int
+) -> None:
+    """Process entry point. The manager already marked the run `running`."""
+    # One thread per run: with several runs on a few cores, more threads only contend.
+    torch.set_num_threads(1)
+    store = RunStore(Path(db_path))
+    try:
+        config = RunConfig.model_validate_json(config_json)
+        result = train_into(store, run_id, config, stop, server_pid)
+    except Exception as exc:  # any failure is this run's, reported with its reason
+        last = traceback.extract_tb(exc.__traceback__)[-1:]
+        where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
+        store.transition(run_id, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}{where}")
+        return
+    if result.status == "cancelled" and not stop.is_set():
+        return  # orphaned: the restarted server has marked this run interrupted
+    divergence = result.divergence
+    store.transition(
+        run_id,
+        RunStatus(result.status),
+        final=result.final,
+        steps_done=result.steps_done,
+        divergence=None if divergence is None else divergence.to_wire(),
+        error=None if divergence is None else divergence.describe(),
+    )
+    store.close()

@@ -1,0 +1,74 @@
+"""The model builder: layer order and names, norm placement, residual skips, bias switch,
+seeding, and the taps the probe reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from depthscope.engine.config import ModelConfig
+from depthscope.engine.model import DeepNet, Taps, build_model
+from torch import nn
+
+
+def net(**kw: Any) -> DeepNet:
+    return build_model(ModelConfig.model_validate({"depth": 5, "width": 6, **kw}), 3, 2, seed=0)
+
+
+def test_model_layers_in_probe_order() -> None:
+    model = net()
+    assert model.layer_names == ["block1", "block2", "block3", "block4", "block5", "readout"]
+    assert [lin.weight.shape for lin in model.linears] == [(6, 3)] + [(6, 6)] * 4 + [(2, 6)]
+    assert model(torch.randn(4, 3)).shape == (4, 2)
+
+
+@pytest.mark.parametrize("norm", ["batchnorm", "layernorm"])
+def test_model_norm_position(norm: str) -> None:
+    kinds = {"batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm}
+    pre, post = net(norm=norm).blocks[0], net(norm=norm, norm_position="post_activation").blocks[0]
+    assert isinstance(pre.pre_norm, kinds[norm]) and isinstance(pre.post_norm, nn.Identity)
+    assert isinstance(post.post_norm, kinds[norm]) and isinstance(post.pre_norm, nn.Identity)
+
+
+def test_model_bias_off_removes_every_bias() -> None:
+    assert all(lin.bias is None for lin in net(bias=False).linears)
+
+
+def test_model_same_seed_same_weights() -> None:
+    a, b = net(init="xavier_normal"), net(init="xavier_normal")
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_model_residual_skip_every_k_blocks(k: int) -> None:
+    """Output with skips equals a by-hand chain where every k blocks, starting after block 1,
+    the block output gets the output of k blocks earlier added."""
+    model = net(residual_every=k, activation="tanh")
+    x = torch.randn(4, 3)
+    h, outputs = x, []
+    for i, block in enumerate(model.blocks, start=1):
+        h = block(h)
+        if i > 1 and (i - 1) % k == 0:
+            h = h + outputs[i - 1 - k]
+        outputs.append(h)
+    assert torch.allclose(model(x), model.readout(h))
+
+
+def test_model_taps_expose_z_u_h_and_logits() -> None:
+    model = net(norm="layernorm", activation="sigmoid")
+    taps = Taps()
+    model.taps = taps
+    logits = model(torch.randn(4, 3))
+    model.taps = None
+    assert len(taps.z) == len(taps.u) == len(taps.h) == 5
+    assert taps.logits is logits
+    block = model.blocks[0]
+    assert torch.allclose(taps.u[0], block.pre_norm(taps.z[0]))
+    assert torch.allclose(taps.h[0], torch.sigmoid(taps.u[0]))
+
+
+def test_model_without_taps_records_nothing() -> None:
+    model = net()
+    model(torch.randn(2, 3))
+    assert model.taps is None

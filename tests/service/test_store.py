@@ -1,0 +1,68 @@
+"""RunStore: records round-trip through both forms, transitions guard, recovery, deletion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+from depthscope import RunConfig, iter_records
+from depthscope.service.store import STEP_COLUMN, RunStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> RunStore:
+    return RunStore(tmp_path / "runs.db")
+
+
+def test_store_append_round_trips_records_and_columns(store: RunStore) -> None:
+    config = RunConfig.model_validate(tiny_config(steps=12))
+    records = list(iter_records(config))
+    store.create_run("r1", config.model_dump(), ["block1", "block2", "readout"])
+    store.append("r1", records[:5])
+    store.append("r1", records[5:])
+    stored = store.records_since("r1", 0, 100)
+    assert [json.loads(s) for s in stored] == [json.loads(json.dumps(r.to_wire())) for r in records]
+    assert store.records_since("r1", 10, 100) == stored[10:]
+    steps = store.column("r1", STEP_COLUMN, 1)
+    np.testing.assert_array_equal(steps, [r.step for r in records])
+    grad = store.column("r1", "grad_norm", 3)
+    expected = np.array([r.layers["grad_norm"] for r in records], dtype=np.float32)
+    np.testing.assert_array_equal(grad, expected)
+    row = store.get_run("r1")
+    assert row is not None and row.n_records == 12 and row.steps_done == 12
+
+
+def test_store_transition_never_leaves_a_terminal_state(store: RunStore) -> None:
+    store.create_run("r1", {}, ["readout"])
+    assert store.transition("r1", "running", only_from=("queued",))
+    assert store.transition("r1", "cancelled")
+    assert not store.transition("r1", "completed")  # a late worker cannot overwrite a cancel
+    row = store.get_run("r1")
+    assert row is not None and row.status == "cancelled" and row.status_version == 2
+
+
+def test_store_recover_marks_active_runs_interrupted(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    for run_id in ("queued", "running", "done"):
+        store.create_run(run_id, {}, ["readout"])
+    store.transition("running", "running", only_from=("queued",))
+    store.transition("done", "completed")
+    store.close()
+    reopened = RunStore(tmp_path / "runs.db")
+    assert sorted(reopened.recover()) == ["queued", "running"]
+    statuses = {r.id: r.status for r in reopened.list_runs()}
+    assert statuses == {"queued": "interrupted", "running": "interrupted", "done": "completed"}
+
+
+def test_store_delete_removes_rows_and_blocks(store: RunStore) -> None:
+    config = RunConfig.model_validate(tiny_config(steps=3))
+    store.create_run("r1", config.model_dump(), ["block1", "block2", "readout"])
+    store.append("r1", list(iter_records(config)))
+    assert store.delete_run("r1")
+    assert store.get_run("r1") is None
+    assert store.records_since("r1", 0, 10) == []
+    assert len(store.column("r1", "loss", 1)) == 0
+    assert not store.delete_run("r1")

@@ -1,0 +1,103 @@
+"""The worker: batching, outcomes reported through the store, crashes and orphans."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from conftest import tiny_config
+from depthscope import RunConfig, StepRecord, iter_records
+from depthscope.presets import BY_ID
+from depthscope.service.store import RunStore
+from depthscope.service.worker import RecordWriter, ServerWatch, run_worker
+
+
+class _Appends:
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def append(self, run_id: str, records: list[StepRecord]) -> None:
+        self.batches.append([r.step for r in records])
+
+
+def test_record_writer_batches_and_keeps_order() -> None:
+    sink = _Appends()
+    writer = RecordWriter(sink, "r")  # type: ignore[arg-type]
+    records = list(iter_records(RunConfig.model_validate(tiny_config(40))))
+    for record in records:
+        writer.add(record)
+    writer.flush()
+    assert [s for batch in sink.batches for s in batch] == list(range(40))
+    assert len(sink.batches[0]) == 1  # the first record goes out at once
+    assert len(sink.batches) < 40  # fast steps share transactions
+
+
+def _queued(tmp_path: Path, config: RunConfig) -> tuple[RunStore, str]:
+    store = RunStore(tmp_path / "runs.db")
+    store.create_run("r", config.model_dump(), [])
+    store.transition("r", "running", only_from=("queued",))
+    return store, config.model_dump_json()
+
+
+def test_run_worker_completes_with_every_record(tmp_path: Path) -> None:
+    store, config = _queued(tmp_path, RunConfig.model_validate(tiny_config(25)))
+    run_worker(str(store.path), "r", config, threading.Event(), os.getpid())
+    row = store.get_run("r")
+    assert row is not None and row.status == "completed" and row.n_records == 25
+    assert row.final is not None and row.final["step"] == 24 and row.error is None
+
+
+def test_run_worker_reports_an_exception_as_failed(tmp_path: Path) -> None:
+    store, _ = _queued(tmp_path, RunConfig.model_validate(tiny_config(3)))
+    run_worker(str(store.path), "r", '{"model": {"depth": -1}}', threading.Event(), os.getpid())
+    row = store.get_run("r")
+    assert row is not None and row.status == "failed"
+    assert row.error is not None and row.error.startswith("ValidationError")
+
+
+def test_run_worker_diverged_names_first_non_finite(tmp_path: Path) -> None:
+    store, config = _queued(tmp_path, BY_ID["exploding"].config)
+    run_worker(str(store.path), "r", config, threading.Event(), os.getpid())
+    row = store.get_run("r")
+    assert row is not None and row.status == "diverged" and row.divergence is not None
+    d = row.divergence
+    assert row.error == f"layer {d['layer']} went non-finite at step {d['step']} ({d['metric']})"
+    assert row.n_records == d["step"] + 1  # the record that diverged is kept
+
+
+def test_run_worker_stops_when_flagged(tmp_path: Path) -> None:
+    store, config = _queued(tmp_path, RunConfig.model_validate(tiny_config(50)))
+    stop = threading.Event()
+    stop.set()
+    run_worker(str(store.path), "r", config, stop, os.getpid())
+    row = store.get_run("r")
+    assert row is not None and row.status == "cancelled" and row.n_records == 0
+
+
+def test_server_watch_notices_a_vanished_server() -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert ServerWatch(gone.pid, every_s=0).gone()
+    assert not ServerWatch(os.getpid(), every_s=0).gone()
+    assert not ServerWatch(None).gone()
+
+
+def loaded_after_import(module: str) -> str:
+    """Whether the probe's C kernels are loaded once `module` is imported, in a fresh process."""
+    kernels = "depthscope.probe.backends.kernels"
+    code = f"import {module}, {kernels} as n; print(n._load.cache_info().currsize)"
+    env = {k: v for k, v in os.environ.items() if k != "DEPTHSCOPE_NATIVE"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    return done.stdout.strip()
+
+
+def test_worker_module_loads_the_kernels_for_every_forked_run() -> None:
+    """The fork server imports the worker module: the kernels are built or loaded there once,
+    and each run's process inherits them. Importing the engine alone loads nothing."""
+    assert loaded_after_import("depthscope.engine.trainer") == "0"
+    assert loaded_after_import("depthscope.service.worker") == "1"
