@@ -56,6 +56,8 @@ class StepRecord:
     val_loss: Number = None  # held-out, on evaluation steps
     val_accuracy: Number = None
     histograms: dict[str, Histogram] | None = None
+    # singular values of dh_D/dh_1 on spectrum steps; stored beside the record, not in it
+    spectrum: tuple[float, ...] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {

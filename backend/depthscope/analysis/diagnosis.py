@@ -207,6 +207,7 @@ def _divergence(trace: Trace) -> list[Finding]:
     if not d:
         return []
     where = Divergence(d["step"], d.get("layer"), d.get("layer_index"), d["metric"])
+    sent = d.get("message") or where.describe()  # the server's own sentence, as it sent it
     fixes = ([CLIP] if trace.setting("training", "clip", "none") == "none" else []) + [
         SMALLER_LR,
         HE_INIT if trace.setting("model", "activation") in RELU_FAMILY else XAVIER_INIT,
@@ -218,7 +219,7 @@ def _divergence(trace: Trace) -> list[Finding]:
             layers=[] if where.layer is None else [where.layer],
             steps=[where.step],
             evidence=dict(d),
-            message=where.describe()[0].upper() + where.describe()[1:] + ".",
+            message=f"Training stopped: {sent}.",
             suggestions=fixes,
         )
     ]

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from numpy.polynomial.hermite_e import hermegauss
 from numpy.polynomial.legendre import leggauss
 
-from depthscope.layers import ELU_ALPHA, LEAKY_SLOPE, SELU_ALPHA, SELU_SCALE
+from depthscope.engine.activations import ELU_ALPHA, LEAKY_SLOPE, SELU_ALPHA, SELU_SCALE
 
 Array = npt.NDArray[np.float64]
 Fn = Callable[[Array], Array]

@@ -11,7 +11,9 @@ from its mean by a relative variance kappa / n (kappa = E[phi^4] / E[phi^2]^2 - 
 deviation passes to the next layer scaled by the slope of the q map in log space. For ReLU
 (slope 1, kappa 5) the log-variance adds up to 5 depth / n, a random walk; a contracting
 map (tanh off the chaotic side) keeps it bounded. The backward pass gets 3 mu_2 / mu_1^2 - 1
-per layer (mu_k = E[phi'^2k]). Bands are two standard deviations of the logarithm.
+per layer (mu_k = E[phi'^2k]). Bands are two standard deviations of the logarithm either
+side of its centre, which lies below the mean-field value by the logarithm's variance (a
+lognormal's median is below its mean): the typical network is a little below the line.
 """
 
 from __future__ import annotations
@@ -138,14 +140,19 @@ def predict(
         q = layer_q(act, layers, input_q)
         std, var_std = _forward(act, layers, q)
         ratio, var_ratio = _backward(act, layers, q)
+        # the logarithms are about normal and the mean-field values are means, so the
+        # logarithms' centres sit their variance below them (for A lognormal with mean m,
+        # E[ln A] = ln m - Var(ln A) / 2; act_std goes as sqrt(A), the ratio as half a log)
+        typical_std = std * np.exp(-var_std)
         spread_std = np.exp(BAND_SIGMAS * np.sqrt(var_std))
+        typical_ratio = ratio - var_ratio
         spread_ratio = BAND_SIGMAS * np.sqrt(var_ratio)
         return Prediction(
             q=_finite_list(q.mean(1)),
             act_std=_finite_list(std),
-            act_std_lo=_finite_list(std / spread_std),
-            act_std_hi=_finite_list(std * spread_std),
+            act_std_lo=_finite_list(typical_std / spread_std),
+            act_std_hi=_finite_list(typical_std * spread_std),
             log_act_grad_norm=_finite_list(ratio),
-            log_act_grad_norm_lo=_finite_list(ratio - spread_ratio),
-            log_act_grad_norm_hi=_finite_list(ratio + spread_ratio),
+            log_act_grad_norm_lo=_finite_list(typical_ratio - spread_ratio),
+            log_act_grad_norm_hi=_finite_list(typical_ratio + spread_ratio),
         )

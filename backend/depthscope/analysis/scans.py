@@ -25,7 +25,7 @@ from torch import Tensor
 
 from depthscope.analysis.gaussian import PiecewiseLinear
 from depthscope.analysis.theory import activation, chi1, critical_point, fixed_point
-from depthscope.layers import ACTIVATIONS
+from depthscope.engine.activations import ACTIVATIONS
 
 SCAN_BATCH = 16  # inputs per cell
 # cells x depth x width^2: the 16 x 11 grid at depth 30, width 256 is 3.5e8

@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from depthscope.analysis.gaussian import Array
 from depthscope.analysis.predict import LayerInit, layer_q
 from depthscope.analysis.theory import activation
-from depthscope.layers import ACTIVATIONS, Derivative
-from depthscope.model import Block, DeepNet
+from depthscope.engine.activations import ACTIVATIONS, Derivative
+from depthscope.engine.model import Block, DeepNet
 
 SPECTRUM_INPUTS = 4  # inputs the Jacobian is evaluated at
 # inputs x (depth - 1) x width^3: about one second of one CPU core; bigger networks are skipped
@@ -86,7 +86,7 @@ def _after_first_block(model: DeepNet, h1: Tensor) -> Tensor:
     k = model.residual_every
     slope = ACTIVATIONS[model.activation].derivative
     x = h1
-    jac = torch.eye(h1.shape[1], dtype=h1.dtype).expand(h1.shape[0], -1, -1)
+    jac = torch.eye(h1.shape[1], dtype=h1.dtype, device=h1.device).expand(h1.shape[0], -1, -1)
     skip, skip_jac = (x, jac) if k else (None, None)
     for i, block in enumerate(model.block_list[1:], start=2):
         x, jac = _block(block, slope, x, jac)
@@ -97,18 +97,21 @@ def _after_first_block(model: DeepNet, h1: Tensor) -> Tensor:
     return jac
 
 
-def singular_values(model: DeepNet, inputs: Tensor) -> list[float]:
+def singular_values(model: DeepNet, inputs: Tensor) -> list[float] | None:
     """The singular values of dh_D/dh_1 at each input (rows of `inputs`), pooled and sorted
-    from the largest. The model is put in eval mode for the duration."""
+    from the largest; None if the Jacobian is not finite (a diverged network). The model is
+    put in eval mode for the duration."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            jac = _after_first_block(model, model.blocks[0](inputs))
-            values = torch.linalg.svdvals(jac.double()).flatten()
+            jac = _after_first_block(model, model.blocks[0](inputs)).double()
+            if not bool(torch.isfinite(jac).all()):
+                return None
+            values = torch.linalg.svdvals(jac).flatten()
     finally:
         model.train(was_training)
-    return [float(v) for v in values.sort(descending=True).values]
+    return [float(v) for v in values.sort(descending=True).values.cpu()]
 
 
 @dataclass(frozen=True)

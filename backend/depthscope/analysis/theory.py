@@ -148,7 +148,8 @@ def critical_point(name: str, sigma_b2: float) -> Critical | None:
 
     On the line q* and sigma_w^2 satisfy sigma_w^2 = 1 / E[phi'(sqrt(q*) z)^2] and
     sigma_b^2 = q* - sigma_w^2 E[phi(sqrt(q*) z)^2], so the line is parametrised by q* and
-    only a one-dimensional root in q* is needed (the smallest, if there are several)."""
+    only a one-dimensional root in q* is needed: the smallest whose fixed point attracts (a
+    repelling one is never reached, and the signal there grows or shrinks away from it)."""
     act = activation(name)
     if isinstance(act, PiecewiseLinear):
         return Critical(1 / _scalar(act.slope_moment(2, np.array([1.0]))), None)
@@ -160,13 +161,16 @@ def critical_point(name: str, sigma_b2: float) -> Critical | None:
         return np.asarray(q - act.moment(2, q) / act.slope_moment(2, q) - sigma_b2)
 
     values = excess(_Q_GRID)
-    crossings = np.nonzero(values >= 0)[0]
-    if values[0] >= 0 or len(crossings) == 0:
+    if values[0] >= 0:
         return None
-    i = int(crossings[0])
-    # the sign flipped for _root's convention (f(lo) >= 0)
-    q = _root(lambda x: -_scalar(excess(np.array([x]))), float(_Q_GRID[i - 1]), float(_Q_GRID[i]))
-    return Critical(1 / _scalar(act.slope_moment(2, np.array([q]))), q)
+    for i in np.nonzero((values[1:] >= 0) & (values[:-1] < 0))[0] + 1:
+        # the sign flipped for _root's convention (f(lo) >= 0)
+        lo, hi = float(_Q_GRID[i - 1]), float(_Q_GRID[i])
+        q = _root(lambda x: -_scalar(excess(np.array([x]))), lo, hi)
+        sigma_w2 = 1 / _scalar(act.slope_moment(2, np.array([q])))
+        if q_slope(act, sigma_w2, q) < 1:  # an attracting fixed point: the signal settles there
+            return Critical(sigma_w2, q)
+    return None
 
 
 def q_profile(act: Activation, sigma_w2: float, sigma_b2: float, depth: int) -> list[float | None]:

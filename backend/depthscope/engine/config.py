@@ -29,6 +29,9 @@ from depthscope.engine.optim import CLIPS, OPTIMIZERS
 MAX_WORK = 4e11
 # recorded steps × layers: bounds what one run can write to the store and the stream.
 MAX_RECORDED_CELLS = 10_000_000
+# Jacobian spectra per run (each about a second at the largest size computed; see
+# depthscope.analysis.spectrum)
+MAX_SPECTRA = 100
 
 
 def choice(registry: Mapping[str, object], what: str) -> Any:
@@ -73,6 +76,15 @@ class ModelConfig(_Strict):
     activation: Activation = "relu"
     init: Init = "he_normal"
     init_std: float = Field(0.1, gt=0, le=10, description="weight std for init='normal'")
+    init_gain: float = Field(
+        1.0,
+        gt=0,
+        le=10,
+        description="sigma_w for init='scaled_normal': weights ~ N(0, init_gain^2 / fan_in)",
+    )
+    bias_std: float = Field(
+        0.0, ge=0, le=10, description="sigma_b for init='scaled_normal': biases ~ N(0, bias_std^2)"
+    )
     norm: Norm = "none"
     norm_position: Literal["pre_activation", "post_activation"] = "pre_activation"
     residual_every: int = Field(
@@ -108,6 +120,12 @@ class RecordingConfig(_Strict):
     eval_every: int = Field(
         50, ge=0, le=100_000, description="held-out loss every k steps; 0 = only at the end"
     )
+    spectrum_every: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="singular values of dh_D/dh_1 every k steps; 0 = at step 0 and the last step",
+    )
 
 
 class RunConfig(_Strict):
@@ -141,8 +159,18 @@ class RunConfig(_Strict):
     def work(self) -> float:
         return float(self.parameter_count()) * self.training.batch_size * self.training.steps
 
+    def spectrum_at(self, step: int) -> bool:
+        """Whether the Jacobian spectrum is taken before `step` (such a step is recorded)."""
+        every = self.recording.spectrum_every
+        return step == 0 or step == self.training.steps - 1 or (every > 0 and step % every == 0)
+
+    def spectrum_count(self) -> int:
+        every = self.recording.spectrum_every
+        return 2 + ((self.training.steps - 1) // every if every else 0)
+
     def recorded_steps(self) -> int:
-        return self.training.steps // self.recording.record_every + 1
+        """At most: every record_every-th step, the last, and the spectrum steps."""
+        return self.training.steps // self.recording.record_every + 1 + self.spectrum_count()
 
     @model_validator(mode="after")
     def _within_limits(self) -> Self:
@@ -167,6 +195,17 @@ class RunConfig(_Strict):
                 f"limit {MAX_WORK:.3g}; lower model.depth, model.width, training.batch_size "
                 f"or training.steps"
             )
+        self._check_recording()
+        return self
+
+    def _check_recording(self) -> None:
+        if self.spectrum_count() > MAX_SPECTRA + 2:
+            every = self.recording.spectrum_every
+            raise ValueError(
+                f"recording.spectrum_every ({every}) asks for {self.spectrum_count()} Jacobian "
+                f"spectra over {self.training.steps} steps, limit {MAX_SPECTRA} plus the first "
+                f"and last; raise recording.spectrum_every (0 = first and last step only)"
+            )
         cells = self.recorded_steps() * self.n_layers
         if cells > MAX_RECORDED_CELLS:
             raise ValueError(
@@ -174,4 +213,3 @@ class RunConfig(_Strict):
                 f" × {self.n_layers} = {cells:,}, limit {MAX_RECORDED_CELLS:,}; "
                 f"raise recording.record_every or lower training.steps or model.depth"
             )
-        return self

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional
 
+from depthscope.analysis.spectrum import SPECTRUM_INPUTS, singular_values, spectrum_skip_reason
 from depthscope.engine.config import RunConfig
 from depthscope.engine.data import Dataset, make_dataset
 from depthscope.engine.model import DeepNet, build_model
@@ -57,6 +58,8 @@ class Trainer:
         self.optimizer = OPTIMIZERS[t.optimizer](self.model.parameters(), t.lr, t.weight_decay)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.probe = Probe(self.model)
+        m = config.model
+        self.spectrum_skipped = spectrum_skip_reason(m.depth, m.width, SPECTRUM_INPUTS)
         self._not_clipped = torch.zeros((), dtype=torch.bool, device=self.device)
         self._batches = self._batch_indices(torch.Generator().manual_seed(seed + 2))
 
@@ -93,6 +96,15 @@ class Trainer:
             torch.nn.utils.clip_grad_value_(self.params, t.clip_value, foreach=True)
             return None if largest is None else largest > t.clip_value
         return self._not_clipped if record else None
+
+    def _spectrum(self) -> tuple[float, ...] | None:
+        """Singular values of dh_D/dh_1 at the first training inputs, with the weights this
+        step's forward pass uses; None where the network is too large (see
+        spectrum_skip_reason) or the Jacobian is not finite."""
+        if self.spectrum_skipped is not None:
+            return None
+        values = singular_values(self.model, self.data.x_train[:SPECTRUM_INPUTS])
+        return None if values is None else tuple(values)
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float | None, float | None]:
@@ -149,11 +161,15 @@ class Trainer:
                     return RunResult("cancelled", step, _final(last))
                 is_last = step == steps - 1
                 evaluate = is_last or (rec.eval_every > 0 and step % rec.eval_every == 0)
+                spectrum = self._spectrum() if self.config.spectrum_at(step) else None
                 record = is_last or evaluate or step % rec.record_every == 0
+                record = record or spectrum is not None
                 histograms = rec.histogram_every > 0 and step % rec.histogram_every == 0
                 result = self._step(
                     step, next(self._batches), record, record and histograms, evaluate
                 )
+                if result is not None and spectrum is not None:
+                    result = replace(result, spectrum=spectrum)
                 if result is None:
                     continue
                 last = result

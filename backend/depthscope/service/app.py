@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from depthscope import __version__
+from depthscope.service.analysis_api import router as analysis_router
 from depthscope.service.api import router
 from depthscope.service.runs import RunManager
 from depthscope.service.security import SecurityHeaders, StreamSlots, exposure_warning, log
@@ -67,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.manager, app.state.broadcaster = manager, broadcaster
     app.state.stream_slots = StreamSlots(settings.max_streams_per_client, settings.max_streams)
     app.include_router(router)
+    app.include_router(analysis_router)
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     _mount_frontend(app)
     if settings.cors_origins:

@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS records (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, step INTEGER NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS spectra (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (run_id, step)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blocks (
     run_id TEXT NOT NULL, metric TEXT NOT NULL, start_seq INTEGER NOT NULL,
     n INTEGER NOT NULL, data BLOB NOT NULL,
@@ -274,6 +277,7 @@ class RunStore:
         with self._tx() as db:
             db.execute("DELETE FROM records WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM blocks WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM spectra WHERE run_id = ?", (run_id,))
             return db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount == 1
 
     # -- records --------------------------------------------------------------------------------
@@ -295,6 +299,14 @@ class RunStore:
                 "INSERT INTO blocks (run_id, metric, start_seq, n, data) VALUES (?,?,?,?,?)",
                 [(run_id, m, start, len(records), blob) for m, blob in blocks],
             )
+            db.executemany(
+                "INSERT OR REPLACE INTO spectra (run_id, step, data) VALUES (?,?,?)",
+                [
+                    (run_id, r.step, np.array(r.spectrum, dtype=np.float32).tobytes())
+                    for r in records
+                    if r.spectrum is not None
+                ],
+            )
             db.execute(
                 "UPDATE runs SET n_records = n_records + ?, steps_done = ? WHERE id = ?",
                 (len(records), records[-1].step + 1, run_id),
@@ -313,6 +325,13 @@ class RunStore:
         while batch := self.records_since(run_id, seq, page):
             yield from batch
             seq += len(batch)
+
+    def spectra(self, run_id: str) -> list[tuple[int, npt.NDArray[np.float32]]]:
+        """(step, singular values) of every Jacobian spectrum the run recorded, by step."""
+        rows = self._db().execute(
+            "SELECT step, data FROM spectra WHERE run_id = ? ORDER BY step", (run_id,)
+        )
+        return [(int(r[0]), np.frombuffer(r[1], dtype=np.float32)) for r in rows]
 
     def column(self, run_id: str, metric: str, width: int) -> npt.NDArray[Any]:
         """All blocks of one column, in order: steps → [N] int64, a metric → [N, width]."""
