@@ -3,13 +3,25 @@ variances, the inputs' scales, and predicted act_std and gradient ratios against
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from depthscope.analysis.network import input_moments, layer_inits, not_applicable, run_theory
 from depthscope.engine.config import RunConfig
 from depthscope.engine.trainer import Trainer
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread, as a run's worker uses: on a busy machine more only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 TANH = {"depth": 20, "width": 256, "activation": "tanh", "init": "scaled_normal"}
 
@@ -32,7 +44,6 @@ def step0(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
     return np.array(record.layers["act_std"][:depth], dtype=float), np.log(grads / grads[-1])
 
 
-@pytest.mark.slow
 def test_network_tanh_run_matches_the_theory_at_every_layer() -> None:
     """The issue's measurement (tanh, gain 1.2, bias 0.2, depth 20, width 256), averaged over
     five initialisations: act_std within 2.5%, the log gradient ratio within 0.2 nats."""
@@ -45,7 +56,6 @@ def test_network_tanh_run_matches_the_theory_at_every_layer() -> None:
     assert np.all(np.abs(ratio - np.array(predicted["log_act_grad_norm"])) < 0.2)
 
 
-@pytest.mark.slow
 def test_network_relu_he_runs_stay_mostly_in_their_band() -> None:
     """Finite-width ReLU nets wander far from the line (one of these five falls below the band
     over a third of its depth: a rare network, but one a user will meet)."""

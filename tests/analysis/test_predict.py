@@ -5,12 +5,22 @@ ReLU, 5 / width per layer in the log second moment, as Hanin & Rolnick 2018 deri
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
 from depthscope.analysis.predict import LayerInit, predict
 from depthscope.analysis.theory import mean_field
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread, as a run's worker uses: on a busy machine more only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def uniform(sigma_w2: float, sigma_b2: float, depth: int, width: int) -> list[LayerInit]:
@@ -82,7 +92,6 @@ def measured(
     return np.array(out)
 
 
-@pytest.mark.slow
 def test_predict_tanh_matches_a_plain_torch_network() -> None:
     """The issue's reference: tanh, sigma_w 1.2, sigma_b 0.2, depth 20, width 256, 128 inputs."""
     p = predict("tanh", uniform(1.44, 0.04, 20, 256))
@@ -90,7 +99,6 @@ def test_predict_tanh_matches_a_plain_torch_network() -> None:
     assert np.all(np.abs(mean / np.array(p.act_std) - 1) < 0.025)
 
 
-@pytest.mark.slow
 def test_predict_relu_band_covers_plain_torch_networks() -> None:
     p = predict("relu", uniform(2.0, 0.0, 30, 256))
     lo, hi = np.array(p.act_std_lo), np.array(p.act_std_hi)

@@ -147,6 +147,17 @@ def init_scan(
     refused = scan_limit_error(len(sigma_w) * len(sigma_b), depth, width)
     if refused:
         raise ValueError(refused)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # like a run's worker: on a busy machine more threads only contend
+    try:
+        return _scan(name, depth, width, sigma_w, sigma_b, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _scan(
+    name: str, depth: int, width: int, sigma_w: Sequence[float], sigma_b: Sequence[float], seed: int
+) -> Scan:
     started = time.perf_counter()
     g = torch.Generator().manual_seed(seed)
     weights = [torch.randn(width, width, generator=g) / math.sqrt(width) for _ in range(depth)]
