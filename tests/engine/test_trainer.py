@@ -252,3 +252,23 @@ def test_trainer_cuda_waits_for_the_device_once_per_step(
             torch.cuda.set_sync_debug_mode("default")
     syncs = [f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
     assert len(syncs) == last.step - first.step, syncs
+
+
+def test_trainer_takes_spectra_on_their_steps_even_when_not_recording_them() -> None:
+    cfg = config(recording={"record_every": 4, "spectrum_every": 5})
+    records, _ = run_all(cfg)
+    with_spectrum = [r.step for r in records if r.spectrum is not None]
+    assert with_spectrum == [0, 5, 10, 11]  # step 5 is recorded for its spectrum
+    assert [r.step for r in records] == [0, 4, 5, 8, 10, 11]
+    first = records[0].spectrum
+    assert first is not None and len(first) == 4 * 16 and list(first) == sorted(first)[::-1]
+    assert "spectrum" not in records[0].to_wire()
+
+
+def test_trainer_skips_spectra_above_the_size_limit() -> None:
+    cfg = RunConfig.model_validate(
+        {"model": {"depth": 60, "width": 512}, "training": {"steps": 1, "batch_size": 8}}
+    )
+    trainer = Trainer(cfg)
+    assert trainer.spectrum_skipped is not None and "limit" in trainer.spectrum_skipped
+    assert next(trainer.records()).spectrum is None

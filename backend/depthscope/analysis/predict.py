@@ -94,8 +94,11 @@ def _log_std_slope(act: Activation, q: Array) -> Array:
     return np.asarray((log_std(q * math.exp(h)) - log_std(q * math.exp(-h))) / (2 * h))
 
 
-def _forward(act: Activation, layers: Sequence[LayerInit], q: Array) -> tuple[Array, Array]:
-    """Pooled act_std per block and the variance of its logarithm at finite width."""
+def _forward(
+    act: Activation, layers: Sequence[LayerInit], q: Array, inputs: Array, batch: int | None
+) -> tuple[Array, Array]:
+    """Pooled act_std per block and the variance of its logarithm at finite width (and, for a
+    batch of `batch` inputs drawn from `inputs`, at finite batch)."""
     m1 = act.moment(1, q.ravel()).reshape(q.shape)
     m2 = act.moment(2, q.ravel()).reshape(q.shape)
     std = np.sqrt(np.maximum(m2.mean(1) - m1.mean(1) ** 2, 0.0))
@@ -103,10 +106,12 @@ def _forward(act: Activation, layers: Sequence[LayerInit], q: Array) -> tuple[Ar
     kappa = act.moment(4, qm) / act.moment(2, qm) ** 2 - 1
     passes = act.log_slope(qm)  # relative change of A_l per relative change of q_l
     std_slope = _log_std_slope(act, qm)
-    var_log_a = 0.0  # of A_{l-1}: the inputs are given
+    # of A_{l-1}; for the inputs, that of a batch's mean second moment (0: all of them)
+    var_log_a = float(inputs.var() / inputs.mean() ** 2 / batch) if batch else 0.0
     var_log_std = np.zeros(len(layers))
     for i, layer in enumerate(layers):
-        share = 0.0 if i == 0 else layer.sigma_w2 * m2[i - 1].mean() / qm[i]
+        previous = inputs.mean() if i == 0 else m2[i - 1].mean()
+        share = layer.sigma_w2 * previous / qm[i]
         var_log_q = share**2 * var_log_a
         var_log_a = passes[i] ** 2 * var_log_q + kappa[i] / layer.fan_out
         var_log_std[i] = std_slope[i] ** 2 * var_log_q + kappa[i] / (4 * layer.fan_out)
@@ -129,16 +134,20 @@ def _backward(act: Activation, layers: Sequence[LayerInit], q: Array) -> tuple[A
 
 
 def predict(
-    name: str, layers: Sequence[LayerInit], input_q: Sequence[float] = (1.0,)
+    name: str,
+    layers: Sequence[LayerInit],
+    input_q: Sequence[float] = (1.0,),
+    batch: int | None = None,
 ) -> Prediction:
     """The step-0 prediction for hidden blocks `layers` (input to output) of activation `name`,
-    for inputs whose second moments per feature are `input_q`."""
+    for inputs whose second moments per feature are `input_q`; the bands also allow for a
+    batch of `batch` of them (None: the statistics pool over all of them)."""
     if not layers:
         raise ValueError("a network needs at least one hidden block")
     act = activation(name)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         q = layer_q(act, layers, input_q)
-        std, var_std = _forward(act, layers, q)
+        std, var_std = _forward(act, layers, q, np.asarray(input_q, dtype=np.float64), batch)
         ratio, var_ratio = _backward(act, layers, q)
         # the logarithms are about normal and the mean-field values are means, so the
         # logarithms' centres sit their variance below them (for A lognormal with mean m,
