@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
+import torch
 from numpy.polynomial.hermite_e import hermegauss
 from numpy.polynomial.legendre import leggauss
 
@@ -145,7 +146,9 @@ class ExpLinear(Activation):
 
 
 def _gaussian_cdf(u: Array) -> Array:
-    return np.asarray(0.5 * np.vectorize(math.erfc)(-u / math.sqrt(2)), dtype=np.float64)
+    """Phi(u) in float64 (numpy has no erf; torch's is vectorised C)."""
+    scaled = torch.from_numpy(np.ascontiguousarray(-u / math.sqrt(2), dtype=np.float64))
+    return np.asarray(0.5 * torch.special.erfc(scaled).numpy())
 
 
 def _gelu(u: Array) -> Array:

@@ -24,12 +24,12 @@ import torch
 from torch import Tensor
 
 from depthscope.analysis.gaussian import PiecewiseLinear
-from depthscope.analysis.theory import activation, chi1, critical_point, fixed_point
+from depthscope.analysis.theory import activation, critical_point, fixed_points
 from depthscope.engine.activations import ACTIVATIONS
 
-SCAN_BATCH = 16  # inputs per cell
+SCAN_BATCH = 8  # inputs per cell: the weights, shared by all, dominate the noise
 # cells x depth x width^2: the 16 x 11 grid at depth 30, width 256 is 3.5e8
-MAX_SCAN_WORK = 5e8
+MAX_SCAN_WORK = 4e8
 MAX_SCAN_CELLS = 1024
 CHUNK_FLOATS = 4_000_000  # activations held for one chunk's backward pass
 CRITICAL_LINE_POINTS = 41
@@ -112,7 +112,10 @@ def _theory(
     """chi_1 and the mean-field ln(||dL/dh_1|| / ||dL/dh_D||) for each cell."""
     act = activation(name)
     sw2, sb2 = np.square(sw), np.square(sb)
-    chis = [chi1(act, a, fixed_point(act, a, b, a + b)) for a, b in zip(sw2, sb2, strict=True)]
+    q_star = fixed_points(act, sw2, sb2, sw2 + sb2)
+    chis = sw2 * act.slope_moment(2, np.nan_to_num(q_star, nan=1.0))
+    if not isinstance(act, PiecewiseLinear):  # the ReLU family's chi_1 needs no q*
+        chis = np.where(np.isnan(q_star), np.nan, chis)
     q = sw2 + sb2
     log_gain = np.zeros(len(sw2))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -121,7 +124,7 @@ def _theory(
             log_gain += 0.5 * np.log(sw2 * act.slope_moment(2, np.minimum(q, 1e300)))
     if isinstance(act, PiecewiseLinear):  # exact whatever q does
         log_gain = 0.5 * (depth - 1) * np.log(sw2 * act.slope_moment(2, q))
-    return chis, _finite(log_gain)
+    return _finite(chis), _finite(log_gain)
 
 
 def _critical_line(name: str, sigma_b: Sequence[float]) -> tuple[list[float], list[float | None]]:
@@ -189,7 +192,7 @@ def _scan(
         sigma_b=[float(b) for b in sigma_b],
         log_grad_ratio=grid(ratios),
         last_act_std=grid(stds),
-        chi1=grid([None if c is None or not math.isfinite(c) else c for c in chis]),
+        chi1=grid(chis),
         predicted_log_grad_ratio=grid(predicted),
         critical_sigma_b=line_b,
         critical_sigma_w=line_w,

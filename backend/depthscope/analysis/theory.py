@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from depthscope.analysis.gaussian import ACTIVATIONS, Activation, PiecewiseLinear
+from depthscope.analysis.gaussian import ACTIVATIONS, Activation, Array, PiecewiseLinear
 
 Phase = Literal["ordered", "critical", "chaotic"]
 
@@ -74,33 +74,48 @@ def _root(f: Callable[[float], float], lo: float, hi: float, rel: float = 1e-13)
     return x
 
 
-def fixed_point(act: Activation, sigma_w2: float, sigma_b2: float, q0: float) -> float | None:
-    """The fixed point q* the q map reaches from q0 (None: the signal diverges).
+def fixed_points(act: Activation, sigma_w2: Array, sigma_b2: Array, q0: Array) -> Array:
+    """The fixed point q* the q map reaches from q0, for many (sigma_w^2, sigma_b^2, q0) at
+    once; NaN where the signal diverges.
 
     The map increases with q, so the iterates move monotonically to the nearest fixed point
-    in their direction, which a bracketed root search finds without iterating the map."""
-    if isinstance(act, PiecewiseLinear):
-        gain = sigma_w2 * _scalar(act.slope_moment(2, np.array([1.0])))
-        if math.isclose(gain, 1.0, rel_tol=1e-12) and sigma_b2 == 0:
-            return q0  # every q is a fixed point: the signal keeps its scale
-        return sigma_b2 / (1 - gain) if gain < 1 else None
+    in their direction: bisection between q0 and that side finds it without iterating the
+    map (from [0, q0] downwards; from q0 upwards, doubling until the map falls below q)."""
+    sw2, sb2, q0 = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64) for v in (sigma_w2, sigma_b2, q0))
+    )
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if isinstance(act, PiecewiseLinear):
+            gain = sw2 * act.slope_moment(2, np.ones(sw2.shape))
+            neutral = np.isclose(gain, 1.0, rtol=1e-12, atol=0) & (sb2 == 0)
+            settled = np.where(gain < 1, sb2 / (1 - gain), np.nan)
+            return np.asarray(np.where(neutral, q0, settled))  # neutral: q keeps its scale
 
-    def excess(q: float) -> float:
-        return q_map(act, sigma_w2, sigma_b2, q) - q
+        def excess(q: Array) -> Array:
+            return np.asarray(sw2 * act.moment(2, np.minimum(q, HUGE)) + sb2 - q)
 
-    start = excess(q0)
-    if start == 0:
-        return q0
-    if start < 0:
-        lo, hi = 0.0, q0
-    else:
-        lo, hi = q0, max(2 * q0, 1.0)
-        while excess(hi) >= 0:
-            lo, hi = hi, 2 * hi
-            if hi > MAX_Q:
-                return None
-    root = _root(excess, lo, hi)
-    return 0.0 if root < 1e-14 else root
+        up = excess(q0) > 0
+        lo, hi = np.where(up, q0, 0.0), np.where(up, np.maximum(2 * q0, 1.0), q0)
+        growing = up.copy()
+        while growing.any():
+            growing &= excess(hi) >= 0
+            lo, hi = np.where(growing, hi, lo), np.where(growing, 2 * hi, hi)
+            growing &= hi <= MAX_Q
+        for _ in range(110):  # from a factor-2 bracket to 1e-13, or from [0, q0] to zero
+            mid = (lo + hi) / 2
+            below = excess(mid) >= 0
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+            if np.all((hi - lo <= 1e-13 * hi) | (hi < 1e-14)):  # converged, or going to zero
+                break
+        root = np.where(excess(q0) == 0, q0, (lo + hi) / 2)
+        root = np.where(root < 1e-14, 0.0, root)
+        return np.asarray(np.where(hi > MAX_Q, np.nan, root))
+
+
+def fixed_point(act: Activation, sigma_w2: float, sigma_b2: float, q0: float) -> float | None:
+    """fixed_points for one (sigma_w^2, sigma_b^2, q0); None where the signal diverges."""
+    root = _scalar(fixed_points(act, np.array([sigma_w2]), np.array([sigma_b2]), np.array([q0])))
+    return None if math.isnan(root) else root
 
 
 def chi1(act: Activation, sigma_w2: float, q_star: float | None) -> float | None:
@@ -130,6 +145,8 @@ def depth_scale(rate: float | None) -> float | None:
 def phase(chi: float | None) -> Phase | None:
     if chi is None or not math.isfinite(chi):
         return None
+    if chi <= 0:  # a vanishing sigma_w^2: every signal dies at once
+        return "ordered"
     if abs(math.log(chi)) < CRITICAL_TOL:
         return "critical"
     return "ordered" if chi < 1 else "chaotic"
