@@ -30,7 +30,7 @@ test: $(STAMP) chromium
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not browser and not slow"
+	$(PY) -m pytest -m "not browser and not slow and not server"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -46,6 +46,12 @@ export const api = {
   series: (id, metric, maxPoints) =>
     getJSON(`${runPath(id)}/series?metric=${encodeURIComponent(metric)}&max_points=${maxPoints}`),
   exportUrl: (id, format) => `${runPath(id)}/export?format=${format}`,
+  // The explorer's routes (routes_explorer.py); each resolves to {ok, status, data}.
+  boundary: (id, step) => request("GET", `${runPath(id)}/boundary${step >= 0 ? `?step=${step}` : ""}`),
+  pause: (id) => request("POST", `${runPath(id)}/pause`),
+  resume: (id) => request("POST", `${runPath(id)}/resume`),
+  advance: (id, steps) => request("POST", `${runPath(id)}/advance`, { steps }),
+  lessons: () => getJSON("/api/lessons"),
 };
 
 /**

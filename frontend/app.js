@@ -13,6 +13,9 @@ import { ProfilePanel } from "./profile.js";
 import { MAX_COLUMNS, RunData, isTerminal } from "./rundata.js";
 import { RunList, runLabel } from "./runlist.js";
 import { decodeState, encodeState } from "./state.js";
+import { BoundaryPanel } from "./boundary.js";
+import { RunControls } from "./controls.js";
+import { LessonPanel } from "./lesson.js";
 
 // Finished runs with more recorded steps than this are not replayed through the event stream:
 // their heatmaps come from /series alone (downsampled by the server).
@@ -53,6 +56,7 @@ function setState(patch) {
   $("share").value = location.href;
   syncControls();
   for (const id of app.state.runs) openRun(id);
+  app.lesson?.sync(app.state);
   redrawAll();
 }
 
@@ -70,6 +74,8 @@ function redrawAll() {
   const s = app.scheduler;
   s.request("heatmap", () => app.heatmap.render(shownRuns(), app.state, label));
   s.request("status", renderStatus, 200);
+  s.request("controls", () => app.controls?.render(shownRuns()), 100);
+  s.request("boundary", () => app.boundary?.render(shownRuns()[0], app.state, label), 250);
   if (empty) return; // hidden charts are not drawn: Plotly would size them for a hidden box
   // The heatmap follows every frame; the other charts redraw fully, so a few times a second.
   const ifShown = (draw) => () => shownRuns().length && draw(shownRuns());
@@ -260,6 +266,31 @@ function bindControls() {
   });
 }
 
+/** The boundary map, play / pause / step and the guided lessons (boundary.js, controls.js, lesson.js). */
+function wireExplorer(presets, lessons) {
+  app.boundary = new BoundaryPanel({ div: $("boundary"), note: $("boundary-note") }, api.boundary);
+  app.controls = new RunControls($("run-controls"), api, () => {
+    redrawAll();
+    refreshList();
+  });
+  app.lesson = new LessonPanel(
+    { list: $("lessons"), card: $("lesson-card") },
+    {
+      lessons,
+      presets: new Map(presets.map((p) => [p.id, p])),
+      summaries: async () => {
+        const r = await api.runs();
+        return Array.isArray(r) ? r : (r.runs ?? []);
+      },
+      start: (config) => api.createRun(config),
+      apply: (patch) => {
+        setState(patch);
+        refreshList();
+      },
+    },
+  );
+}
+
 async function main() {
   const [schema, presets, health] = await Promise.all([api.schema(), api.presets(), api.health().catch(() => null)]);
   if (health?.version) $("version").textContent = `v${health.version}`;
@@ -280,6 +311,7 @@ async function main() {
   app.histogram = new HistogramPanel({ div: $("histogram"), layerSelect: $("hist-layer"), kindSelect: $("hist-kind") }, (patch) => setState(patch));
   app.runList = new RunList($("run-rows"), { onToggle: toggleRun, onCancel: cancelRun, onDelete: deleteRun }, summaryLabel);
   renderGuide($("guide"));
+  wireExplorer(presets, await api.lessons().catch(() => []));
   bindControls();
   setState({});
   await refreshList();

@@ -12,6 +12,8 @@ export function defaultState() {
     step: -1, // depth-profile step; -1 = follow the latest step
     hist: "act",
     config: null, // the form's config (nested object), so a link re-creates it
+    lesson: null, // the guided lesson shown (lesson.js), and its step (0-based)
+    lstep: 0,
   };
 }
 
@@ -33,7 +35,7 @@ export function encodeState(state) {
   const d = defaultState();
   const p = new URLSearchParams();
   if (state.runs.length) p.set("runs", state.runs.join(","));
-  for (const key of ["metric", "view", "layer", "step", "hist"]) {
+  for (const key of ["metric", "view", "layer", "step", "hist", "lesson", "lstep"]) {
     if (state[key] !== d[key]) p.set(key, String(state[key]));
   }
   if (state.config) p.set("config", toBase64Url(JSON.stringify(state.config)));
@@ -56,6 +58,8 @@ export function decodeState(hash, metrics) {
   if (HIST_KINDS.includes(p.get("hist"))) s.hist = p.get("hist");
   s.layer = intOr(p.get("layer"), s.layer);
   s.step = intOr(p.get("step"), s.step);
+  if (/^[A-Za-z0-9_-]{1,64}$/.test(p.get("lesson") ?? "")) s.lesson = p.get("lesson");
+  s.lstep = Math.max(0, intOr(p.get("lstep"), 0));
   const config = p.get("config");
   if (config) {
     try {

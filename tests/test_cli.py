@@ -244,6 +244,7 @@ def test_serve_passes_options_and_env_token(
     ]
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and trains: seconds
 def test_python_m_depthscope_runs_the_cli() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "depthscope", "run", "--help"], capture_output=True, text=True

@@ -1,4 +1,4 @@
-"""StepRecord: the plain data one recorded step produces, and its JSON wire shape (DESIGN §5).
+"""StepRecord: the plain data one recorded step produces, and its JSON wire shape.
 
 Non-finite numbers become None here, at the boundary, so no JSON encoder downstream ever sees
 NaN or Infinity.

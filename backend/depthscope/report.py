@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 # The heatmaps a reader looks at first; norms and ratios span decades, so they are shown as
-# log10 (DESIGN §1); fractions and means are shown as they are.
+# log10, as on the page; fractions and means are shown as they are.
 HEATMAP_METRICS: tuple[tuple[str, bool], ...] = (
     ("grad_norm", True),
     ("act_grad_norm", True),

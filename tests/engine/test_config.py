@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from depthscope import RunConfig
 from depthscope.engine.activations import ACTIVATIONS, NORMS
-from depthscope.engine.config import MAX_RECORDED_CELLS, MAX_WORK
+from depthscope.engine.config import MAX_BOUNDARY_FRAMES, MAX_RECORDED_CELLS, MAX_WORK
 from depthscope.engine.data import DATASETS
 from depthscope.engine.inits import INITS
 from depthscope.engine.model import build_model
@@ -42,7 +42,13 @@ DESIGN_DEFAULTS = {
         "device": "cpu",
     },
     "data": {"dataset": "spirals", "n_samples": 2048, "noise": 0.1, "input_dim": 2},
-    "recording": {"record_every": 1, "histogram_every": 10, "eval_every": 50, "spectrum_every": 0},
+    "recording": {
+        "record_every": 1,
+        "histogram_every": 10,
+        "eval_every": 50,
+        "boundary_every": 50,
+        "spectrum_every": 0,
+    },
 }
 
 # (section, field, lowest accepted, highest accepted); a value just outside must fail.
@@ -58,6 +64,7 @@ BOUNDS: list[tuple[str, str, float, float]] = [
     ("recording", "record_every", 1, 100_000),
     ("recording", "histogram_every", 0, 100_000),
     ("recording", "eval_every", 0, 100_000),
+    ("recording", "boundary_every", 0, 100_000),
     ("recording", "spectrum_every", 0, 100_000),
 ]
 # float fields: (section, field, exclusive lower bound or None, inclusive lower, upper)
@@ -275,6 +282,35 @@ def test_config_parameter_count_equals_built_model(
     config = RunConfig.model_validate({"model": model, "data": data})
     net = build_model(config.model, config.data.input_dim, config.output_dim, seed=0)
     assert config.parameter_count() == sum(p.numel() for p in net.parameters())
+
+
+def test_config_boundary_frames_are_bounded_naming_the_field() -> None:
+    steps = 100_000
+    at_limit = (steps - 1) // (MAX_BOUNDARY_FRAMES - 2) + 1  # the smallest that fits
+    config = RunConfig.model_validate(
+        {
+            "training": {"steps": steps, "batch_size": 1},
+            "model": {"depth": 1, "width": 1},
+            "recording": {"record_every": 100, "boundary_every": at_limit},
+        }
+    )
+    assert config.boundary_frames() <= MAX_BOUNDARY_FRAMES
+    with pytest.raises(ValidationError) as exc:
+        config.model_validate(
+            {
+                **config.model_dump(),
+                "recording": {"record_every": 100, "boundary_every": at_limit - 1},
+            }
+        )
+    message = str(exc.value)
+    assert "recording.boundary_every" in message and f"{MAX_BOUNDARY_FRAMES:,}" in message
+    # 0: one grid, at the end
+    assert (
+        config.model_copy(
+            update={"recording": config.recording.model_copy(update={"boundary_every": 0})}
+        ).boundary_frames()
+        == 1
+    )
 
 
 def test_config_spectra_are_bounded_naming_spectrum_every() -> None:

@@ -1,4 +1,4 @@
-"""RunConfig: one typed, validated, bounded description of a run (DESIGN §4).
+"""RunConfig: one typed, validated, bounded description of a run.
 
 Choices are drawn from the registries, so the JSON schema, the form built from it and the code
 never disagree. Every number has bounds, unknown fields are rejected, and a compute budget keeps
@@ -29,6 +29,8 @@ from depthscope.engine.optim import CLIPS, OPTIMIZERS
 MAX_WORK = 4e11
 # recorded steps × layers: bounds what one run can write to the store and the stream.
 MAX_RECORDED_CELLS = 10_000_000
+# decision-boundary grids per run (each about 6 KB stored, one forward pass over 1,600 points).
+MAX_BOUNDARY_FRAMES = 5_000
 # Jacobian spectra per run (each about a second at the largest size computed; see
 # depthscope.analysis.spectrum)
 MAX_SPECTRA = 100
@@ -120,6 +122,12 @@ class RecordingConfig(_Strict):
     eval_every: int = Field(
         50, ge=0, le=100_000, description="held-out loss every k steps; 0 = only at the end"
     )
+    boundary_every: int = Field(
+        50,
+        ge=0,
+        le=100_000,
+        description="decision-boundary grid every k steps (2-D inputs); 0 = only at the end",
+    )
     spectrum_every: int = Field(
         0,
         ge=0,
@@ -172,6 +180,12 @@ class RunConfig(_Strict):
         """At most: every record_every-th step, the last, and the spectrum steps."""
         return self.training.steps // self.recording.record_every + 1 + self.spectrum_count()
 
+    def boundary_frames(self) -> int:
+        """Scheduled decision-boundary grids (every boundary_every steps from 0, and the end);
+        a pause adds one more. Counted for every input; only 2-D classification records them."""
+        every = self.recording.boundary_every
+        return (self.training.steps - 1) // every + 2 if every else 1
+
     @model_validator(mode="after")
     def _within_limits(self) -> Self:
         m, t = self.model, self.training
@@ -212,4 +226,11 @@ class RunConfig(_Strict):
                 f"recording budget exceeded: recorded steps × layers = {self.recorded_steps():,}"
                 f" × {self.n_layers} = {cells:,}, limit {MAX_RECORDED_CELLS:,}; "
                 f"raise recording.record_every or lower training.steps or model.depth"
+            )
+        if self.boundary_frames() > MAX_BOUNDARY_FRAMES:
+            raise ValueError(
+                f"recording.boundary_every ({self.recording.boundary_every}) gives "
+                f"{self.boundary_frames():,} decision-boundary grids over "
+                f"{self.training.steps:,} steps, limit {MAX_BOUNDARY_FRAMES:,}; raise it, or 0 "
+                "for the last step only"
             )

@@ -2,7 +2,8 @@
 
 `Trainer.records()` is a generator of StepRecords whose return value is the RunResult, so a
 caller can stream records (the service) or just collect them (tests, the CLI). The same config
-and seed give identical records on the CPU.
+and seed give identical records on the CPU. A caller that passes `on_boundary` also gets the
+decision-boundary grids of a 2-D run (engine/boundary.py); without it none is computed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import Tensor
 from torch.nn import functional
 
 from depthscope.analysis.spectrum import SPECTRUM_INPUTS, singular_values, spectrum_skip_reason
+from depthscope.engine.boundary import MAX_EXTRA_FRAMES, BoundaryFrame, BoundaryGrid
 from depthscope.engine.config import RunConfig
 from depthscope.engine.data import Dataset, make_dataset
 from depthscope.engine.model import DeepNet, build_model
@@ -62,6 +64,10 @@ class Trainer:
         self.spectrum_skipped = spectrum_skip_reason(m.depth, m.width, SPECTRUM_INPUTS)
         self._not_clipped = torch.zeros((), dtype=torch.bool, device=self.device)
         self._batches = self._batch_indices(torch.Generator().manual_seed(seed + 2))
+        self.boundary = BoundaryGrid.for_run(config, self.data)  # None unless 2-D with classes
+        self.steps_done = 0  # optimizer steps applied so far
+        self._frame_step = -1  # the step of the last boundary frame made (one per step at most)
+        self._extra_frames = 0  # frames made off the schedule
 
     @property
     def layer_names(self) -> list[str]:
@@ -148,17 +154,42 @@ class Trainer:
             result = replace(result, val_loss=val_loss, val_accuracy=val_accuracy)
         return result
 
+    def boundary_frame(self, scheduled: bool = False) -> BoundaryFrame | None:
+        """The network's prediction over the boundary grid now, after `steps_done` updates;
+        None for a run without a boundary, when this step already has its frame, or past
+        MAX_EXTRA_FRAMES frames off the schedule (each pause of the service asks for one)."""
+        if self.boundary is None or self._frame_step == self.steps_done:
+            return None
+        if not scheduled:
+            if self._extra_frames >= MAX_EXTRA_FRAMES:
+                return None
+            self._extra_frames += 1
+        self._frame_step = self.steps_done
+        return self.boundary.frame(self.model, self.steps_done)
+
     # -- the run ------------------------------------------------------------------------------
     def records(
-        self, should_stop: Callable[[], bool] = lambda: False
+        self,
+        should_stop: Callable[[], bool] = lambda: False,
+        on_boundary: Callable[[BoundaryFrame], None] | None = None,
     ) -> Generator[StepRecord, None, RunResult]:
+        """Train, yielding each recorded step. `should_stop` is asked before every step, with
+        the weights between updates (the service pauses a run inside it). `on_boundary` gets
+        a frame before every `boundary_every`-th step and after the last one."""
         rec = self.config.recording
         steps = self.config.training.steps
+
+        def boundary() -> None:
+            if on_boundary is not None and (frame := self.boundary_frame(True)) is not None:
+                on_boundary(frame)
+
         last: StepRecord | None = None
         with self.probe:
             for step in range(steps):
                 if should_stop():
                     return RunResult("cancelled", step, _final(last))
+                if rec.boundary_every and step % rec.boundary_every == 0:
+                    boundary()
                 is_last = step == steps - 1
                 evaluate = is_last or (rec.eval_every > 0 and step % rec.eval_every == 0)
                 spectrum = self._spectrum() if self.config.spectrum_at(step) else None
@@ -168,6 +199,7 @@ class Trainer:
                 result = self._step(
                     step, next(self._batches), record, record and histograms, evaluate
                 )
+                self.steps_done = step + 1
                 if result is not None and spectrum is not None:
                     result = replace(result, spectrum=spectrum)
                 if result is None:
@@ -177,15 +209,17 @@ class Trainer:
                 divergence = first_non_finite(result, self.layer_names)
                 if divergence is not None:
                     return RunResult("diverged", step + 1, _final(last), divergence)
+        boundary()
         return RunResult("completed", steps, _final(last))
 
     def run(
         self,
         on_record: Callable[[StepRecord], None],
         should_stop: Callable[[], bool] = lambda: False,
+        on_boundary: Callable[[BoundaryFrame], None] | None = None,
     ) -> RunResult:
         """Drive `records()` to the end, handing each record to `on_record`."""
-        gen = self.records(should_stop)
+        gen = self.records(should_stop, on_boundary)
         while True:
             try:
                 record = next(gen)
@@ -211,9 +245,10 @@ def train(
     config: RunConfig,
     on_record: Callable[[StepRecord], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    on_boundary: Callable[[BoundaryFrame], None] | None = None,
 ) -> RunResult:
     """Train `config` to the end, handing each record to `on_record`; no server needed."""
-    return Trainer(config).run(on_record or (lambda _record: None), should_stop)
+    return Trainer(config).run(on_record or (lambda _record: None), should_stop, on_boundary)
 
 
 def iter_records(config: RunConfig) -> Iterator[StepRecord]:

@@ -1,4 +1,4 @@
-"""The probe: every per-layer statistic of DESIGN §5 at a recorded step, computed where the
+"""The probe: every per-layer statistic at a recorded step, computed where the
 model trains, with one transfer to the host.
 
 The probe owns a step's lifecycle: it taps the forward pass (`Taps`), backpropagates keeping

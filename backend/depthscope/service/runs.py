@@ -3,7 +3,8 @@
 Each run trains in its own process (multiprocessing `forkserver`, torch preloaded there, so a
 start costs tens of milliseconds), so an exception, an out-of-memory kill or a `kill -9` costs
 that run alone. A monitor thread per run waits for its process to exit, marks the run `failed`
-if the worker could not say why itself, and starts the next queued run.
+if the worker could not say why itself, and starts the next queued run. Each run has a
+RunControl (stop, pause, advance) from submission until its worker exits.
 """
 
 from __future__ import annotations
@@ -17,20 +18,26 @@ from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
-from multiprocessing.synchronize import Event
 
 from depthscope.engine.config import RunConfig
 from depthscope.records import layer_names
+from depthscope.service.control import RunControl
 from depthscope.service.status import RunStatus
 from depthscope.service.store import RunRow, RunStore
 from depthscope.service.worker import run_worker
 
 CANCEL_GRACE_S = 0.8  # a worker that has not stopped by then is killed: cancel within a second
+PAUSE_WAIT_S = 1.0  # how long a pause request waits for the worker to say it has parked
 
 
 class StoreFullError(Exception):
     def __init__(self, what: str) -> None:
         super().__init__(f"the store is full: {what}; delete finished runs to make room")
+
+
+class NotPausedError(Exception):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} is not paused; pause it before advancing it step by step")
 
 
 class QueueFullError(Exception):
@@ -49,7 +56,7 @@ def _context() -> ForkServerContext:
 @dataclass
 class _Active:
     process: BaseProcess
-    stop: Event
+    control: RunControl
     started: threading.Event = field(default_factory=threading.Event)
 
 
@@ -69,6 +76,7 @@ class RunManager:
         self._lock = threading.Lock()
         self._queue: deque[tuple[str, str]] = deque()  # (run id, config JSON), oldest first
         self._active: dict[str, _Active] = {}
+        self._controls: dict[str, RunControl] = {}  # queued and active runs
         self._closed = False
 
     def warm_up(self) -> None:
@@ -86,6 +94,7 @@ class RunManager:
             run_id = secrets.token_hex(6)
             layers = layer_names(config.model.depth)
             row = self.store.create_run(run_id, config.model_dump(), layers)
+            self._controls[run_id] = RunControl(self._ctx)
             self._queue.append((run_id, config.model_dump_json()))
         threading.Thread(target=self._pump, daemon=True).start()
         return row
@@ -106,17 +115,49 @@ class RunManager:
         with self._lock:
             self._queue = deque(q for q in self._queue if q[0] != run_id)
             active = self._active.get(run_id)
+            if active is None:
+                self._controls.pop(run_id, None)
         if active is None:
             self.store.transition(run_id, RunStatus.CANCELLED, only_from=(RunStatus.QUEUED,))
             return
-        active.stop.set()
+        active.control.cancel()
+        started = (RunStatus.RUNNING, RunStatus.PAUSED)
         if not active.started.wait(CANCEL_GRACE_S):  # still starting: it will see the flag
-            self.store.transition(run_id, RunStatus.CANCELLED, only_from=(RunStatus.RUNNING,))
+            self.store.transition(run_id, RunStatus.CANCELLED, only_from=started)
             return
         active.process.join(CANCEL_GRACE_S)
         if active.process.is_alive():
-            self.store.transition(run_id, RunStatus.CANCELLED, only_from=(RunStatus.RUNNING,))
+            self.store.transition(run_id, RunStatus.CANCELLED, only_from=started)
             active.process.kill()
+
+    # -- pause, advance, resume: False when the run is not queued or training any more --------
+    def pause(self, run_id: str) -> bool:
+        """Pause before the next step. A queued run starts paused, at step 0. Waits up to a
+        second for a running worker to park (commit its records and mark the run `paused`)."""
+        control = self._controls.get(run_id)
+        if control is None:
+            return False
+        control.pause()
+        if run_id in self._active:
+            control.wait_parked(PAUSE_WAIT_S)
+        return True
+
+    def advance(self, run_id: str, steps: int) -> bool:
+        """Train exactly `steps` more steps of a paused (or queued and paused) run, then pause
+        again. Raises NotPausedError for a run that is training freely."""
+        control = self._controls.get(run_id)
+        if control is None:
+            return False
+        if not control.advance(steps):
+            raise NotPausedError(run_id)
+        return True
+
+    def resume(self, run_id: str) -> bool:
+        control = self._controls.get(run_id)
+        if control is None:
+            return False
+        control.resume()
+        return True
 
     def shutdown(self) -> None:
         """Stop every worker; what was queued or running stays so and becomes `interrupted` on
@@ -152,18 +193,19 @@ class RunManager:
                 if self._closed or not self._queue or len(self._active) >= self.max_concurrent:
                     return
                 run_id, config_json = self._queue.popleft()
-                if not self.store.transition(
+                control = self._controls.get(run_id)
+                if control is None or not self.store.transition(
                     run_id, RunStatus.RUNNING, only_from=(RunStatus.QUEUED,)
                 ):
+                    self._controls.pop(run_id, None)
                     continue  # cancelled or deleted while it waited
-                stop = self._ctx.Event()
                 process = self._ctx.Process(
                     target=run_worker,
-                    args=(str(self.store.path), run_id, config_json, stop, os.getpid()),
+                    args=(str(self.store.path), run_id, config_json, control, os.getpid()),
                     name=f"depthscope-run-{run_id}",
                     daemon=True,
                 )
-                active = self._active[run_id] = _Active(process, stop)
+                active = self._active[run_id] = _Active(process, control)
             process.start()
             active.started.set()
             threading.Thread(target=self._monitor, args=(run_id,), daemon=True).start()
@@ -173,11 +215,11 @@ class RunManager:
         active.process.join()
         if not self._closed:  # a no-op when the worker reported its own outcome
             reason = _exit_reason(active.process.exitcode)
-            self.store.transition(
-                run_id, RunStatus.FAILED, only_from=(RunStatus.RUNNING,), error=reason
-            )
+            started = (RunStatus.RUNNING, RunStatus.PAUSED)
+            self.store.transition(run_id, RunStatus.FAILED, only_from=started, error=reason)
         with self._lock:
             del self._active[run_id]
+            self._controls.pop(run_id, None)
         self._pump()
 
 

@@ -10,6 +10,7 @@ class RunStatus(StrEnum):
 
     QUEUED = "queued"
     RUNNING = "running"
+    PAUSED = "paused"  # between steps, by request (POST /api/runs/{id}/pause)
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     FAILED = "failed"
@@ -21,7 +22,7 @@ class RunStatus(StrEnum):
         return self not in ACTIVE
 
 
-ACTIVE: tuple[RunStatus, ...] = (RunStatus.QUEUED, RunStatus.RUNNING)
+ACTIVE: tuple[RunStatus, ...] = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.PAUSED)
 TERMINAL: tuple[RunStatus, ...] = tuple(s for s in RunStatus if s not in ACTIVE)
 
 

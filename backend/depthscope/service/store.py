@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from depthscope.records import METRICS, Divergence, StepRecord
+from depthscope.service.boundaries import BOUNDARY_SCHEMA, BoundaryTables
 from depthscope.service.status import ACTIVE, TERMINAL, RunStatus, sql_list
 
 STEP_COLUMN = "step"  # the per-batch block of step numbers sits beside the metric blocks
@@ -147,7 +148,7 @@ def scalar_block(records: Sequence[StepRecord], name: str) -> npt.NDArray[np.flo
     return np.array([[math.nan if v is None else v] for v in values], dtype=np.float32)
 
 
-class RunStore:
+class RunStore(BoundaryTables):
     """One per process. Connections are per thread: SQLite in WAL mode lets readers run beside
     the one writer, and `timeout` makes a writer wait for another's commit instead of failing."""
 
@@ -155,7 +156,7 @@ class RunStore:
         self.path = path
         self._local = threading.local()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db().executescript(_SCHEMA)
+        self._db().executescript(_SCHEMA + BOUNDARY_SCHEMA)
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -239,7 +240,8 @@ class RunStore:
         with self._tx() as db:
             cur = db.execute(
                 f"""UPDATE runs SET status = ?, status_version = status_version + 1,
-                    started_at = CASE WHEN ? = 'running' THEN ? ELSE started_at END,
+                    started_at = CASE WHEN ? = 'running' THEN COALESCE(started_at, ?)
+                        ELSE started_at END,
                     finished_at = CASE WHEN ? IN {sql_list(TERMINAL)} THEN ? ELSE finished_at END,
                     error = COALESCE(?, error), final = COALESCE(?, final),
                     divergence = COALESCE(?, divergence),
@@ -262,7 +264,7 @@ class RunStore:
             return cur.rowcount == 1
 
     def recover(self) -> list[str]:
-        """At start-up: runs a dead server left queued or running become `interrupted`."""
+        """At start-up: runs a dead server left queued, running or paused become `interrupted`."""
         ids = [
             r[0]
             for r in self._db().execute(f"SELECT id FROM runs WHERE status IN {sql_list(ACTIVE)}")
@@ -278,6 +280,7 @@ class RunStore:
             db.execute("DELETE FROM records WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM blocks WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM spectra WHERE run_id = ?", (run_id,))
+            self._delete_boundaries(db, run_id)
             return db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount == 1
 
     # -- records --------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The worker: what runs inside a run's own process — train, append records to the store, report.
 
-A worker writes only through the store, so the server learns everything (records, the final
-status, a crash's reason) from the database; if the process dies without a word, the run manager
-marks the run failed from the exit code.
+A worker writes only through the store, so the server learns everything (records, boundary
+frames, pauses, the final status, a crash's reason) from the database; if the process dies
+without a word, the run manager marks the run failed from the exit code. Orders come the other
+way through shared memory (service/control.py), read before every step.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from typing import Protocol
 
 import torch
 
+from depthscope.engine.boundary import BoundaryFrame
 from depthscope.engine.config import RunConfig
 from depthscope.engine.trainer import RunResult, Trainer
 from depthscope.probe.backends import kernels as native
 from depthscope.records import StepRecord
+from depthscope.service.control import RunControl
 from depthscope.service.status import RunStatus
 from depthscope.service.store import RunStore
 
@@ -27,6 +30,7 @@ from depthscope.service.store import RunStore
 # tens of records per transaction instead of one.
 FLUSH_INTERVAL_S = 0.008
 FLUSH_MAX_RECORDS = 512
+PARKED_POLL_S = 0.2  # a paused worker wakes at once on news, and this often to watch the server
 
 # The probe's C kernels, built or loaded here, once: the run manager's fork server imports this
 # module, and every run's process is forked from it with the library already loaded (so no run
@@ -58,6 +62,11 @@ class RecordWriter:
             self.buffer = []
         self.last_flush = time.monotonic() if now is None else now
 
+    def add_boundary(self, frame: BoundaryFrame) -> None:
+        """A boundary frame goes to the store at once, in its own (small) transaction."""
+        classes = None if frame.classes is None else frame.classes.numpy()
+        self.store.put_boundary(self.run_id, frame.step, frame.prob.numpy(), classes)
+
 
 class ServerWatch:
     """Whether the server process still exists, asked at most every `every_s` seconds.
@@ -82,6 +91,45 @@ class ServerWatch:
         return False
 
 
+class Gate:
+    """Asked before every step: stop, go on, or park paused until the server says otherwise.
+
+    Parking commits the records so far, a boundary frame of the network as it stands, and the
+    status `paused` with the exact steps done; leaving it marks the run `running` again."""
+
+    def __init__(
+        self, trainer: Trainer, writer: RecordWriter, stop: StopFlag, server: ServerWatch
+    ) -> None:
+        self.trainer, self.writer, self.stop, self.server = trainer, writer, stop, server
+        self.control = stop if isinstance(stop, RunControl) else None
+
+    def __call__(self) -> bool:
+        if self.stop.is_set() or self.server.gone():
+            return True
+        if self.control is None or self.control.take_step():
+            return False
+        return self._park(self.control)
+
+    def _park(self, control: RunControl) -> bool:
+        store, run_id = self.writer.store, self.writer.run_id
+        self.writer.flush()
+        frame = self.trainer.boundary_frame()
+        if frame is not None:
+            self.writer.add_boundary(frame)
+        done = self.trainer.steps_done
+        store.transition(run_id, RunStatus.PAUSED, only_from=(RunStatus.RUNNING,), steps_done=done)
+        control.parked.set()
+        try:
+            while not control.take_step():
+                if control.is_set() or self.server.gone():
+                    return True
+                control.sleep(PARKED_POLL_S)
+        finally:
+            control.parked.clear()
+        store.transition(run_id, RunStatus.RUNNING, only_from=(RunStatus.PAUSED,))
+        return False
+
+
 def train_into(
     store: RunStore,
     run_id: str,
@@ -89,15 +137,15 @@ def train_into(
     stop: StopFlag,
     server_pid: int | None = None,
 ) -> RunResult:
-    """Train `config`, committing its records as they come; returns the trainer's result."""
+    """Train `config`, committing its records and boundary frames as they come; returns the
+    trainer's result. A RunControl as `stop` also pauses and advances the run."""
     writer = RecordWriter(store, run_id)
-    server = ServerWatch(server_pid)
-
-    def should_stop() -> bool:
-        return stop.is_set() or server.gone()
-
+    trainer = Trainer(config)
+    if trainer.boundary is not None:
+        store.put_boundary_layout(run_id, trainer.boundary.layout.to_wire())
+    gate = Gate(trainer, writer, stop, ServerWatch(server_pid))
     try:
-        return Trainer(config).run(writer.add, should_stop)
+        return trainer.run(writer.add, gate, writer.add_boundary)
     finally:
         writer.flush()  # also on an exception: keep every record the run produced
 
