@@ -16,6 +16,9 @@ import { decodeState, encodeState } from "./state.js";
 import { BoundaryPanel } from "./boundary.js";
 import { RunControls } from "./controls.js";
 import { LessonPanel } from "./lesson.js";
+import { AnalysisCache, DiagnosisPanel, profileOverlay } from "./analysis.js";
+import { PhasePanel } from "./phase.js";
+import { SpectrumPanel } from "./spectrum.js";
 
 // Finished runs with more recorded steps than this are not replayed through the event stream:
 // their heatmaps come from /series alone (downsampled by the server).
@@ -76,12 +79,19 @@ function redrawAll() {
   s.request("status", renderStatus, 200);
   s.request("controls", () => app.controls?.render(shownRuns()), 100);
   s.request("boundary", () => app.boundary?.render(shownRuns()[0], app.state, label), 250);
+  s.request("analysis", renderAnalysis, 250);
   if (empty) return; // hidden charts are not drawn: Plotly would size them for a hidden box
   // The heatmap follows every frame; the other charts redraw fully, so a few times a second.
   const ifShown = (draw) => () => shownRuns().length && draw(shownRuns());
   s.request("curves", ifShown((runs) => app.curves.render(runs, label)), 250);
   s.request("profile", ifShown((runs) => app.profile.render(runs, app.state, label)), 100);
   s.request("hist", ifShown((runs) => app.histogram.render(runs[0], app.state, label)), 500);
+}
+
+/** The diagnosis above the heatmap and the spectrum, for the first shown run (analysis.js). */
+function renderAnalysis() {
+  app.diagnosis?.render(shownRuns()[0], label);
+  app.spectrum?.render(shownRuns()[0], label);
 }
 
 function renderStatus() {
@@ -184,6 +194,7 @@ async function refreshList() {
     }
   }
   app.runList.render(app.summaries, app.state.runs);
+  app.diagnosis?.decorate($("run-rows"), app.summaries);
 }
 
 // -- actions -----------------------------------------------------------------------------------
@@ -223,6 +234,7 @@ async function deleteRun(id) {
   const r = await api.remove(id);
   if (!r.ok && r.status !== 404) console.warn(`delete ${id}: ${r.status} ${describeError(r.data)}`);
   app.runs.delete(id);
+  app.analysis?.forget(id);
   setState({ runs: app.state.runs.filter((x) => x !== id) });
   refreshList();
 }
@@ -291,6 +303,23 @@ function wireExplorer(presets, lessons) {
   );
 }
 
+/** The analysis views: diagnosis, theory over the profile, spectrum, phase diagram. */
+function wireAnalysis(schema) {
+  const fetchers = { diagnosis: api.diagnosis, theory: api.runTheory, spectrum: api.spectrum };
+  app.analysis = new AnalysisCache(fetchers, (kind) => {
+    redrawAll();
+    if (kind === "diagnosis") app.diagnosis.decorate($("run-rows"), app.summaries);
+  });
+  app.diagnosis = new DiagnosisPanel($("diagnosis"), app.analysis);
+  app.spectrum = new SpectrumPanel({ div: $("spectrum"), note: $("spectrum-note") }, app.analysis);
+  app.profile.overlay = profileOverlay(app.analysis, $("profile-theory"));
+  const activations = schema.$defs?.ModelConfig?.properties?.activation?.enum ?? ["tanh", "relu"];
+  app.phase = new PhasePanel(
+    { form: $("phase-form"), div: $("phase"), note: $("phase-note") },
+    { scan: api.scan, start: startRun, base: () => app.form.values(), activations },
+  );
+}
+
 async function main() {
   const [schema, presets, health] = await Promise.all([api.schema(), api.presets(), api.health().catch(() => null)]);
   if (health?.version) $("version").textContent = `v${health.version}`;
@@ -312,6 +341,7 @@ async function main() {
   app.runList = new RunList($("run-rows"), { onToggle: toggleRun, onCancel: cancelRun, onDelete: deleteRun }, summaryLabel);
   renderGuide($("guide"));
   wireExplorer(presets, await api.lessons().catch(() => []));
+  wireAnalysis(schema);
   bindControls();
   setState({});
   await refreshList();
