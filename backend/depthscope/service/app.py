@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from depthscope import __version__
-from depthscope.service.analysis_api import router as analysis_router
 from depthscope.service.api import router
+from depthscope.service.routes_analysis import router as analysis_router
 from depthscope.service.routes_explorer import router as explorer_router
 from depthscope.service.runs import RunManager
 from depthscope.service.security import SecurityHeaders, StreamSlots, exposure_warning, log
