@@ -29,31 +29,21 @@ RUN set -eux; \
     /opt/venv/bin/python -c "import tomllib; print('\\n'.join(tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']['dependencies']))" >/tmp/requirements.txt; \
     /opt/venv/bin/pip install -r /tmp/requirements.txt
 
-# ---- build stage: the package itself, as a wheel ------------------------------------------
+# ---- build stage: the package itself, as a wheel, with the probe's C kernels compiled in ---
+# setup.py builds the kernels as an optional extension module with the stage's C compiler.
+# Best effort: where no compiler can be installed (no Debian mirror reachable), the wheel has
+# no extension and the image's probe computes the same numbers with tensor ops, more slowly.
 FROM deps AS build
-COPY pyproject.toml README.md /src/
+RUN set -ux; \
+    command -v cc >/dev/null || { apt-get update -qq -o Acquire::Retries=1 \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+           gcc libc6-dev >/dev/null; } || echo "no C compiler here: the image's probe uses tensor ops"
+COPY pyproject.toml setup.py README.md /src/
 COPY backend/ /src/backend/
 COPY frontend/ /src/frontend/
 RUN set -eux; \
     if [ -f /tmp/extra/pip.conf ]; then export PIP_CONFIG_FILE=/tmp/extra/pip.conf; fi; \
     /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels /src
-
-# ---- kernels stage: the probe's C kernels (kernels.c), built once for the image ---------------
-# Best effort: where no compiler can be installed (no Debian mirror reachable), the directory
-# stays empty and the image's probe computes the same numbers with tensor ops, more slowly.
-FROM build AS kernels
-ENV DEPTHSCOPE_CACHE_DIR=/opt/depthscope-native
-RUN set -ux; \
-    mkdir -p "$DEPTHSCOPE_CACHE_DIR"; \
-    if command -v cc >/dev/null || { apt-get update -qq -o Acquire::Retries=1 \
-        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-           gcc libc6-dev >/dev/null; }; then \
-        /opt/venv/bin/pip install --no-deps --no-cache-dir /wheels/*.whl \
-        && /opt/venv/bin/python -c 'from depthscope.probe.backends.kernels import main; main()'; \
-    else \
-        echo "no C compiler here: the image's probe uses tensor ops"; \
-    fi; \
-    true
 
 # ---- runtime stage: the venv, a user, a data volume -------------------------------------
 FROM ${BASE_IMAGE}
@@ -62,12 +52,11 @@ RUN useradd --uid 10001 --create-home --home-dir /home/depthscope depthscope \
     && chown depthscope:depthscope /data
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=build /wheels/ /tmp/wheels/
-COPY --from=kernels /opt/depthscope-native/ /opt/depthscope-native/
 RUN /opt/venv/bin/pip install --no-deps --no-cache-dir /tmp/wheels/*.whl \
     && rm -rf /tmp/wheels \
-    && /opt/venv/bin/python -c "import depthscope.service.app, torch; print(torch.__version__)"
+    && /opt/venv/bin/python -c "import depthscope.service.app, torch; print(torch.__version__)" \
+    && /opt/venv/bin/python -m depthscope.probe.backends.kernels
 ENV PATH=/opt/venv/bin:$PATH \
-    DEPTHSCOPE_CACHE_DIR=/opt/depthscope-native \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 USER depthscope

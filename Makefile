@@ -9,12 +9,16 @@ DATA_DIR ?= data
 
 .PHONY: serve test test-fast lint format bench screenshots docker docker-test chromium clean
 
-$(STAMP): pyproject.toml
+# The editable install also compiles the probe's C kernels (setup.py, an optional extension:
+# without a C compiler it goes on without them); editing them re-runs it.
+KERNELS := $(wildcard backend/depthscope/probe/backends/*.c backend/depthscope/probe/backends/*.h)
+
+$(STAMP): pyproject.toml setup.py $(KERNELS)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -c 'from depthscope.probe.backends.kernels import main; main()'  # build the C kernels now, or say why not
+	$(PY) -m depthscope.probe.backends.kernels  # which backend the probe takes, and why
 	touch $(STAMP)
 
 serve: $(STAMP)

@@ -1,26 +1,29 @@
-"""Probe overhead: depthscope with every metric at every step vs the same plain PyTorch loop.
+"""Probe overhead: `depthscope.train()` against the plain PyTorch loop a user would write.
 
-For each network the two sides train identical copies (same config, seed, data and batches'
-shapes), one training thread each. Repetitions are paired and interleaved (plain, depthscope,
-then depthscope, plain, ...) so a neighbour's load hits both sides alike; the reported ratio is
-the median of the per-pair ratios. Each block is timed twice: by the wall clock and by the
-CPU time of the training thread (with one torch thread, forward, backward and the probe all
-run on it). On a shared machine the wall clock also counts the time other processes held the
-core, so the ratio reported is the CPU-time one; the wall-clock medians are kept beside it.
-Beside the median, the ratio of each side's fastest block: load only ever adds time, so that
-is the closest estimate of the uncontended cost. Writes bench/results/overhead.json.
+The baseline is written here and shares nothing with depthscope: an `nn.Sequential` of Linear +
+ReLU (or Sigmoid) layers with He init and zero biases, SGD, cross-entropy, `loss.item()` every
+step, and the same held-out evaluation as depthscope's config (every EVAL_EVERY steps and at
+the end), on data it makes itself of the same size and shape. depthscope's side is
+`depthscope.train(config)`, timed end to end as a user calls it: data, model, probe and every
+recorded statistic included. Both sides train the same network for the same steps and batch.
 
-On the CPU the probe takes its C kernels when they can be built (kernels.py), as a user's run
-does; --tensor-ops measures its portable tensor-op path instead (DEPTHSCOPE_NATIVE=0), the one
-it falls back to without a C compiler. Each result names the path it measured.
+Runs are paired and interleaved (plain, depthscope, then depthscope, plain, ...) so a
+neighbour's load hits both sides alike; the reported ratio is the median of the per-pair ratios
+of the training thread's CPU time (one torch thread: forward, backward and the probe all run on
+it; the wall clock on a shared machine also counts other processes' time), and beside it the
+ratio of each side's fastest run (load only ever adds time). Cases per network:
 
-With --device cuda the networks train on the GPU and the ratio is of wall-clock time: there
-the CPU thread mostly launches kernels and then waits for them, so its CPU time measures the
-launches, not the step. Both sides wait for the device once a step (loss.item() in the plain
-loop, the record's .tolist() in depthscope), so a block's wall time covers its kernels.
+    every step                    every statistic at every step, no histograms   (<= 1.3x)
+    every step, histograms /10    ... and histograms every 10 steps              (<= 1.45x)
+    every 10th step               record_every = 10: mostly unrecorded steps     (<= 1.05x)
 
-    python bench/overhead.py [--quick] [--device cpu|cuda] [--tensor-ops] [--out PATH]
-    (default output: bench/results/overhead[-tensor-ops][-cuda].json)
+Beside them, with the probe off, DeepNet's forward pass against the same nn.Sequential's (a
+check of the bench's premise that the two networks cost the same). On the CPU the probe uses
+its C kernels where they were built, as a user's run does; --tensor-ops measures its tensor-op
+backend instead (DEPTHSCOPE_NATIVE=0). With --device cuda the ratio is of wall-clock time.
+
+    python bench/overhead.py [--quick] [--only '10/64/128 relu'] [--device cpu|cuda]
+        [--tensor-ops] [--out PATH]   (default: bench/results/overhead[-tensor-ops][-cuda].json)
 """
 
 from __future__ import annotations
@@ -37,132 +40,190 @@ from typing import Any
 
 import depthscope
 import torch
+from depthscope.engine.config import ModelConfig
+from depthscope.engine.model import build_model
 from depthscope.engine.trainer import Trainer
+from torch import Tensor, nn
 from torch.nn import functional
 
 NETWORKS = [(10, 64, 128), (20, 128, 256), (50, 64, 128), (100, 32, 64)]  # depth, width, batch
 ACTIVATIONS = ["relu", "sigmoid"]
-HISTOGRAM_EVERY = [0, 10]
-TARGETS = {0: 1.3, 10: 1.6}  # ratio targets without / with histograms (issue 2)
-WARMUP_STEPS = 20
-# Many short pairs rather than a few long ones: on a shared machine a neighbour's burst then
-# lands in a few pairs, which the median ignores, instead of in a long block it dominates.
-TARGET_SECONDS = 0.05  # per timed block of steps (the whole run stays under ~3 minutes)
-PAIRS, QUICK_PAIRS = 25, 9
+CASES = {  # name: (record_every, histogram_every, target)
+    "every step": (1, 0, 1.3),
+    "every step, histograms every 10": (1, 10, 1.45),
+    "every 10th step": (10, 0, 1.05),
+}
+TENSOR_OPS_AIM = 1.6  # the tensor-op backend's aim, every case
+EVAL_EVERY = 50
+N_SAMPLES, INPUT_DIM, CLASSES, HELD_OUT, LR = 2048, 2, 2, 0.2, 0.05
+RUN_SECONDS = 0.25  # a plain run's length: long enough that setup is a small part of it
+PAIRS, QUICK_PAIRS = 15, 3
+BASELINE = (
+    "a plain nn.Sequential loop written in bench/overhead.py, sharing nothing with depthscope: "
+    "Linear + ReLU/Sigmoid, He init, zero biases, SGD (lr 0.05), cross-entropy, loss.item() "
+    f"each step, held-out loss and accuracy every {EVAL_EVERY} steps and at the end"
+)
 
 
-def make_config(
-    depth: int, width: int, batch: int, activation: str, hist: int, steps: int, device: str
+# -- the baseline ------------------------------------------------------------------------------
+def sequential(depth: int, width: int, activation: str) -> nn.Sequential:
+    """Linear + activation `depth` times, then a Linear readout; He-normal weights, zero biases."""
+    layers: list[nn.Module] = []
+    n_in = INPUT_DIM
+    for _ in range(depth):
+        layers += [nn.Linear(n_in, width), nn.ReLU() if activation == "relu" else nn.Sigmoid()]
+        n_in = width
+    layers.append(nn.Linear(width, CLASSES))
+    for layer in layers:
+        if isinstance(layer, nn.Linear):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+    return nn.Sequential(*layers)
+
+
+def plain_data(seed: int, device: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Two noisy interleaved classes in the plane, standardized, split 80 / 20."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N_SAMPLES, INPUT_DIM, generator=g)
+    y = (x[:, 0] * x[:, 1] > 0).long()
+    x = x + 0.1 * torch.randn(N_SAMPLES, INPUT_DIM, generator=g)
+    n_test = int(N_SAMPLES * HELD_OUT)
+    x = (x - x[n_test:].mean(0)) / x[n_test:].std(0)
+    return (
+        x[n_test:].to(device),
+        y[n_test:].to(device),
+        x[:n_test].to(device),
+        y[:n_test].to(device),
+    )
+
+
+def plain_run(depth: int, width: int, batch: int, activation: str, steps: int, device: str) -> None:
+    """The whole run as a user would write it: data, model, optimizer, the loop."""
+    x_train, y_train, x_test, y_test = plain_data(0, device)
+    torch.manual_seed(0)
+    model = sequential(depth, width, activation).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    n = x_train.shape[0]
+
+    def batches() -> Iterator[Tensor]:
+        while True:
+            order = torch.randperm(n)
+            yield from (order[i : i + batch].to(device) for i in range(0, n - batch + 1, batch))
+
+    draw = batches()
+    for step in range(steps):
+        idx = next(draw)
+        optimizer.zero_grad(set_to_none=True)
+        loss = functional.cross_entropy(model(x_train[idx]), y_train[idx])
+        loss.item()
+        loss.backward()
+        optimizer.step()
+        if step % EVAL_EVERY == 0 or step == steps - 1:
+            model.eval()
+            with torch.no_grad():
+                logits = model(x_test)
+                functional.cross_entropy(logits, y_test).item()
+                (logits.argmax(1) == y_test).float().mean().item()
+            model.train()
+
+
+# -- depthscope, as a user calls it ------------------------------------------------------------
+def config(
+    depth: int, width: int, batch: int, activation: str, case: str, steps: int, device: str
 ) -> Any:
+    record_every, histogram_every, _ = CASES[case]
     return depthscope.RunConfig.model_validate(
         {
-            "model": {"depth": depth, "width": width, "activation": activation},
-            "training": {"batch_size": batch, "steps": steps, "device": device},
-            "recording": {"record_every": 1, "histogram_every": hist, "eval_every": 0},
+            "model": {
+                "depth": depth,
+                "width": width,
+                "activation": activation,
+                "init": "he_normal",
+            },
+            "training": {"batch_size": batch, "steps": steps, "lr": LR, "device": device},
+            "data": {"n_samples": N_SAMPLES, "input_dim": INPUT_DIM},
+            "recording": {
+                "record_every": record_every,
+                "histogram_every": histogram_every,
+                "eval_every": EVAL_EVERY,
+            },
         }
     )
 
 
-def plain_steps(trainer: Trainer) -> Callable[[int], None]:
-    """The loop a user would write: zero_grad, forward, loss, loss.item(), backward, step."""
-    model, optimizer, data = trainer.model, trainer.optimizer, trainer.data
-    n, bs = data.x_train.shape[0], trainer.config.training.batch_size
-
-    def epochs() -> Iterator[torch.Tensor]:  # shuffled epochs, as the trainer draws them
-        g = torch.Generator().manual_seed(1)
-        while True:
-            order = torch.randperm(n, generator=g)
-            yield from (order[i : i + bs] for i in range(0, n - bs + 1, bs))
-
-    batches = epochs()
-
-    def run(steps: int) -> None:
-        for _ in range(steps):
-            idx = next(batches)
-            x, y = data.x_train[idx], data.y_train[idx]
-            optimizer.zero_grad(set_to_none=True)
-            loss = functional.cross_entropy(model(x), y)
-            loss.item()
-            loss.backward()
-            optimizer.step()
-
-    return run
+def depthscope_run(cfg: Any) -> None:
+    depthscope.train(cfg)
 
 
-def depthscope_steps(trainer: Trainer) -> Callable[[int], None]:
-    records: Iterator[depthscope.StepRecord] = trainer.records()
-
-    def run(steps: int) -> None:
-        for _ in range(steps):
-            next(records)
-
-    return run
-
-
-def timed(run: Callable[[int], None], steps: int) -> tuple[float, float]:
-    """(CPU seconds of this thread, wall seconds) per step."""
-    cpu, wall = time.thread_time(), time.perf_counter()
-    run(steps)
-    return (time.thread_time() - cpu) / steps, (time.perf_counter() - wall) / steps
+# -- timing ------------------------------------------------------------------------------------
+def timed(run: Callable[[], None], device: str) -> float:
+    """Seconds of the reported clock: this thread's CPU time, or the wall clock on a GPU."""
+    if device == "cpu":
+        start = time.thread_time()
+        run()
+        return time.thread_time() - start
+    start = time.perf_counter()
+    run()
+    torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
-def measure(
-    depth: int, width: int, batch: int, activation: str, hist: int, reps: int, device: str
+def paired(
+    plain: Callable[[], None], probed: Callable[[], None], pairs: int, device: str
 ) -> dict[str, Any]:
-    # Calibrate the block length on a throwaway plain run so each timed block lasts ~TARGET_SECONDS.
-    probe_cfg = make_config(depth, width, batch, activation, hist, 10_000 // depth, device)
-    calibrate = plain_steps(Trainer(probe_cfg))
-    calibrate(5)
-    per_step = timed(calibrate, 10)[0 if device == "cpu" else 1]  # the clock that is reported
-    block = max(10, round(TARGET_SECONDS / per_step / 10) * 10)  # whole histogram periods
-    steps = WARMUP_STEPS + reps * block + 1
-    config = make_config(depth, width, batch, activation, hist, steps, device)
-    probed_trainer = Trainer(config)
-    path = "C kernels" if probed_trainer.probe.kernels is not None else "tensor ops"
-    plain, probed = plain_steps(Trainer(config)), depthscope_steps(probed_trainer)
-    plain(WARMUP_STEPS)
-    probed(WARMUP_STEPS)
-    plain_times, probed_times, ratios = [], [], []
-    plain_wall, probed_wall, wall_ratios = [], [], []
-    for rep in range(reps):
+    plain(), probed()  # warm-up: first calls pay for lazy imports and allocations
+    plain_times, probed_times = [], []
+    for rep in range(pairs):
         if rep % 2 == 0:
-            p, q = timed(plain, block), timed(probed, block)
+            p, q = timed(plain, device), timed(probed, device)
         else:
-            q, p = timed(probed, block), timed(plain, block)
-        plain_times.append(p[0])
-        probed_times.append(q[0])
-        ratios.append(q[0] / p[0])
-        plain_wall.append(p[1])
-        probed_wall.append(q[1])
-        wall_ratios.append(q[1] / p[1])
-    if device != "cpu":  # the CPU thread waits on the device: wall time is the step's time
-        plain_times, probed_times, ratios = plain_wall, probed_wall, wall_ratios
-    ratio = statistics.median(ratios)
+            q, p = timed(probed, device), timed(plain, device)
+        plain_times.append(p)
+        probed_times.append(q)
+    ratios = [q / p for p, q in zip(plain_times, probed_times, strict=True)]
     return {
-        "device": device,
-        "probe_path": path,
-        "clock": "cpu" if device == "cpu" else "wall",
-        "depth": depth,
-        "width": width,
-        "batch": batch,
-        "activation": activation,
-        "histogram_every": hist,
-        "steps_per_block": block,
-        "repetitions": reps,
-        "plain_ms_median": 1e3 * statistics.median(plain_times),
-        "depthscope_ms_median": 1e3 * statistics.median(probed_times),
-        "ratio_median": ratio,
-        "ratio_quartiles": [statistics.quantiles(ratios, n=4)[i] for i in (0, 2)],
-        # a neighbour's load only ever adds time: the fastest block of each side is the
-        # closest this machine gets to an uncontended one
+        "plain_s_median": statistics.median(plain_times),
+        "depthscope_s_median": statistics.median(probed_times),
+        "ratio_median": statistics.median(ratios),
+        "ratio_quartiles": [statistics.quantiles(ratios, n=4)[i] for i in (0, 2)]
+        if len(ratios) > 1
+        else [ratios[0], ratios[0]],
         "ratio_of_fastest": min(probed_times) / min(plain_times),
         "ratios": ratios,
-        "wall_plain_ms_median": 1e3 * statistics.median(plain_wall),
-        "wall_depthscope_ms_median": 1e3 * statistics.median(probed_wall),
-        "wall_ratio_median": statistics.median(wall_ratios),
-        "target": TARGETS[hist],
-        "meets_target": ratio <= TARGETS[hist],
     }
+
+
+def run_steps(depth: int, width: int, batch: int, activation: str, device: str) -> int:
+    """Steps for a plain run of about RUN_SECONDS, a whole number of EVAL_EVERY periods."""
+    plain_run(depth, width, batch, activation, 5, device)  # the first run pays for imports
+    started = timed(lambda: plain_run(depth, width, batch, activation, 20, device), device)
+    per_step = (
+        timed(lambda: plain_run(depth, width, batch, activation, 60, device), device) - started
+    )
+    steps = round(RUN_SECONDS / max(per_step / 40, 1e-6) / EVAL_EVERY) * EVAL_EVERY
+    return max(EVAL_EVERY, steps)
+
+
+def forward_ratio(depth: int, width: int, batch: int, activation: str, pairs: int) -> float:
+    """DeepNet's forward pass (probe off: no taps, no norm, no residual) against the same
+    nn.Sequential's, median of interleaved blocks of forwards (with autograd on, as training)."""
+    model_config = ModelConfig.model_validate(
+        {"depth": depth, "width": width, "activation": activation, "init": "he_normal"}
+    )
+    deepnet = build_model(model_config, INPUT_DIM, CLASSES, seed=0)
+    plain = sequential(depth, width, activation)
+    x = torch.randn(batch, INPUT_DIM)
+    repeat = max(5, round(2000 / depth))
+
+    def forwards(model: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(repeat):
+                model(x)
+
+        return run
+
+    result = paired(forwards(plain), forwards(deepnet), 4 * pairs, "cpu")
+    return float(result["ratio_median"])
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -179,18 +240,63 @@ def machine(device: str) -> dict[str, Any]:
     }
 
 
+def measure(
+    network: tuple[int, int, int], activation: str, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    depth, width, batch = network
+    steps = run_steps(depth, width, batch, activation, args.device)
+    rows = []
+    for case, (record_every, histogram_every, target) in CASES.items():
+        cfg = config(depth, width, batch, activation, case, steps, args.device)
+        backend = Trainer(cfg).probe.backend_name
+        result = paired(
+            lambda: plain_run(depth, width, batch, activation, steps, args.device),
+            lambda cfg=cfg: depthscope_run(cfg),
+            args.pairs,
+            args.device,
+        )
+        aim = TENSOR_OPS_AIM if backend == "tensor ops" else target
+        row = {
+            "network": f"{depth}/{width}/{batch}",
+            "depth": depth,
+            "width": width,
+            "batch": batch,
+            "activation": activation,
+            "case": case,
+            "record_every": record_every,
+            "histogram_every": histogram_every,
+            "eval_every": EVAL_EVERY,
+            "steps_per_run": steps,
+            "pairs": args.pairs,
+            "probe_backend": backend,
+            **result,
+            "plain_ms_per_step": 1e3 * result["plain_s_median"] / steps,
+            "depthscope_ms_per_step": 1e3 * result["depthscope_s_median"] / steps,
+            "target": aim,
+            "meets_target": result["ratio_median"] <= aim,
+        }
+        rows.append(row)
+        print(
+            f"{row['network']:<10} {activation:<7} {case:<32} [{backend}] "
+            f"plain {row['plain_ms_per_step']:6.2f} ms/step  depthscope "
+            f"{row['depthscope_ms_per_step']:6.2f}  ratio {row['ratio_median']:.3f}"
+            f" [{row['ratio_quartiles'][0]:.2f}–{row['ratio_quartiles'][1]:.2f}]"
+            f" fastest/fastest {row['ratio_of_fastest']:.3f}"
+            f"{'' if row['meets_target'] else f'  (over {aim})'}",
+            flush=True,
+        )
+    return rows
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help=f"{QUICK_PAIRS} pairs instead of {PAIRS}"
-    )
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_PAIRS} pairs, not {PAIRS}")
     parser.add_argument("--only", default="", help="only networks like 10/64/128, and activation")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument(
-        "--tensor-ops", action="store_true", help="the probe's portable path, no C kernels"
-    )
+    parser.add_argument("--tensor-ops", action="store_true", help="the tensor-op backend")
     parser.add_argument("--out", type=Path, help="default: bench/results/overhead[...].json")
     args = parser.parse_args()
+    args.pairs = QUICK_PAIRS if args.quick else PAIRS
     if args.tensor_ops:
         os.environ["DEPTHSCOPE_NATIVE"] = "0"
     if args.out is None:
@@ -200,46 +306,47 @@ def main() -> None:
         args.out = Path(__file__).parent / "results" / f"overhead{suffix}.json"
     torch.set_num_threads(1)  # one training thread on both sides
     info = machine(args.device)
-    reps = QUICK_PAIRS if args.quick else PAIRS
     started = time.perf_counter()
-    results = []
+    results, forward = [], []
     for depth, width, batch in NETWORKS:
         for activation in ACTIVATIONS:
-            for hist in HISTOGRAM_EVERY:
-                if args.only and not all(
-                    part in f"{depth}/{width}/{batch} {activation}" for part in args.only.split()
-                ):
-                    continue
-                row = measure(depth, width, batch, activation, hist, reps, args.device)
-                results.append(row)
-                print(
-                    f"{depth:>3}/{width:<3}/{batch:<3} {activation:<7} hist={hist:<2} "
-                    f"[{row['probe_path']}] "
-                    f"plain {row['plain_ms_median']:6.2f} ms  depthscope "
-                    f"{row['depthscope_ms_median']:6.2f} ms  ratio {row['ratio_median']:.2f}"
-                    f" [{row['ratio_quartiles'][0]:.2f}–{row['ratio_quartiles'][1]:.2f}]"
-                    f" fastest/fastest {row['ratio_of_fastest']:.2f}"
-                    f" (wall {row['wall_ratio_median']:.2f})"
-                    f"{'' if row['meets_target'] else '  (over target)'}",
-                    flush=True,
+            name = f"{depth}/{width}/{batch} {activation}"
+            if args.only and not all(part in name for part in args.only.split()):
+                continue
+            results += measure((depth, width, batch), activation, args)
+            if args.device == "cpu":
+                ratio = forward_ratio(depth, width, batch, activation, args.pairs)
+                forward.append(
+                    {
+                        "network": f"{depth}/{width}/{batch}",
+                        "activation": activation,
+                        "deepnet_over_sequential": ratio,
+                    }
                 )
+                print(f"{name}: DeepNet forward / nn.Sequential forward {ratio:.3f}", flush=True)
     info["load_average_at_end"] = list(os.getloadavg())
     worst = {
-        h: max(r["ratio_median"] for r in results if r["histogram_every"] == h) for h in TARGETS
+        case: max((r["ratio_median"] for r in results if r["case"] == case), default=None)
+        for case in CASES
     }
     clock = "training-thread CPU" if args.device == "cpu" else "wall-clock"
     report = {
-        "what": f"median per-pair ratio of {clock} time per step: "
-        "depthscope (every metric every step) / plain loop",
+        "what": f"median per-pair ratio of {clock} time of a whole run: "
+        "depthscope.train(config) / the plain baseline, same network, steps and batch",
+        "baseline": BASELINE,
         "machine": info,
         "seconds": round(time.perf_counter() - started, 1),
-        "worst_ratio": {f"histogram_every={h}": v for h, v in worst.items()},
-        "targets": {f"histogram_every={h}": v for h, v in TARGETS.items()},
+        "worst_ratio": worst,
+        "targets": {case: target for case, (_, _, target) in CASES.items()},
         "results": results,
+        "deepnet_forward": {
+            "what": "DeepNet's forward / nn.Sequential's, probe off (no taps, norm or residual)",
+            "results": forward,
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out} in {report['seconds']} s; worst ratios {report['worst_ratio']}")
+    print(f"wrote {args.out} in {report['seconds']} s; worst ratios {worst}")
 
 
 if __name__ == "__main__":

@@ -200,5 +200,4 @@ user=$(docker exec "$NAME" id -u)
 [[ "$user" != 0 ]] || die "the container runs as root"
 log "HEALTHCHECK healthy; server runs as uid $user"
 # Informational: the kernels are built only where the image build could install a compiler.
-log "probe statistics: $(docker exec "$NAME" python3 -c 'from depthscope.probe.backends import kernels as native
-print("C kernels" if native.kernels() else "tensor ops (no C kernels in this image)")' 2>/dev/null)"
+log "probe statistics: $(docker exec "$NAME" python3 -m depthscope.probe.backends.kernels 2>&1 | tail -1)"

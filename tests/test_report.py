@@ -11,6 +11,7 @@ import numpy as np
 import plotly.offline
 import pytest
 from depthscope import RunConfig, iter_records
+from depthscope.probe.metrics import REGISTRY
 from depthscope.records import METRICS
 from depthscope.report import (
     MAX_COLUMNS,
@@ -94,8 +95,9 @@ def test_render_report_is_standalone(small_run: tuple[RunConfig, list[dict[str, 
     # The run's numbers are in it: the last loss and the layer names, as plotly serializes them.
     assert json.dumps(records[-1]["loss"]) in page
     assert all(name in page for name in layers)
-    # One figure per heatmap metric, per profile, plus the loss curves.
-    assert page.count("Plotly.newPlot") == 1 + 7 + 3
+    # One heatmap per metric of the registry, three profiles, plus the loss curves.
+    assert page.count("Plotly.newPlot") == 1 + len(REGISTRY) + 3
+    assert all(m.title.replace("/", "\\u002f") in page for m in REGISTRY)  # as plotly writes it
 
 
 def test_render_report_downsamples_long_runs() -> None:

@@ -7,23 +7,12 @@ NaN or Infinity.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-# Per-layer metric names, in the order the probe computes and transfers them (contract).
-METRICS: tuple[str, ...] = (
-    "grad_norm",
-    "act_grad_norm",
-    "grad_to_weight",
-    "update_ratio",
-    "weight_norm",
-    "act_mean",
-    "act_std",
-    "preact_mean",
-    "preact_std",
-    "saturation",
-    "dead",
-)
+# per-layer metric names, in order (contract), from the metric registry
+from depthscope.probe.metrics import METRICS as METRICS
+
 HISTOGRAM_KINDS: tuple[str, ...] = ("act", "act_grad")
 
 Number = float | None
@@ -56,6 +45,9 @@ class StepRecord:
     val_loss: Number = None  # held-out, on evaluation steps
     val_accuracy: Number = None
     histograms: dict[str, Histogram] | None = None
+    # True when its maker knows the loss, the total norm and every metric are finite (the
+    # probe does), so `first_non_finite` need not look; not part of the wire format
+    known_finite: bool = field(default=False, compare=False, repr=False)
     # singular values of dh_D/dh_1 on spectrum steps; stored beside the record, not in it
     spectrum: tuple[float, ...] | None = None
 
@@ -109,6 +101,8 @@ def first_non_finite(record: StepRecord, layer_names: list[str]) -> Divergence |
     """The first non-finite value of a record: lowest layer first, metrics in METRICS order;
     then the scalars. A value the probe could not define (None from the start) never counts,
     so only metrics that are always defined are scanned."""
+    if record.known_finite:
+        return None
     scalars_finite = record.loss is not None and record.grad_norm_total is not None
     if scalars_finite and not any(None in values for values in record.layers.values()):
         return None  # the usual case, without a scan value by value

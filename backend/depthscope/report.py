@@ -19,19 +19,15 @@ import plotly.io as pio
 
 from depthscope.analysis.diagnosis import Finding, diagnose
 from depthscope.analysis.trace import Trace
+from depthscope.probe.metrics import BY_NAME, REGISTRY, Metric
 
-# The heatmaps a reader looks at first; norms and ratios span decades, so they are shown as
-# log10, as on the page; fractions and means are shown as they are.
-HEATMAP_METRICS: tuple[tuple[str, bool], ...] = (
-    ("grad_norm", True),
-    ("act_grad_norm", True),
-    ("update_ratio", True),
-    ("grad_to_weight", True),
-    ("act_std", True),
-    ("saturation", False),
-    ("dead", False),
+# A heatmap per metric of the registry, in its order; a metric on the "log" scale (norms and
+# ratios span decades) is shown as log10, means and fractions as they are.
+HEATMAP_METRICS: tuple[Metric, ...] = REGISTRY
+# Depth profiles of the few a reader compares across layers first.
+PROFILE_METRICS: tuple[Metric, ...] = tuple(
+    BY_NAME[name] for name in ("grad_norm", "act_grad_norm", "act_std")
 )
-PROFILE_METRICS: tuple[str, ...] = ("grad_norm", "act_grad_norm", "act_std")
 MAX_COLUMNS = 1000  # heatmap columns: keeps a 100k-step report a few MB, not hundreds
 PROFILE_STEPS = 5
 
@@ -72,10 +68,9 @@ def profile_indices(n: int, k: int = PROFILE_STEPS) -> list[int]:
     return downsample_indices(n, k)
 
 
-def _heatmap(
-    records: Sequence[Mapping[str, Any]], layers: list[str], metric: str, log: bool
-) -> Any:
+def _heatmap(records: Sequence[Mapping[str, Any]], layers: list[str], info: Metric) -> Any:
     steps = [r["step"] for r in records]
+    metric, log = info.name, info.scale == "log"
     title = f"log10 {metric}" if log else metric
     fig = go.Figure(
         go.Heatmap(
@@ -87,7 +82,11 @@ def _heatmap(
             hoverongaps=False,
         )
     )
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title="layer (input at the bottom)")
+    fig.update_layout(
+        title=f"{title}: {info.title}",
+        xaxis_title="step",
+        yaxis_title="layer (input at the bottom)",
+    )
     return fig
 
 
@@ -109,8 +108,9 @@ def _curves(records: Sequence[Mapping[str, Any]]) -> Any:
     return fig
 
 
-def _profile(records: Sequence[Mapping[str, Any]], layers: list[str], metric: str) -> Any:
+def _profile(records: Sequence[Mapping[str, Any]], layers: list[str], info: Metric) -> Any:
     fig = go.Figure()
+    metric = info.name
     for i in profile_indices(len(records)):
         record = records[i]
         fig.add_scatter(
@@ -120,7 +120,10 @@ def _profile(records: Sequence[Mapping[str, Any]], layers: list[str], metric: st
             mode="lines+markers",
         )
     fig.update_layout(
-        title=f"depth profile: {metric}", xaxis_title="layer", yaxis_title=metric, yaxis_type="log"
+        title=f"depth profile: {metric}",
+        xaxis_title="layer",
+        yaxis_title=metric,
+        yaxis_type="log" if info.scale == "log" else "linear",
     )
     return fig
 
@@ -192,7 +195,7 @@ def render_report(
     shown = [records[i] for i in downsample_indices(len(records), MAX_COLUMNS)]
     figures = [_curves(records)] if records else []
     if shown:
-        figures += [_heatmap(shown, layers, m, log) for m, log in HEATMAP_METRICS]
+        figures += [_heatmap(shown, layers, m) for m in HEATMAP_METRICS]
         figures += [_profile(records, layers, m) for m in PROFILE_METRICS]
     # plotly.js once, in the first figure's div; the others reuse it.
     divs = [

@@ -27,8 +27,23 @@ def test_model_layers_in_probe_order() -> None:
 def test_model_norm_position(norm: str) -> None:
     kinds = {"batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm}
     pre, post = net(norm=norm).blocks[0], net(norm=norm, norm_position="post_activation").blocks[0]
-    assert isinstance(pre.pre_norm, kinds[norm]) and isinstance(pre.post_norm, nn.Identity)
-    assert isinstance(post.post_norm, kinds[norm]) and isinstance(post.pre_norm, nn.Identity)
+    assert isinstance(pre.pre_norm, kinds[norm]) and pre.post_norm is None
+    assert isinstance(post.post_norm, kinds[norm]) and post.pre_norm is None
+
+
+def test_model_without_norm_builds_no_identity_modules() -> None:
+    """A block is its Linear and its activation only: nothing to build, call or walk."""
+    model = net()
+    assert not any(isinstance(m, nn.Identity) for m in model.modules())
+    assert [type(m) for m in model.blocks[0].children()] == [nn.Linear, nn.ReLU]
+
+
+def test_model_runs_like_the_same_sequential_without_taps() -> None:
+    """With no taps and no skips the forward is the plain chain of the same modules."""
+    model = net(activation="tanh")
+    chain = nn.Sequential(*[m for b in model.blocks for m in b.children()], model.readout)
+    x = torch.randn(4, 3)
+    assert torch.equal(model(x), chain(x))
 
 
 def test_model_bias_off_removes_every_bias() -> None:
@@ -64,6 +79,7 @@ def test_model_taps_expose_z_u_h_and_logits() -> None:
     assert len(taps.z) == len(taps.u) == len(taps.h) == 5
     assert taps.logits is logits
     block = model.blocks[0]
+    assert block.pre_norm is not None
     assert torch.allclose(taps.u[0], block.pre_norm(taps.z[0]))
     assert torch.allclose(taps.h[0], torch.sigmoid(taps.u[0]))
 

@@ -147,28 +147,27 @@ def test_trainer_grad_norm_total_is_norm_over_all_parameters() -> None:
 
 
 def test_trainer_one_host_transfer_per_recorded_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tensor-op path, which also runs on CUDA, reads a step back with one `.tolist()`.
-    (The CPU's C kernels write into host memory directly: nothing to transfer.)"""
+    """The tensor-op path, which also runs on CUDA, reads a step back with one `.cpu()` and
+    nothing else. (The CPU's C kernels write into host memory directly: nothing to transfer.)"""
     monkeypatch.setenv("DEPTHSCOPE_NATIVE", "0")
-    calls = {"tolist": 0, "item": 0}
-    tolist, item = torch.Tensor.tolist, torch.Tensor.item
+    calls = {"cpu": 0, "tolist": 0, "item": 0}
+    originals = {name: getattr(torch.Tensor, name) for name in calls}
 
-    def counted_tolist(self: torch.Tensor) -> Any:
-        calls["tolist"] += 1
-        return tolist(self)
+    def counted(name: str) -> Any:
+        def call(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return originals[name](self, *args, **kwargs)
 
-    def counted_item(self: torch.Tensor) -> Any:
-        calls["item"] += 1
-        return item(self)
+        return call
 
     cfg = config(recording={"eval_every": 0, "histogram_every": 2}, training={"steps": 6})
     trainer = Trainer(cfg)
-    monkeypatch.setattr(torch.Tensor, "tolist", counted_tolist)
-    monkeypatch.setattr(torch.Tensor, "item", counted_item)
+    for name in calls:
+        monkeypatch.setattr(torch.Tensor, name, counted(name))
     gen = trainer.records()
     for _ in range(5):  # the last step also evaluates: a second transfer, by design
         next(gen)
-    assert calls == {"tolist": 5, "item": 0}
+    assert calls == {"cpu": 5, "tolist": 0, "item": 0}
 
 
 def test_trainer_unrecorded_step_dispatches_what_a_plain_step_does() -> None:

@@ -89,8 +89,9 @@ def manual_forward(net: DeepNet, x: Tensor, activation: str, k: int) -> dict[str
     skip = None
     for i, block in enumerate(net.blocks, start=1):
         z = functional.linear(x, block.linear.weight, block.linear.bias)
-        u = block.pre_norm(z)
-        h = block.post_norm(act_fn(activation, block)(u))
+        u = z if block.pre_norm is None else block.pre_norm(z)
+        h = act_fn(activation, block)(u)
+        h = h if block.post_norm is None else block.post_norm(h)
         if k and (i - 1) % k == 0:
             if skip is not None:
                 h = h + skip
@@ -347,17 +348,17 @@ def test_probe_op_count_does_not_grow_with_depth(
     a 40-layer network's statistics take exactly as many tensor ops as a 4-layer one's (and
     few of them): the copies before the update and the statistics after it."""
     monkeypatch.setenv("DEPTHSCOPE_NATIVE", "0")
-    names = ("before_update", "step_tensors")
+    names = ("before_update", "finish")
     shallow, deep = probe_ops(4, histogram_every, names), probe_ops(40, histogram_every, names)
     assert shallow == deep
-    assert shallow <= (60 if histogram_every else 30)
+    assert shallow <= (64 if histogram_every else 32)
 
 
-@pytest.mark.skipif(native.kernels() is None, reason="no C compiler to build the kernels")
+@pytest.mark.skipif(native.load() is None, reason="the C kernels were not built")
 @pytest.mark.parametrize("histogram_every", [0, 1])
 def test_probe_c_path_dispatches_no_statistics_op(histogram_every: int) -> None:
     """With the C kernels the probe's statistics take no tensor op at all: only reading the
     0-d loss and `clipped` back (one `_local_scalar_dense` each), at any depth."""
     names = ("before_update", "finish")
-    assert Trainer(tiny_config()).probe.kernels is not None
+    assert Trainer(tiny_config()).probe.backend_name == "C kernels"
     assert probe_ops(4, histogram_every, names) == probe_ops(40, histogram_every, names) == 2

@@ -13,17 +13,19 @@ from depthscope.probe.stats import (
     RowHistograms,
     RowMoments,
     WeightGroups,
-    histogram_size,
-    read_histograms,
+    accuracy,
+    histogram_views,
 )
+from depthscope.probe.transfer import histogram_size, read_histograms
 from torch import Tensor
 
 
-def moments(x: Tensor, centred: int, normed: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Run RowMoments once on a copy of x: (sums, norms, x as it left it)."""
+def moments(x: Tensor, centred: int, normed: int, first: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """Run RowMoments once on a copy of x, summing every row, centring rows first .. centred
+    and taking norms of rows first .. normed: (sums, norms, x as it left it)."""
     x = x.clone()
-    sums, norms = torch.empty(x.shape[0]), torch.empty(normed)
-    RowMoments(x, centred, normed, sums, norms)()
+    sums, norms = torch.empty(x.shape[0]), torch.empty(normed - first)
+    RowMoments(x, (0, x.shape[0]), (first, centred), (first, normed), sums, norms)()
     return sums, norms, x
 
 
@@ -35,19 +37,25 @@ def test_stats_moments_match_float64_reference() -> None:
     assert torch.allclose(norms.double() / math.sqrt(1000), ref.std(1, unbiased=False), rtol=1e-5)
 
 
-def test_stats_moments_centre_only_the_leading_rows() -> None:
-    """Rows past `centred` keep their values: their norm is about zero (dL/dh), and rows past
-    `normed` only get a sum (the health masks)."""
-    x = torch.tensor([[1.0, 3.0], [3.0, 4.0], [1.0, 0.0]])
-    sums, norms, after = moments(x, 1, 2)
-    assert sums.tolist() == [4.0, 7.0, 1.0]
+def test_stats_moments_centre_only_the_activation_rows() -> None:
+    """Rows before the centred ones only get a sum (the health masks); rows past them keep
+    their values, so their norm is about zero (dL/dh)."""
+    x = torch.tensor([[1.0, 0.0], [1.0, 3.0], [3.0, 4.0]])
+    sums, norms, after = moments(x, 2, 3, first=1)
+    assert sums.tolist() == [1.0, 4.0, 7.0]
     assert norms.tolist() == [pytest.approx(math.sqrt(2)), 5.0]
-    assert after.tolist() == [[-1.0, 1.0], [3.0, 4.0], [1.0, 0.0]]
+    assert after.tolist() == [[1.0, 0.0], [-1.0, 1.0], [3.0, 4.0]]
+
+
+def test_stats_moments_refuse_centring_rows_they_do_not_sum() -> None:
+    x = torch.zeros(3, 2)
+    with pytest.raises(ValueError, match="must be summed"):
+        RowMoments(x, (1, 3), (0, 2), (0, 3), torch.empty(2), torch.empty(3))
 
 
 def test_stats_moments_run_again_on_new_contents() -> None:
     x, sums, norms = torch.zeros(1, 4), torch.empty(1), torch.empty(1)
-    step = RowMoments(x, 1, 1, sums, norms)
+    step = RowMoments(x, (0, 1), (0, 1), (0, 1), sums, norms)
     for values in ([1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 2.0, 2.0]):
         x.copy_(torch.tensor([values]))
         step()
@@ -75,11 +83,18 @@ def histograms(
     """RowHistograms on the device (off the CPU it always scatters), then read_histograms on
     the host."""
     x = x.to(device)
-    out = torch.full((histogram_size(x.shape[0], bins),), math.nan, device=device)
+    rows = x.shape[0]
+    out = torch.full((histogram_size(rows, bins),), math.nan, device=device)
     before = x.clone()
-    RowHistograms(x.shape[0], x.shape[1], bins, out, scatter=scatter)(x)
+    RowHistograms(x.shape[1], bins, *histogram_views(out, rows, 0, rows), scatter=scatter)(x)
     assert torch.equal(x, before) or x.isnan().any()  # the input is left alone
-    return read_histograms(out.tolist(), x.shape[0], bins)
+    found = read_histograms(out.tolist(), x.shape[0], bins)
+    return [
+        (lo, hi, counts)
+        for lo, hi, counts in zip(
+            found.lo.tolist(), found.hi.tolist(), found.counts.tolist(), strict=True
+        )
+    ]
 
 
 @pytest.mark.parametrize("scatter", [False, True], ids=["bincount", "scatter"])
@@ -123,9 +138,9 @@ def test_stats_weight_groups_norms_in_list_order() -> None:
     groups.before_update(grads)
     for p, g in zip(params, grads, strict=True):  # an "optimizer step"
         p.sub_(0.1 * g)
-    out = torch.empty(groups.size)
+    out = torch.empty(groups.layout.size)
     groups.norms_(groups.slots(out))
-    grad, weight, update = groups.spread(out.tolist())
+    grad, weight, update = groups.layout.spread(out.tolist())
     assert grad == pytest.approx([float(g.norm()) for g in grads], rel=1e-6)
     assert weight == pytest.approx([float(b.norm()) for b in before], rel=1e-6)
     assert update == pytest.approx([0.1 * float(g.norm()) for g in grads], rel=1e-4)
@@ -137,9 +152,9 @@ def test_stats_weight_groups_copy_gradients_before_clipping() -> None:
     groups = WeightGroups(params)
     groups.before_update(grads)
     grads[0].mul_(0)  # clipping in place afterwards must not change the recorded norm
-    out = torch.empty(groups.size)
+    out = torch.empty(groups.layout.size)
     groups.norms_(groups.slots(out))
-    assert groups.spread(out.tolist())[0] == [6.0, 8.0]
+    assert groups.layout.spread(out.tolist())[0] == [6.0, 8.0]
 
 
 def test_stats_buffers_are_reused_for_the_same_shape() -> None:
@@ -148,3 +163,9 @@ def test_stats_buffers_are_reused_for_the_same_shape() -> None:
     first = scratch.get("a", (2, 3), like)
     assert scratch.get("a", (2, 3), like) is first
     assert scratch.get("a", (3, 3), like) is not first
+
+
+def test_stats_accuracy_is_nan_for_regression() -> None:
+    logits = torch.tensor([[0.0, 2.0], [3.0, 1.0], [0.0, 1.0]])
+    assert float(accuracy(logits, torch.tensor([1, 0, 0]))) == pytest.approx(2 / 3)
+    assert math.isnan(float(accuracy(logits, torch.zeros(3, 2))))

@@ -1,85 +1,116 @@
-"""The one transfer read on the host: a flat list filled slot by slot here, by hand, as the
-device would, and the StepRecord the Transfer makes of it."""
+"""The one transfer read on the host: a flat list filled slot by slot here, by hand, as a backend
+would, and the StepRecord the Transfer makes of it."""
 
 from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import pytest
-import torch
 from depthscope import METRICS
-from depthscope.probe.stats import WeightGroups
-from depthscope.probe.transfer import HEAD, Layout, Span, Transfer
+from depthscope.probe.metrics import (
+    DH_NORM,
+    H_SPREAD,
+    H_SUM,
+    U_HEALTHY,
+    U_LIVE,
+    Z_SPREAD,
+    Z_SUM,
+    Reduction,
+)
+from depthscope.probe.transfer import HEAD, Span, Structure, Transfer, WeightSlots
 
-WIDTH, N = 3, 6  # units, batch × units
+WIDTH, BATCH, OUTPUTS = 3, 2, 1  # units, samples, readout units
+N = BATCH * WIDTH
 
 
-def layout(**changes: bool) -> Layout:
-    fields = {
+def structure(**changes: Any) -> Structure:
+    fields: dict[str, Any] = {
+        "layers": 2,
+        "batch": BATCH,
+        "width": WIDTH,
+        "outputs": OUTPUTS,
         "h_is_z": False,
-        "g_rows": True,
+        "u_is": "z",
         "healthy": True,
         "active": True,
         "active_is_healthy": False,
         "others": True,
-        "histograms": False,
+        "hooks": False,
     }
-    return Layout(layers=2, n=N, width=WIDTH, **{**fields, **changes})
+    return Structure(**{**fields, **changes})
 
 
-def groups() -> WeightGroups:
-    weights = [torch.zeros(WIDTH, 2), torch.zeros(WIDTH, WIDTH), torch.zeros(1, WIDTH)]
-    return WeightGroups(weights)
+def slots() -> WeightSlots:
+    return WeightSlots([WIDTH * 2, WIDTH * WIDTH, WIDTH])  # three sizes: three groups
+
+
+def transfer(histograms: bool = False, bins: int = 4, **changes: Any) -> Transfer:
+    return Transfer(structure(**changes), slots(), bins, histograms)
 
 
 def weight_numbers(
-    wg: WeightGroups, grad: list[float], before: list[float], update: list[float]
+    ws: WeightSlots, grad: list[float], before: list[float], update: list[float]
 ) -> list[float]:
-    """The weight slot as the device writes it: per group, [3 × members] in group order."""
-    rows = [grad, before, update]
-    slot = [0.0] * wg.size
-    for (row, i), pos in _positions(wg).items():
-        slot[pos] = rows[row][i]
-    return slot
+    """The weights' span as a backend writes it: per group, [3 × members] in group order."""
+    rows, span = [grad, before, update], [0.0] * ws.size
+    for row in range(3):
+        for i, pos in enumerate(ws.positions[row]):
+            span[pos] = rows[row][i]
+    return span
 
 
-def _positions(wg: WeightGroups) -> dict[tuple[int, int], int]:
-    count = len(wg.weights)
-    return {(k // count, k % count): pos for k, pos in enumerate(wg.host_order)}
-
-
-def fill(t: Transfer, slots: dict[str, list[float]]) -> list[float]:
+def fill(
+    t: Transfer,
+    head: list[float],
+    hidden: dict[Reduction, list[float]],
+    readout: dict[Reduction, float],
+    weights: list[float],
+) -> list[float]:
     flat = [math.nan] * t.size
-    for name, values in slots.items():
-        span: Span = getattr(t, name)
-        assert len(values) == span.stop - span.start, name
+    flat[t.head.start : t.head.stop] = head
+    assert set(hidden) == set(t.hidden)  # exactly the reductions this structure computes
+    for r, values in hidden.items():
+        span = t.hidden[r]
         flat[span.start : span.stop] = values
+    for r, value in readout.items():
+        flat[t.readout[r]] = value
+    flat[t.weights.start : t.weights.stop] = weights
     return flat
 
 
 def test_transfer_slots_tile_the_buffer() -> None:
-    t = Transfer(layout(histograms=True), groups(), bins=4)
-    spans = [t.head, t.sums, t.norms, t.g_norms, t.live, t.weights, *t.hist_hidden, t.hist_readout]
+    t = transfer(histograms=True)
+    readout = [Span(at, at + 1) for at in t.readout.values()]
+    spans = [t.head, *readout, *t.hidden.values(), t.weights, t.hist_hidden, t.hist_readout]
     assert spans[0].start == 0 and spans[-1].stop == t.size
     assert all(a.stop == b.start for a, b in itertools.pairwise(spans))
-    assert t.rows == 8 and t.centred == 4 and t.normed == 6  # z, h, dL/dh, then the masks
+    assert list(t.readout) == [Z_SUM, Z_SPREAD, DH_NORM]  # the logits' and dL/dlogits'
+    assert len(t.hist_hidden) == 4 * (2 + 4)  # h rows and dL/dh rows
+    # a batched backend's kinds of reduction sit together
+    assert t.span(U_HEALTHY, Z_SUM, H_SUM).stop == t.span(Z_SPREAD, H_SPREAD, DH_NORM).start
+    with pytest.raises(ValueError, match="not adjacent"):
+        t.span(Z_SUM, Z_SPREAD)
 
 
-def test_transfer_record_scales_and_divides_on_the_host() -> None:
-    wg = groups()
-    t = Transfer(layout(g_rows=False), wg, bins=4)
-    assert t.rows == 6 and t.normed == 4  # z, h, masks: dL/dh is apart
+def test_transfer_record_finishes_every_metric_on_the_host() -> None:
+    t = transfer()
+    ws = t.weight_slots
     flat = fill(
         t,
-        {
-            "head": [0.7, 0.5, 1.0, 0.1, 0.2, 0.3, 12.0],
-            "sums": [6.0, 12.0, 3.0, 0.0, 6.0, 3.0],  # z, h, healthy counts
-            "norms": [math.sqrt(N) * v for v in (1.0, 2.0, 3.0, 4.0)],
-            "g_norms": [5.0, 6.0],
-            "live": [3.0, 1.0],
-            "weights": weight_numbers(wg, [3.0, 4.0, 0.0], [1.0, 2.0, 0.0], [0.5, 1.0, 0.0]),
+        head=[0.7, 0.5, 1.0, 12.0],  # loss, accuracy, clipped, the others' gradient norm
+        hidden={
+            Z_SUM: [6.0, 12.0],
+            H_SUM: [3.0, 0.0],
+            Z_SPREAD: [math.sqrt(N) * v for v in (1.0, 2.0)],
+            H_SPREAD: [math.sqrt(N) * v for v in (3.0, 4.0)],
+            DH_NORM: [5.0, 6.0],
+            U_HEALTHY: [6.0, 3.0],
+            U_LIVE: [3.0, 1.0],
         },
+        readout={Z_SUM: 0.2, Z_SPREAD: 0.4 * math.sqrt(BATCH * OUTPUTS), DH_NORM: 0.3},
+        weights=weight_numbers(ws, [3.0, 4.0, 0.0], [1.0, 2.0, 0.0], [0.5, 1.0, 0.0]),
     )
     r = t.record(9, flat)
     assert (r.step, r.loss, r.accuracy, r.clipped) == (9, 0.7, 0.5, True)
@@ -87,83 +118,79 @@ def test_transfer_record_scales_and_divides_on_the_host() -> None:
     layers = r.layers
     assert list(layers) == list(METRICS)
     assert layers["preact_mean"] == [1.0, 2.0, 0.1] and layers["act_mean"] == [0.5, 0.0, 0.1]
-    assert layers["preact_std"] == pytest.approx([1.0, 2.0, 0.2])
-    assert layers["act_std"] == pytest.approx([3.0, 4.0, 0.2])
+    assert layers["preact_std"] == pytest.approx([1.0, 2.0, 0.4])
+    assert layers["act_std"] == pytest.approx([3.0, 4.0, 0.4])
     assert layers["act_grad_norm"] == [5.0, 6.0, 0.3]
-    assert layers["saturation"] == [0.0, 0.5, 0.0]
+    assert layers["saturation"] == [0.0, 0.5, 0.0]  # the readout is linear
     assert layers["dead"] == [0.0, pytest.approx(2 / 3), 0.0]
     assert layers["grad_norm"] == [3.0, 4.0, 0.0]
     assert layers["grad_to_weight"] == [3.0, 2.0, 0.0]  # 0 / a zeroed weight stays 0
     assert layers["update_ratio"] == [0.5, 0.5, 0.0]
-    assert r.histograms is None
+    assert r.histograms is None and r.known_finite
 
 
 def test_transfer_record_without_masks_or_others() -> None:
     """A linear activation: h is z, nothing saturates or dies, only the weights count."""
-    wg = groups()
-    t = Transfer(layout(h_is_z=True, healthy=False, active=False, others=False), wg, bins=4)
-    assert t.rows == t.normed == 4 and t.centred == 2 and t.head.stop == HEAD
+    t = transfer(h_is_z=True, healthy=False, active=False, others=False)
+    assert set(t.hidden) == {Z_SUM, Z_SPREAD, DH_NORM} and t.head.stop == HEAD
+    assert t.slot(H_SUM) == t.hidden[Z_SUM] and t.slot(U_HEALTHY) is None
     flat = fill(
         t,
-        {
-            "head": [0.7, math.nan, 0.0, 0.1, 0.2, 0.3],
-            "sums": [6.0, -6.0, 0.0, 0.0],
-            "norms": [math.sqrt(N), 0.0, 1.0, 2.0],
-            "weights": weight_numbers(wg, [3.0, 4.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]),
-        },
+        head=[0.7, math.nan, 0.0],
+        hidden={Z_SUM: [6.0, -6.0], Z_SPREAD: [math.sqrt(N), 0.0], DH_NORM: [1.0, 2.0]},
+        readout={Z_SUM: 0.2, Z_SPREAD: 0.0, DH_NORM: 0.3},
+        weights=weight_numbers(t.weight_slots, [3.0, 4.0, 0.0], [1.0, 1.0, 1.0], [0.0] * 3),
     )
     r = t.record(0, flat)
     assert r.accuracy is None and r.clipped is False and r.grad_norm_total == 5.0
     assert r.layers["act_mean"] == r.layers["preact_mean"] == [1.0, -1.0, 0.1]
+    assert r.layers["act_std"] == r.layers["preact_std"] == [1.0, 0.0, 0.0]
     assert r.layers["act_grad_norm"] == [1.0, 2.0, 0.3]
     assert r.layers["saturation"] == r.layers["dead"] == [0.0, 0.0, 0.0]
 
 
 def test_transfer_record_turns_non_finite_into_none() -> None:
-    wg = groups()
-    t = Transfer(layout(), wg, bins=4)
+    t = transfer()
+    hidden = {r: [1.0, 1.0] for r in t.hidden}
+    hidden[Z_SPREAD] = [0.0, math.nan]
     flat = fill(
         t,
-        {
-            "head": [math.inf, 0.5, 0.0, 0.1, 0.2, 0.3, 0.0],
-            "sums": [0.0] * 8,
-            "norms": [0.0, math.nan, 0.0, 0.0, 1.0, 1.0],
-            "g_norms": [],
-            "live": [3.0, 3.0],
-            "weights": weight_numbers(wg, [1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]),
-        },
+        head=[math.inf, 0.5, 0.0, 0.0],
+        hidden=hidden,
+        readout={Z_SUM: 0.0, Z_SPREAD: 0.0, DH_NORM: 0.3},
+        weights=weight_numbers(t.weight_slots, [1.0] * 3, [1.0] * 3, [0.0] * 3),
     )
     r = t.record(3, flat)
-    assert r.loss is None
-    assert r.layers["preact_std"] == [0.0, None, 0.2]
+    assert r.loss is None and not r.known_finite  # the divergence check will look
+    assert r.layers["preact_std"] == [0.0, None, 0.0]
     assert r.layers["act_grad_norm"] == [1.0, 1.0, 0.3]
     assert None not in r.layers["grad_norm"]
 
 
 def test_transfer_reads_histograms_per_kind_with_the_readout_last() -> None:
-    wg, bins = groups(), 2
-    t = Transfer(layout(histograms=True), wg, bins=bins)
-    # one block of 4 rows (h1, h2, g1, g2), then the readout's 2 (logits, dL/dlogits)
+    bins = 2
+    t = transfer(histograms=True, bins=bins)
+    # one block of 4 rows (h1, h2, dL/dh1, dL/dh2), then the readout's 2 (logits, dL/dlogits)
     lo, hi = [0.0, 1.0, math.nan, 3.0], [1.0, 2.0, math.nan, 4.0]
-    hidden = [*lo, *hi, 1, 2, 3, 4, 5, 6, 7, 8]
-    readout = [9.0, -1.0, 10.0, 1.0, 5, 6, 0, 4]
     flat = fill(
         t,
-        {
-            "head": [0.0] * 7,
-            "sums": [0.0] * 8,
-            "norms": [0.0] * 6,
-            "g_norms": [],
-            "live": [3.0, 3.0],
-            "weights": [1.0] * wg.size,
-            "hist_readout": readout,
-        },
+        head=[0.0] * 4,
+        hidden={r: [1.0, 1.0] for r in t.hidden},
+        readout={Z_SUM: 0.0, Z_SPREAD: 0.0, DH_NORM: 0.0},
+        weights=[1.0] * t.weight_slots.size,
     )
-    (span,) = t.hist_hidden
-    flat[span.start : span.stop] = hidden
+    flat[t.hist_hidden.start : t.hist_hidden.stop] = [*lo, *hi, 1, 2, 3, 4, 5, 6, 7, 8]
+    flat[t.hist_readout.start : t.hist_readout.stop] = [9.0, -1.0, 10.0, 1.0, 5, 6, 0, 4]
     r = t.record(0, flat)
     assert r.histograms is not None
     act, grad = r.histograms["act"], r.histograms["act_grad"]
     assert act.lo == [0.0, 1.0, 9.0] and act.hi == [1.0, 2.0, 10.0]
     assert act.counts == [[1, 2], [3, 4], [5, 6]]
     assert grad.lo == [None, 3.0, -1.0] and grad.counts == [[0, 0], [7, 8], [0, 4]]
+
+
+def test_transfer_weight_slots_group_equal_sizes() -> None:
+    ws = WeightSlots([6, 9, 6])  # the first and the last share a group
+    assert ws.groups == [[0, 2], [1]] and ws.size == 9
+    values = [float(i) for i in range(ws.size)]
+    assert ws.spread(values) == [[0.0, 6.0, 1.0], [2.0, 7.0, 3.0], [4.0, 8.0, 5.0]]

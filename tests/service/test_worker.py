@@ -6,11 +6,14 @@ import os
 import subprocess
 import sys
 import threading
+from multiprocessing import forkserver
 from pathlib import Path
 
 from conftest import tiny_config
 from depthscope import RunConfig, StepRecord, iter_records
 from depthscope.presets import BY_ID
+from depthscope.probe.backends import kernels
+from depthscope.service import runs
 from depthscope.service.store import RunStore
 from depthscope.service.worker import RecordWriter, ServerWatch, run_worker
 
@@ -88,7 +91,7 @@ def test_server_watch_notices_a_vanished_server() -> None:
 def loaded_after_import(module: str) -> str:
     """Whether the probe's C kernels are loaded once `module` is imported, in a fresh process."""
     kernels = "depthscope.probe.backends.kernels"
-    code = f"import {module}, {kernels} as n; print(n._load.cache_info().currsize)"
+    code = f"import sys, {module}, {kernels} as n; print(int(n.MODULE in sys.modules))"
     env = {k: v for k, v in os.environ.items() if k != "DEPTHSCOPE_NATIVE"}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
@@ -96,8 +99,12 @@ def loaded_after_import(module: str) -> str:
     return done.stdout.strip()
 
 
-def test_worker_module_loads_the_kernels_for_every_forked_run() -> None:
-    """The fork server imports the worker module: the kernels are built or loaded there once,
-    and each run's process inherits them. Importing the engine alone loads nothing."""
+def test_worker_kernels_are_loaded_once_by_the_fork_server() -> None:
+    """Importing the engine or the worker loads nothing; the fork server preloads the module
+    that loads the kernels, so each run's process inherits them."""
     assert loaded_after_import("depthscope.engine.trainer") == "0"
-    assert loaded_after_import("depthscope.service.worker") == "1"
+    assert loaded_after_import("depthscope.service.worker") == "0"
+    built = "1" if kernels.load() is not None else "0"
+    assert loaded_after_import("depthscope.probe.backends.preload") == built
+    runs._context()
+    assert "depthscope.probe.backends.preload" in vars(forkserver._forkserver)["_preload_modules"]

@@ -48,9 +48,9 @@ def spectrum_skip_reason(depth: int, width: int, inputs: int = SPECTRUM_INPUTS) 
     return None
 
 
-def _norm_jacobian(norm: nn.Module, z: Tensor, jac: Tensor) -> Tensor:
-    """d norm(z) @ jac for z [inputs, n] and jac [inputs, n, m], in eval mode."""
-    if isinstance(norm, nn.Identity):
+def _norm_jacobian(norm: nn.Module | None, z: Tensor, jac: Tensor) -> Tensor:
+    """d norm(z) @ jac for z [inputs, n] and jac [inputs, n, m], in eval mode (None: none)."""
+    if norm is None or isinstance(norm, nn.Identity):
         return jac
     if isinstance(norm, nn.BatchNorm1d):  # running statistics: an affine map per unit
         assert norm.running_var is not None
@@ -70,14 +70,16 @@ def _norm_jacobian(norm: nn.Module, z: Tensor, jac: Tensor) -> Tensor:
 
 
 def _block(block: Block, slope: Derivative, x: Tensor, jac: Tensor) -> tuple[Tensor, Tensor]:
-    """A block's output and its Jacobian times `jac`, in Block.forward's order:
-    Linear -> pre_norm -> activation -> post_norm."""
-    z = block.linear(x)
-    u = block.pre_norm(z)
-    a = block.act(u)
-    jac = _norm_jacobian(block.pre_norm, z, torch.matmul(block.linear.weight, jac))
+    """A block's output and its Jacobian times `jac`, in the order of Block.parts():
+    Linear -> [pre-norm] -> activation -> [post-norm] (None where there is none)."""
+    linear, pre_norm, act, post_norm = block.parts()
+    z = linear(x)
+    u = z if pre_norm is None else pre_norm(z)
+    a = u if act is None else act(u)
+    jac = _norm_jacobian(pre_norm, z, torch.matmul(block.linear.weight, jac))
     jac = slope(u.unsqueeze(0), [block.act]).squeeze(0).unsqueeze(2) * jac
-    return block.post_norm(a), _norm_jacobian(block.post_norm, a, jac)
+    h = a if post_norm is None else post_norm(a)
+    return h, _norm_jacobian(post_norm, a, jac)
 
 
 def _after_first_block(model: DeepNet, h1: Tensor) -> Tensor:
@@ -111,7 +113,11 @@ def singular_values(model: DeepNet, inputs: Tensor) -> list[float] | None:
             values = torch.linalg.svdvals(jac).flatten()
     finally:
         model.train(was_training)
-    return [float(v) for v in values.sort(descending=True).values.cpu()]
+    values = values.sort(descending=True).values
+    if values.device.type != "cpu":  # one transfer of its own on a GPU; none on the CPU
+        values = values.cpu()
+    result: list[float] = values.numpy().tolist()
+    return result
 
 
 @dataclass(frozen=True)

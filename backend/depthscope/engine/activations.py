@@ -21,6 +21,8 @@ Derivative = Callable[[Tensor, Sequence[nn.Module]], Tensor]
 
 # |f'(u)| below this fraction of max |f'| counts as saturated.
 SATURATION_FRACTION = 0.05
+# The kinds of HealthRule; the C kernels export theirs and the probe checks the two agree.
+RULE_KINDS = ("within", "above", "relu", "prelu", "gelu", "silu")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,10 @@ class HealthRule:
 
     kind: str
     param: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in RULE_KINDS:
+            raise ValueError(f"unknown health rule kind {self.kind!r}: one of {RULE_KINDS}")
 
     @property
     def can_die(self) -> bool:

@@ -3,7 +3,9 @@ skips, and a linear readout.
 
 The probe reads each block's pre-activation z, activation input u and output h through a
 `Taps` object it attaches for the steps it records: three list appends per block, which costs
-far less than three Python forward hooks per block would at depth 100.
+far less than three Python forward hooks per block would at depth 100. A step no one records,
+without residual skips, runs the modules as one flat chain, exactly as `nn.Sequential` would:
+no Identity modules (an unused norm, the linear activation), no per-block bookkeeping.
 """
 
 from __future__ import annotations
@@ -40,23 +42,38 @@ def same_tensors(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:
     return all(x is y for x, y in zip(a, b, strict=True))
 
 
+Parts = tuple[nn.Module, nn.Module | None, nn.Module | None, nn.Module | None]
+
+
 class Block(nn.Module):
+    """Linear -> [norm] -> activation -> [norm]: the norm, where there is one, sits on the
+    side `norm_position` says; the other side has none (not an Identity module: one module
+    fewer to build, to call and to walk)."""
+
     def __init__(self, n_in: int, width: int, config: ModelConfig) -> None:
         super().__init__()
         self.linear = nn.Linear(n_in, width, bias=config.bias)
+        norm = None if config.norm == "none" else NORMS[config.norm](width)
         pre = config.norm_position == "pre_activation"
-        self.pre_norm = NORMS[config.norm](width) if pre else nn.Identity()
+        self.pre_norm: nn.Module | None = norm if pre else None
         self.act = ACTIVATIONS[config.activation].make()
-        self.post_norm = nn.Identity() if pre else NORMS[config.norm](width)
+        self.post_norm: nn.Module | None = None if pre else norm
 
-    def forward(self, x: Tensor, taps: Taps | None = None) -> Tensor:
-        z = self.linear(x)
-        u = self.pre_norm(z)
-        h: Tensor = self.post_norm(self.act(u))
-        if taps is not None:
-            taps.z.append(z)
-            taps.u.append(u)
-        return h
+    def forward(self, x: Tensor) -> Tensor:
+        return _run(self.parts(), x)
+
+    def parts(self) -> Parts:
+        """linear, pre-norm, activation, post-norm; None where there is none (the linear
+        activation is an Identity: None too)."""
+        act = None if isinstance(self.act, nn.Identity) else self.act
+        return (self.linear, self.pre_norm, act, self.post_norm)
+
+
+def _run(parts: Parts, x: Tensor) -> Tensor:
+    for module in parts:
+        if module is not None:
+            x = module(x)
+    return x
 
 
 class DeepNet(nn.Module):
@@ -72,6 +89,16 @@ class DeepNet(nn.Module):
         self.residual_every = config.residual_every
         self.activation = config.activation
         self.taps: Taps | None = None
+        # The same modules, gathered once (plain tuples: not registered twice): per block its
+        # parts, and the whole network as the flat chain a step without taps or skips runs.
+        self._parts: tuple[Parts, ...] = tuple(b.parts() for b in self.block_list)
+        chain = [m for parts in self._parts for m in parts if m is not None]
+        self._chain: tuple[nn.Module, ...] = (*chain, self.readout)
+
+    def tap(self, taps: Taps | None) -> None:
+        """Start (or, with None, stop) filling `taps` in the forward passes. Straight into the
+        instance's dict: nn.Module's __setattr__ costs microseconds a call, twice a step."""
+        self.__dict__["taps"] = taps
 
     @property
     def linears(self) -> list[nn.Linear]:
@@ -87,11 +114,21 @@ class DeepNet(nn.Module):
         return layer_names(len(self.blocks))
 
     def forward(self, x: Tensor) -> Tensor:
-        taps = self.taps
+        if self.taps is None and not self.residual_every:  # as nn.Sequential runs it
+            for module in self._chain:
+                x = module(x)
+            return x
+        return self._forward_with_taps_or_skips(x, self.taps)
+
+    def _forward_with_taps_or_skips(self, x: Tensor, taps: Taps | None) -> Tensor:
         k = self.residual_every
         skip_from = None  # the output a skip connection starts at
-        for i, block in enumerate(self.blocks, start=1):
-            x = block(x, taps)
+        for i, (linear, pre_norm, act, post_norm) in enumerate(self._parts, start=1):
+            z = linear(x)
+            u = z if pre_norm is None else pre_norm(z)
+            x = u if act is None else act(u)
+            if post_norm is not None:
+                x = post_norm(x)
             # A skip spans blocks j+1..j+k for j = 1, 1+k, ...: it starts after the first
             # block, whose input has the data's width rather than the network's.
             if k and (i - 1) % k == 0:
@@ -99,6 +136,8 @@ class DeepNet(nn.Module):
                     x = x + skip_from
                 skip_from = x
             if taps is not None:
+                taps.z.append(z)
+                taps.u.append(u)
                 taps.h.append(x)
         logits: Tensor = self.readout(x)
         if taps is not None:

@@ -60,6 +60,7 @@ class Trainer:
         self.optimizer = OPTIMIZERS[t.optimizer](self.model.parameters(), t.lr, t.weight_decay)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.probe = Probe(self.model)
+        self._layer_names = self.model.layer_names  # made once: checked after every record
         m = config.model
         self.spectrum_skipped = spectrum_skip_reason(m.depth, m.width, SPECTRUM_INPUTS)
         self._not_clipped = torch.zeros((), dtype=torch.bool, device=self.device)
@@ -71,7 +72,7 @@ class Trainer:
 
     @property
     def layer_names(self) -> list[str]:
-        return self.model.layer_names
+        return self._layer_names
 
     # -- pieces of a step -------------------------------------------------------------------
     def _batch_indices(self, g: torch.Generator) -> Iterator[Tensor]:

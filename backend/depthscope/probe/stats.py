@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-TINY = 1e-30
+from depthscope.probe.metrics import TINY
+from depthscope.probe.transfer import WeightSlots
 
 
 def or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
@@ -46,54 +47,67 @@ class Buffers:
         return buf
 
 
+Rows = tuple[int, int]  # rows start .. stop of a buffer
+
+
 class RowMoments:
     """Bound once to a [rows, n] buffer `x` and to slots for the results; each call reduces
-    the buffer's current contents: the sum of every row into `sums` [rows], then the first
-    `centred` rows are centred in place and the norms of the first `normed` rows (≥ centred)
-    go into `norms`: about the row's mean for the centred rows, about zero for the rest.
+    the buffer's current contents: the sum of each `summed` row into `sums`, then the
+    `centred` rows (summed ones) are centred in place on their means, and the norm of each
+    `normed` row goes into `norms`: about the row's mean for the centred rows, about zero for
+    the rest.
 
     The spread is the norm of values centred on their exact mean: a deep sigmoid net's
     activations collapse to a near-constant, where E[x²] − E[x]² in float32 would return noise.
     Views are made here, once: on the CPU each costs a few µs a step."""
 
-    def __init__(self, x: Tensor, centred: int, normed: int, sums: Tensor, norms: Tensor) -> None:
-        self.x, self.sums, self.norms = x, sums, norms
-        self.centred, self.means_from = x[:centred], sums[:centred].unsqueeze(1)
-        self.normed = x[:normed]
+    def __init__(
+        self, x: Tensor, summed: Rows, centred: Rows, normed: Rows, sums: Tensor, norms: Tensor
+    ) -> None:
+        if not summed[0] <= centred[0] <= centred[1] <= summed[1]:
+            raise ValueError(f"centred rows {centred} must be summed ({summed})")
+        self.summed, self.sums, self.norms = x[slice(*summed)], sums, norms
+        self.centred = x[slice(*centred)]
+        first = centred[0] - summed[0]
+        self.means_from = sums[first : first + centred[1] - centred[0]].unsqueeze(1)
+        self.normed = x[slice(*normed)]
         self.inv_n = 1.0 / x.shape[1]
 
     def __call__(self) -> None:
-        torch.sum(self.x, 1, out=self.sums)
+        torch.sum(self.summed, 1, out=self.sums)
         self.centred.sub_(self.means_from, alpha=self.inv_n)
         torch.linalg.vector_norm(self.normed, dim=1, out=self.norms)
 
 
-def histogram_size(rows: int, bins: int) -> int:
-    """How many numbers `RowHistograms` writes for `rows` rows: lo, hi, then the counts."""
-    return rows * (2 + bins)
-
-
 class RowHistograms:
     """Equal-width histograms of each row of a [rows, n] tensor between the row's min and
-    max, written into `out` [rows × (2 + bins)] as lo [rows], hi [rows], counts [rows, bins].
+    max, written into three views of the caller's buffer: lo [rows], hi [rows] and the counts
+    [rows × bins] (transfer.py's histogram block, or a part of it).
 
     A row holding a non-finite value gets a non-finite lo or hi (NaN propagates, ±inf shows)
-    and meaningless counts; `read_histograms` empties it on the host. The input is not
-    modified. Scratch space and views are made once, here.
+    and meaningless counts; `transfer.read_histograms` empties it on the host. The input is
+    not modified. Scratch space and views are made once, here.
 
     Counting: `bincount` on the CPU (fastest there); elsewhere it reads its input's min and max
     back to the host to size its output, a sync the probe's one-transfer rule forbids, so off
     the CPU (or with `scatter=True`) the counts are a scatter-add of ones into the slot."""
 
     def __init__(
-        self, rows: int, n: int, bins: int, out: Tensor, scatter: bool | None = None
+        self,
+        n: int,
+        bins: int,
+        lo: Tensor,
+        hi: Tensor,
+        counts: Tensor,
+        scatter: bool | None = None,
     ) -> None:
+        rows, out = lo.shape[0], lo
         self.bins = bins
         self.scatter = out.device.type != "cpu" if scatter is None else scatter
         self.ones = torch.ones(rows * n if self.scatter else 0, dtype=out.dtype, device=out.device)
-        self.lo, self.hi = out[:rows], out[rows : 2 * rows]
+        self.lo, self.hi = lo, hi
         self.lo2, self.hi2 = self.lo.unsqueeze(1), self.hi.unsqueeze(1)
-        self.counts = out[2 * rows :]
+        self.counts = counts
         self.frac = torch.empty(rows, n, dtype=out.dtype, device=out.device)
         # int32, not int64: half the memory and copy time, and bincount takes it as fast
         self.index = torch.empty(rows, n, dtype=torch.int32, device=out.device)
@@ -134,6 +148,17 @@ def read_histograms(flat: Sequence[float], rows: int, bins: int) -> list[HostHis
     return found
 
 
+def histogram_views(
+    block: Tensor, rows: int, first: int, count: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Rows first .. first + count of a block of `rows` histograms (transfer.py's format: lo,
+    hi, then the counts) as the (lo, hi, counts) views a RowHistograms writes through."""
+    bins = (block.shape[0] - 2 * rows) // rows if rows else 0
+    lo, hi, counts = block[:rows], block[rows : 2 * rows], block[2 * rows :]
+    stop = first + count
+    return lo[first:stop], hi[first:stop], counts[first * bins : stop * bins]
+
+
 class WeightGroups:
     """Per weight matrix (or any parameter): the norm of its gradient, of its value before the
     update, and of the update, in a few ops whatever the depth. Tensors of equal size (a deep
@@ -142,12 +167,10 @@ class WeightGroups:
     `_foreach_norm`, which loops tensor by tensor. The gradients are copied before clipping,
     so their norms are the pre-clip ones."""
 
-    def __init__(self, weights: Sequence[Tensor]) -> None:
-        groups: dict[int, list[int]] = {}
-        for i, w in enumerate(weights):
-            groups.setdefault(w.numel(), []).append(i)
+    def __init__(self, weights: Sequence[Tensor], layout: WeightSlots | None = None) -> None:
+        self.layout = layout or WeightSlots([w.numel() for w in weights])
         self.weights = list(weights)
-        self.groups = list(groups.values())
+        self.groups = self.layout.groups
         # members whose shape differs from their group's first are stacked through a view
         self.shapes = [weights[g[0]].shape for g in self.groups]
         self.reshaped = [
@@ -169,18 +192,6 @@ class WeightGroups:
             for buf, g, shape in zip(self.buffers, self.groups, self.shapes, strict=True)
         ]
         self.members = [self._members(self.weights, g) for g in range(len(self.groups))]
-        # where each group's [3 × members] norms go in `norms_`'s output, and back on the host
-        self.spans: list[tuple[int, int]] = []
-        where: dict[tuple[int, int], int] = {}
-        pos = 0
-        for g in self.groups:
-            self.spans.append((pos, pos + 3 * len(g)))
-            for row in range(3):
-                for i in g:
-                    where[row, i] = pos
-                    pos += 1
-        self.size = pos  # how many numbers `norms_` writes
-        self.host_order = [where[r, i] for r in range(3) for i in range(len(self.weights))]
         self.pairs = [(buf[2], buf[1]) for buf in self.buffers]  # (after, before)
 
     def _members(self, tensors: Sequence[Tensor], g: int, detach: bool = True) -> list[Tensor]:
@@ -195,12 +206,12 @@ class WeightGroups:
 
     def slots(self, out: Tensor) -> list[Tensor]:
         """Views of `out` [size], one [3, members] slot per group, for `norms_` (made once)."""
-        return [out[a:b].view(3, -1) for a, b in self.spans]
+        return [out[a:b].view(3, -1) for a, b in self.layout.spans]
 
     def norms_(self, slots: Sequence[Tensor]) -> None:
         """After the update: per group, its [3 × members] norms of gradient, value before and
-        update, written into its slot (see `slots`). `spread` puts a host copy of them back in
-        weight order."""
+        update, written into its slot (see `slots`); WeightSlots.spread puts a host copy of
+        them back in weight order."""
         for buf, after, members, (delta, before), slot in zip(
             self.buffers, self.after, self.members, self.pairs, slots, strict=True
         ):
@@ -208,9 +219,9 @@ class WeightGroups:
             delta.sub_(before)
             torch.linalg.vector_norm(buf, dim=2, out=slot)
 
-    def spread(self, values: Sequence[float]) -> list[list[float]]:
-        """The numbers `norms_` wrote, as [row][weight] in the weights' order: gradient norms,
-        norms before the update, update norms."""
-        ordered = [values[k] for k in self.host_order]
-        count = len(self.weights)
-        return [ordered[r * count : (r + 1) * count] for r in range(3)]
+
+def accuracy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Fraction of correct classes, 0-d on the device; NaN for regression (float targets)."""
+    if targets.is_floating_point():
+        return torch.full((), math.nan, device=logits.device)
+    return torch.mean(logits.argmax(1) == targets, dtype=logits.dtype)  # no float copy

@@ -1,53 +1,78 @@
-"""The probe's one transfer: where each number of a recorded step sits in the flat buffer the
-device fills, and how the host turns that buffer, read back as a list, into a StepRecord.
+"""The probe's one transfer: where each reduction of a recorded step sits in the flat buffer a
+backend fills, and how the host turns that buffer, read back as a list, into a StepRecord.
 
-The device side (probe.py) writes every statistic with `out=` into its slot of one flat
-tensor, so a step ends with one `.tolist()` and nothing to concatenate. The host side does
-the divisions, ratios and the total norm: for a few dozen numbers Python is cheaper than one
-device op each.
+The slots follow the metric registry's vocabulary (metrics.py): per hidden layer one slot for
+each reduction this run's structure has (h's sums are z's when h is z; a count no activation
+input can fail is not computed), the readout's own few, the weights' norms, then the
+histograms. A backend writes each number straight into its slot, so a step ends with one read
+and nothing to concatenate; the host then finishes every metric from the reductions, as the
+registry says, on numpy arrays: one gather puts every reduction of every layer in a table,
+and each metric is an array op or two over it. Imports no torch.
 
-Slots, in order: the head (loss, accuracy, clipped, the readout's mean, std and gradient
-norm, then the other parameters' gradient norm if any), the hidden buffer's row sums and row
-norms, the dL/dh norms when dL/dh is not in the hidden buffer, the live-unit counts, the weight
-groups' norms, then the histograms.
+Slots, in order: the head (loss, accuracy, clipped, then the other parameters' gradient norm
+if any), the readout's reductions, the hidden layers' reductions in the vocabulary's order
+(ACTIVATION_REDUCTIONS: counts, sums, spreads and norms, so a batched backend writes each kind
+into adjacent slots), the weight groups' norms, then the histograms: h and dL/dh rows, then the
+readout's logits and dL/dlogits.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple
 
-from depthscope.probe.stats import (
-    TINY,
-    HostHistogram,
-    WeightGroups,
-    histogram_size,
-    read_histograms,
+import numpy as np
+import numpy.typing as npt
+
+from depthscope.probe.metrics import (
+    ACTIVATION_REDUCTIONS,
+    DW_NORM,
+    REDUCTIONS,
+    REGISTRY,
+    WEIGHT_REDUCTIONS,
+    Reduced,
+    Reduction,
 )
-from depthscope.records import HISTOGRAM_KINDS, METRICS, Histogram, Number, StepRecord, finite
+from depthscope.records import HISTOGRAM_KINDS, Histogram, Number, StepRecord, finite
 
-HEAD = 6  # loss, accuracy, clipped, readout mean, readout std, norm of dL/dlogits
+HEAD = 3  # loss, accuracy, clipped (then the other parameters' gradient norm, if any)
+READOUT_TENSORS = {"z": "z", "u": "z", "h": "z", "dh": "dh"}  # the readout's z, u, h: its logits
 
 
 @dataclass(frozen=True)
-class Layout:
-    """What a recorded step holds, decided by the model and by whether histograms are taken.
-
-    The hidden buffer stacks per-layer rows of batch × units numbers: z, then h unless it is
-    z, then dL/dh unless it is kept apart (only its norms without a histogram; a copy made by
-    hooks on large layers), then the activation's healthy mask."""
+class Structure:
+    """What every recorded step of a run holds, fixed by its model: sizes, which taps are the
+    same tensors, what the activation's health rule can count, and how dL/dh arrives."""
 
     layers: int  # hidden layers
-    n: int  # batch × units
-    width: int  # units
-    h_is_z: bool
-    g_rows: bool  # dL/dh rows are in the hidden buffer (else apart: norms, or a hooks' copy)
-    healthy: bool  # the activation has a healthy mask (linear: healthy everywhere)
-    active: bool  # ... and a mask of where f' != 0 (ReLU, PReLU: units can die)
-    active_is_healthy: bool  # one mask answers both (ReLU): counted per unit, not per row
+    batch: int
+    width: int  # units per hidden layer
+    outputs: int  # the readout's units per sample
+    h_is_z: bool  # no norm after the activation, no residual add, a linear activation
+    u_is: str  # the activation inputs: "z", "h" or "own" (a norm before the activation)
+    healthy: bool  # the activation has a health rule (linear: healthy everywhere)
+    active: bool  # ... and f' can be zero (ReLU, PReLU): units can die
+    active_is_healthy: bool  # one mask answers both (ReLU)
     others: bool  # parameters besides the weights (biases, norms) count towards the total
-    histograms: bool
+    hooks: bool  # large layers: dL/dh is taken as backpropagation makes it, not held
+
+    @property
+    def n(self) -> int:
+        return self.batch * self.width
+
+    def computed(self, reduction: Reduction) -> bool:
+        """Whether the backends compute this reduction for the hidden layers (rather than its
+        being another's, or a count that nothing can fail)."""
+        if reduction.of == "h" and self.h_is_z:
+            return False
+        if reduction.op == "healthy":
+            return self.healthy
+        if reduction.op == "live":
+            return self.active
+        return True
 
 
 @dataclass(frozen=True)
@@ -55,94 +80,158 @@ class Span:
     start: int
     stop: int
 
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def histogram_size(rows: int, bins: int) -> int:
+    """How many numbers a block of `rows` histograms takes: lo [rows], hi [rows], then the
+    counts [rows × bins]."""
+    return rows * (2 + bins)
+
+
+class HostHistograms(NamedTuple):
+    """A block of histograms on the host, per row: lo, hi and the counts [rows, bins]."""
+
+    lo: npt.NDArray[np.float64]
+    hi: npt.NDArray[np.float64]
+    counts: npt.NDArray[np.int64]
+
+
+def read_histograms(flat: npt.ArrayLike, rows: int, bins: int) -> HostHistograms:
+    """A block of histograms read on the host. A row with a non-finite bound has no
+    histogram: NaN bounds and zero counts."""
+    block = np.asarray(flat, dtype=np.float64)
+    lo, hi = block[:rows].copy(), block[rows : 2 * rows].copy()
+    counts = block[2 * rows : rows * (2 + bins)].reshape(rows, bins).astype(np.int64)
+    empty = ~(np.isfinite(lo) & np.isfinite(hi))
+    if empty.any():
+        lo[empty], hi[empty], counts[empty] = math.nan, math.nan, 0
+    return HostHistograms(lo, hi, counts)
+
+
+class WeightSlots:
+    """Where the weights' three norms (gradient, value before, update) go: weights of equal
+    size form a group (a batched backend reduces each group in one op), and each group's
+    [3 × members] norms are adjacent. `spread` puts them back in weight order."""
+
+    def __init__(self, sizes: Sequence[int]) -> None:
+        groups: dict[int, list[int]] = {}
+        for i, size in enumerate(sizes):
+            groups.setdefault(size, []).append(i)
+        self.count = len(sizes)
+        self.groups = list(groups.values())
+        self.spans: list[tuple[int, int]] = []  # per group, within the weights' span
+        where: dict[tuple[int, int], int] = {}
+        pos = 0
+        for g in self.groups:
+            self.spans.append((pos, pos + 3 * len(g)))
+            for row in range(3):
+                for i in g:
+                    where[row, i] = pos
+                    pos += 1
+        self.size = pos
+        # per row (gradient, value before, update) and weight: its position in the span
+        self.positions = [[where[row, i] for i in range(self.count)] for row in range(3)]
+        self.host_order = [p for row in self.positions for p in row]
+
+    def spread(self, values: Sequence[float]) -> list[list[float]]:
+        """The weights' span as [row][weight] in weight order."""
+        ordered = [values[k] for k in self.host_order]
+        count = self.count
+        return [ordered[r * count : (r + 1) * count] for r in range(3)]
+
 
 class Transfer:
-    """The slots of one Layout in the flat buffer, and the host's reading of them."""
+    """The slots of one layout (a run's Structure, with or without histograms) in the flat
+    buffer, and the host's reading of them."""
 
-    def __init__(self, layout: Layout, weight_groups: WeightGroups, bins: int) -> None:
-        self.layout, self.weight_groups, self.bins = layout, weight_groups, bins
-        layers = layout.layers
-        self.centred = layers if layout.h_is_z else 2 * layers  # activation rows: z, h
-        self.normed = self.centred + (layers if layout.g_rows else 0)
-        self.rows = self.normed + (layers if layout.healthy else 0)  # of the hidden buffer
-        # rows the moments' row sum covers: the mask rows too, unless they are counted apart
-        self.summed = self.normed if layout.active_is_healthy else self.rows
-        self.mask_row = self.normed
+    def __init__(
+        self, structure: Structure, weights: WeightSlots, bins: int, histograms: bool
+    ) -> None:
+        s = self.structure = structure
+        self.weight_slots, self.bins, self.histograms = weights, bins, histograms
+        layers = s.layers
         self.size = 0
-        self.head = self._span(HEAD + (1 if layout.others else 0))
-        self.sums = self._span(self.rows)
-        self.norms = self._span(self.normed)
-        self.g_norms = self._span(0 if layout.g_rows else layers)
-        self.live = self._span(layers if layout.active else 0)
-        self.weights = self._span(weight_groups.size)
-        # histograms: h and dL/dh rows (adjacent in the hidden buffer, else two blocks), then
-        # the readout's logits and dL/dlogits
-        blocks = (
-            (0, 0)
-            if not layout.histograms
-            else (2 * layers, 0)
-            if layout.g_rows
-            else (layers, layers)
-        )
-        self.hist_hidden = [self._span(histogram_size(rows, bins)) for rows in blocks if rows]
-        self.hist_readout = self._span(histogram_size(2, bins) if layout.histograms else 0)
+        self.head = self._span(HEAD + (1 if s.others else 0))
+        self.accuracy = self.head.start + 1
+        self.readout: dict[Reduction, int] = {}  # the readout's reductions: one slot each
+        for r in ACTIVATION_REDUCTIONS:
+            source = _readout_source(r)
+            if source is not None and source not in self.readout:
+                self.readout[source] = self._span(1).start
+        self.hidden: dict[Reduction, Span] = {
+            r: self._span(layers) for r in ACTIVATION_REDUCTIONS if s.computed(r)
+        }
+        self.weights = self._span(weights.size)
+        rows = 2 * layers if histograms else 0  # h rows, then dL/dh rows
+        self.hist_hidden = self._span(histogram_size(rows, bins))
+        self.hist_readout = self._span(histogram_size(2 if histograms else 0, bins))
+        # The host's reading: the buffer, then the sizes the counts are fractions of, in one
+        # float64 vector; `_index` gathers every reduction of every layer from it at once.
+        self._ext = np.zeros(self.size + 4)
+        self._ext[self.size :] = [s.n, s.width, s.batch * s.outputs, s.outputs]
+        self._index = np.array([self._positions(r) for r in REDUCTIONS], dtype=np.int64)
+        self._n = np.array([s.n] * layers + [s.batch * s.outputs], dtype=np.float64)
+        self._units = np.array([s.width] * layers + [s.outputs], dtype=np.float64)
 
     def _span(self, count: int) -> Span:
         self.size += count
         return Span(self.size - count, self.size)
 
-    def record(self, step: int, flat: list[float]) -> StepRecord:
-        """The StepRecord of the numbers the device wrote, read back as a list."""
-        lay, count = self.layout, self.layout.layers
-        head = flat[self.head.start : self.head.stop]
-        loss, accuracy, clipped, out_mean, out_std, dlogits = head[:HEAD]
-        sums = flat[self.sums.start : self.sums.stop]
-        norms = flat[self.norms.start : self.norms.stop]
-        n, width = lay.n, lay.width
-        root = math.sqrt(n)
-        z_mean = [s / n for s in sums[:count]]
-        z_std = [v / root for v in norms[:count]]
-        if lay.h_is_z:
-            h_mean, h_std = z_mean, z_std
-        else:
-            h_mean = [s / n for s in sums[count : 2 * count]]
-            h_std = [v / root for v in norms[count : 2 * count]]
-        if lay.g_rows:
-            g_norm = norms[self.centred : self.normed]
-        else:
-            g_norm = flat[self.g_norms.start : self.g_norms.stop]
-        if lay.healthy:
-            saturation = [1.0 - c / n for c in sums[self.mask_row : self.rows]]
-        else:
-            saturation = [0.0] * count
-        if lay.active:
-            dead = [1.0 - c / width for c in flat[self.live.start : self.live.stop]]
-        else:
-            dead = [0.0] * count
-        grad, before, update = self.weight_groups.spread(
-            flat[self.weights.start : self.weights.stop]
-        )
-        rows = {  # the readout is linear: never saturated or dead
-            "grad_norm": grad,
-            "act_grad_norm": [*g_norm, dlogits],
-            "grad_to_weight": [g / max(w, TINY) for g, w in zip(grad, before, strict=True)],
-            "update_ratio": [u / max(w, TINY) for u, w in zip(update, before, strict=True)],
-            "weight_norm": before,
-            "act_mean": [*h_mean, out_mean],
-            "act_std": [*h_std, out_std],
-            "preact_mean": [*z_mean, out_mean],
-            "preact_std": [*z_std, out_std],
-            "saturation": [*saturation, 0.0],
-            "dead": [*dead, 0.0],
-        }
+    def span(self, *reductions: Reduction) -> Span:
+        """The hidden layers' slots of these reductions together, which must be adjacent in
+        this order (a batched backend writes them with one op)."""
+        spans = [self.hidden[r] for r in reductions]
+        for a, b in itertools.pairwise(spans):
+            if a.stop != b.start:
+                raise ValueError(f"slots of {[str(r) for r in reductions]} are not adjacent")
+        return Span(spans[0].start, spans[-1].stop)
+
+    def slot(self, reduction: Reduction) -> Span | None:
+        """Where the hidden layers' values of a reduction are: its own slots, those of the
+        reduction it equals (h's are z's when h is z), or None for a count nothing fails."""
+        if reduction in self.hidden:
+            return self.hidden[reduction]
+        if reduction.of == "h" and self.structure.h_is_z:
+            return self.hidden.get(Reduction("z", reduction.op))
+        return None
+
+    def _positions(self, r: Reduction) -> list[int]:
+        """Where the host finds a reduction of each layer, hidden blocks then the readout, in
+        the buffer extended with the sizes (a count nothing fails is a whole size)."""
+        s, size, layers = self.structure, self.size, self.structure.layers
+        if r in WEIGHT_REDUCTIONS:
+            row = self.weight_slots.positions[WEIGHT_REDUCTIONS.index(r)]
+            return [self.weights.start + p for p in row]
+        span = self.slot(r)
+        whole = size if r.full == "n" else size + 1  # the hidden layers' n, or their units
+        hidden = list(range(span.start, span.stop)) if span is not None else [whole] * layers
+        source = _readout_source(r)
+        readout = self.readout[source] if source is not None else whole + 2
+        assert len(hidden) == s.layers
+        return [*hidden, readout]
+
+    # -- the host's reading ------------------------------------------------------------------
+    def reduced(self, flat: npt.ArrayLike) -> Reduced:
+        """Every reduction per layer, input to output, from the numbers the backend wrote."""
+        ext = self._ext
+        ext[: self.size] = flat
+        table = ext[self._index]  # [reductions, layers + 1], a copy
+        return Reduced(dict(zip(REDUCTIONS, table, strict=True)), self._n, self._units)
+
+    def record(self, step: int, flat: npt.ArrayLike) -> StepRecord:
+        """The StepRecord of the numbers the backend wrote (a list, or an array)."""
+        reduced = self.reduced(flat)
+        head = self._ext[self.head.start : self.head.stop].tolist()
+        loss, accuracy, clipped = head[:HEAD]
+        values = np.stack([metric.finish(reduced) for metric in REGISTRY])
+        all_finite = bool(np.isfinite(values).all())
+        rows: list[list[float]] = values.tolist()
         layers: dict[str, list[Number]] = {}
-        for metric in METRICS:
-            values = rows[metric]
-            if all(map(math.isfinite, values)):  # the usual case: no check value by value
-                layers[metric] = cast("list[Number]", values)
-            else:
-                layers[metric] = [finite(v) for v in values]
-        total = math.hypot(*grad, *head[HEAD:])
+        for metric, row in zip(REGISTRY, rows, strict=True):
+            layers[metric.name] = row if all_finite else [finite(v) for v in row]  # type: ignore[assignment]
+        total = math.hypot(*reduced[DW_NORM].tolist(), *head[HEAD:])
         return StepRecord(
             step=step,
             loss=finite(loss),
@@ -150,25 +239,33 @@ class Transfer:
             grad_norm_total=finite(total),
             clipped=bool(clipped),
             layers=layers,
-            histograms=self._histograms(flat) if lay.histograms else None,
+            histograms=self._histograms() if self.histograms else None,
+            known_finite=all_finite and math.isfinite(loss) and math.isfinite(total),
         )
 
-    def _histograms(self, flat: list[float]) -> dict[str, Histogram]:
-        layers, bins = self.layout.layers, self.bins
-        found: list[HostHistogram] = []
-        for span in self.hist_hidden:
-            found += read_histograms(
-                flat[span.start : span.stop], (span.stop - span.start) // (2 + bins), bins
-            )
-        logits, dlogits = read_histograms(
-            flat[self.hist_readout.start : self.hist_readout.stop], 2, bins
+    def _histograms(self) -> dict[str, Histogram]:
+        """The step's histograms, from the buffer `reduced` copied in."""
+        layers, bins, ext = self.structure.layers, self.bins, self._ext
+        hidden = read_histograms(
+            ext[self.hist_hidden.start : self.hist_hidden.stop], 2 * layers, bins
         )
-        by_kind = {"act": [*found[:layers], logits], "act_grad": [*found[layers:], dlogits]}
-        return {
-            kind: Histogram(
-                lo=[finite(h[0]) for h in by_kind[kind]],
-                hi=[finite(h[1]) for h in by_kind[kind]],
-                counts=[h[2] for h in by_kind[kind]],
+        readout = read_histograms(ext[self.hist_readout.start : self.hist_readout.stop], 2, bins)
+        rows = {"act": (slice(0, layers), 0), "act_grad": (slice(layers, 2 * layers), 1)}
+        found: dict[str, Histogram] = {}
+        for kind in HISTOGRAM_KINDS:
+            hidden_rows, readout_row = rows[kind]
+            lo = [*hidden.lo[hidden_rows].tolist(), float(readout.lo[readout_row])]
+            hi = [*hidden.hi[hidden_rows].tolist(), float(readout.hi[readout_row])]
+            counts = [*hidden.counts[hidden_rows].tolist(), readout.counts[readout_row].tolist()]
+            found[kind] = Histogram(
+                lo=[finite(v) for v in lo], hi=[finite(v) for v in hi], counts=counts
             )
-            for kind in HISTOGRAM_KINDS
-        }
+        return found
+
+
+def _readout_source(r: Reduction) -> Reduction | None:
+    """The reduction the readout computes for `r` (its z, u and h are all its logits), or None
+    for a count, which the linear readout never fails."""
+    if r.full is not None:
+        return None
+    return Reduction(READOUT_TENSORS[r.of], r.op)

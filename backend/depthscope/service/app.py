@@ -26,6 +26,7 @@ from depthscope import __version__
 from depthscope.service.api import router
 from depthscope.service.routes_analysis import router as analysis_router
 from depthscope.service.routes_explorer import router as explorer_router
+from depthscope.service.routes_metrics import router as metrics_router
 from depthscope.service.runs import RunManager
 from depthscope.service.security import SecurityHeaders, StreamSlots, exposure_warning, log
 from depthscope.service.settings import Settings
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.stream_slots = StreamSlots(settings.max_streams_per_client, settings.max_streams)
     app.include_router(router)
     app.include_router(explorer_router)  # boundaries, pause/advance/resume, lessons
+    app.include_router(metrics_router)
     app.include_router(analysis_router)  # theory, spectra, diagnoses, init scans
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     _mount_frontend(app)

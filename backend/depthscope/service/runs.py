@@ -48,8 +48,10 @@ class QueueFullError(Exception):
 
 def _context() -> ForkServerContext:
     ctx = multiprocessing.get_context("forkserver")
-    # torch.optim imports torch._dynamo on first use: seconds that every run would pay again.
-    ctx.set_forkserver_preload(["depthscope.service.worker", "torch._dynamo"])
+    # torch.optim imports torch._dynamo on first use: seconds that every run would pay again;
+    # the probe's C kernels are loaded there once too (probe/backends/preload.py).
+    preload = ["depthscope.service.worker", "depthscope.probe.backends.preload", "torch._dynamo"]
+    ctx.set_forkserver_preload(preload)
     return ctx
 
 

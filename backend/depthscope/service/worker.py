@@ -19,7 +19,6 @@ import torch
 from depthscope.engine.boundary import BoundaryFrame
 from depthscope.engine.config import RunConfig
 from depthscope.engine.trainer import RunResult, Trainer
-from depthscope.probe.backends import kernels as native
 from depthscope.records import StepRecord
 from depthscope.service.control import RunControl
 from depthscope.service.status import RunStatus
@@ -31,11 +30,6 @@ from depthscope.service.store import RunStore
 FLUSH_INTERVAL_S = 0.008
 FLUSH_MAX_RECORDS = 512
 PARKED_POLL_S = 0.2  # a paused worker wakes at once on news, and this often to watch the server
-
-# The probe's C kernels, built or loaded here, once: the run manager's fork server imports this
-# module, and every run's process is forked from it with the library already loaded (so no run
-# compiles, loads, or warns that there is no compiler, on its own).
-native.kernels()
 
 
 class StopFlag(Protocol):

@@ -1,21 +1,23 @@
-/* depthscope's statistics kernels for the CPU (see kernels.py, which compiles and calls them).
+/* depthscope's statistics kernels for the CPU (kernels.h declares them; module.c binds them
+ * to Python; the probe's native backend, backends/native.py, calls them).
  *
- * The portable probe (probe.py) reduces many layers per tensor op, but on small networks a
- * recorded step still pays for its ops, for copying every layer into one buffer, and for the
- * passes over that buffer. These kernels read each layer's tensors where autograd left them,
- * layer by layer while they are in the cache, one pass per tensor, and write every number
- * straight into its slot of the step's flat output buffer (transfer.py decides the slots;
- * `where` arrays give them). They compute the portable path's numbers from the same
- * definitions, equal to float rounding (histograms and counts exactly).
+ * The tensor-op backend reduces many layers per tensor op, but on small networks a recorded
+ * step still pays for its ops, for copying every layer into one buffer, and for the passes over
+ * that buffer. These kernels read each layer's tensors where autograd left them, layer by layer
+ * while they are in the cache, one pass per tensor, and write every number straight into its
+ * slot of the step's flat output buffer (transfer.py decides the slots; `where` arrays give
+ * them). They compute the tensor-op backend's numbers from the same definitions, equal to float
+ * rounding (histograms and counts exactly).
  *
- * Inputs are contiguous float32 arrays (kernels.py checks). Sums run in float lanes over
- * blocks of BLOCK values, each block's total then added in double: vectorised, and as
- * accurate as a pairwise sum for the sizes here. Nothing here is reassociated behind the
- * program's back (no -ffast-math): NaN and infinity propagate as in torch, so a diverging
- * layer still shows as non-finite.
+ * Inputs are contiguous float32 arrays (the backend checks). Sums run in float lanes over blocks
+ * of BLOCK values, each block's total then added in double: vectorised, and as accurate as a
+ * pairwise sum for the sizes here. Nothing is reassociated behind the program's back (no
+ * -ffast-math): NaN and infinity propagate as in torch, so a diverging layer still shows as
+ * non-finite. Every write into the output goes through PUT, which refuses an index outside it.
  */
+#include "kernels.h"
+
 #include <math.h>
-#include <stdint.h>
 #include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -26,9 +28,24 @@
 #endif
 #define INLINE static inline __attribute__((always_inline))
 
+/* out->data[at] = value, or return 1 with the index in out->bad when `at` lies outside. */
+#define PUT(out, at, value)                                         \
+    do {                                                            \
+        int64_t at_ = (at);                                         \
+        if (at_ < 0 || at_ >= (out)->size) {                        \
+            (out)->bad = at_;                                       \
+            return 1;                                               \
+        }                                                           \
+        (out)->data[at_] = (value);                                 \
+    } while (0)
+/* ... for the optional slots of a `where` table: -1 means not wanted */
+#define PUT_WANTED(out, at, value)                                  \
+    do {                                                            \
+        if ((at) != -1) PUT(out, at, value);                        \
+    } while (0)
+
 #define BLOCK 1024
 #define LANES 32 /* independent float accumulators: four AVX2 registers, no waiting on one */
-#define TINY 1e-30f /* as stats.TINY: the smallest histogram range */
 
 /* The sum over i in [0, n) of TERM (an expression in i), in LANES float accumulators per
  * block of BLOCK values, each block's total then added in double. */
@@ -103,37 +120,33 @@ INLINE void moments_of(const float *x, int64_t n, int64_t row, double *sum, doub
     *squares = about_mean < 0.0 ? 0.0 : about_mean; /* rounding only; NaN stays NaN */
 }
 
-/* Per array i of n[i] values: its norm into out[where[i]]; copied into copies[i] as well
- * unless copies is NULL. With where == NULL, the norm of all of them together into out[0]. */
-KERNEL void ds_norms(int count, const float *const *x, const int64_t *n, float *const *copies,
-                     float *out, const int64_t *where) {
-    double all = 0.0;
+
+/* Per array i of n[i] values: its norm into out[where[i]]; copied into copies[i] as well unless
+ * copies is NULL. */
+KERNEL int ds_norms(int count, const float *const *x, const int64_t *n, float *const *copies,
+                    Out *out, const int64_t *where) {
     for (int i = 0; i < count; i++) {
         double squares = squares_copy(x[i], copies ? copies[i] : NULL, n[i]);
-        if (where)
-            out[where[i]] = (float)sqrt(squares);
-        else
-            all += squares;
+        PUT(out, where[i], (float)sqrt(squares));
     }
-    if (!where) out[0] = (float)sqrt(all);
+    return 0;
+}
+
+/* The norm of all the arrays together into out[at]. */
+KERNEL int ds_total_norm(int count, const float *const *x, const int64_t *n, Out *out,
+                         int64_t at) {
+    double all = 0.0;
+    for (int i = 0; i < count; i++) all += squares_copy(x[i], NULL, n[i]);
+    PUT(out, at, (float)sqrt(all));
+    return 0;
 }
 
 /* Per pair i of n[i] values: the norm of a[i] − b[i] into out[where[i]]. */
-KERNEL void ds_difference_norms(int count, const float *const *a, const float *const *b,
-                                const int64_t *n, float *out, const int64_t *where) {
-    for (int i = 0; i < count; i++) out[where[i]] = (float)sqrt(squares_between(a[i], b[i], n[i]));
+KERNEL int ds_difference_norms(int count, const float *const *a, const float *const *b,
+                               const int64_t *n, Out *out, const int64_t *where) {
+    for (int i = 0; i < count; i++) PUT(out, where[i], (float)sqrt(squares_between(a[i], b[i], n[i])));
+    return 0;
 }
-
-/* The activation's health rules (activations.py, HealthRule): which inputs u leave the gradient
- * healthy (|f'(u)| at least the given fraction of its maximum) and which pass none (f' = 0). */
-enum {
-    HEALTH_WITHIN = 1, /* healthy where |u| <= param (sigmoid, tanh) */
-    HEALTH_ABOVE = 2,  /* healthy where u > param (leaky ReLU, ELU, SELU) */
-    HEALTH_RELU = 3,   /* healthy and active where u > 0 */
-    HEALTH_PRELU = 4,  /* 1 above zero, the layer's slope a below (param: the fraction) */
-    HEALTH_GELU = 5,   /* healthy where |gelu'(u)| >= param */
-    HEALTH_SILU = 6,   /* healthy where |silu'(u)| >= param */
-};
 
 INLINE int64_t count_within(const float *u, int64_t n, float bound) {
     int64_t total = 0;
@@ -210,48 +223,45 @@ INLINE int64_t health_of(const float *u, int64_t batch, int64_t width, int kind,
     return count_derivative_at_least(u, n, kind, param);
 }
 
-/* Columns of ds_hidden's `where` table, one row per layer: where each number goes in `out`
- * (-1: not wanted). */
-enum { Z_SUM, Z_NORM, H_SUM, H_NORM, HEALTHY, LIVE, G_NORM, COLUMNS };
-
-/* Every hidden layer's numbers, layer by layer so that its tensors are still in the cache
- * for the next pass over them: z's sum and spread (norm about its mean), the health counts
- * over the activation inputs u (when kind != 0), h's sum and spread (unless h is NULL: h is
- * z), and the norm of dL/dh (unless g is NULL: the hooks took it). Each tensor is
- * [batch, width]; slopes[i] points at layer i's PReLU slope (HEALTH_PRELU only); per_unit is
- * scratch space for width counts. */
-KERNEL void ds_hidden(int layers, int64_t batch, int64_t width, const float *const *z,
-                      const float *const *h, const float *const *u, const float *const *g,
-                      int kind, float param, const float *const *slopes, int32_t *per_unit,
-                      float *out, const int64_t *where) {
+/* Every hidden layer's numbers, layer by layer so that its tensors are still in the cache for
+ * the next pass over them: z's sum and spread (norm about its mean), the health counts over the
+ * activation inputs u (when kind != HEALTH_NONE), h's sum and spread (unless h is NULL: h is z),
+ * and the norm of dL/dh (unless g is NULL: the hooks took it). Each tensor is [batch, width];
+ * slopes[i] points at layer i's PReLU slope (HEALTH_PRELU only); per_unit is scratch space for
+ * width counts; where[i * COLUMNS + column] is the slot of layer i's number in that column. */
+KERNEL int ds_hidden(int layers, int64_t batch, int64_t width, const float *const *z,
+                     const float *const *h, const float *const *u, const float *const *g,
+                     int kind, float param, const float *const *slopes, int32_t *per_unit,
+                     Out *out, const int64_t *where) {
     int64_t n = batch * width;
     double sum, squares;
     for (int i = 0; i < layers; i++) {
         const int64_t *at = where + (int64_t)i * COLUMNS;
         moments_of(z[i], n, width, &sum, &squares);
-        out[at[Z_SUM]] = (float)sum;
-        out[at[Z_NORM]] = (float)sqrt(squares);
-        if (kind != 0) {
+        PUT(out, at[COL_Z_SUM], (float)sum);
+        PUT(out, at[COL_Z_SPREAD], (float)sqrt(squares));
+        if (kind != HEALTH_NONE) {
             int64_t live = 0;
             int64_t healthy = health_of(u[i], batch, width, kind, param,
                                         slopes ? slopes[i] : NULL, per_unit, &live);
-            out[at[HEALTHY]] = (float)healthy;
-            if (at[LIVE] >= 0) out[at[LIVE]] = (float)live;
+            PUT(out, at[COL_HEALTHY], (float)healthy);
+            PUT_WANTED(out, at[COL_LIVE], (float)live);
         }
         if (h) {
             moments_of(h[i], n, width, &sum, &squares);
-            out[at[H_SUM]] = (float)sum;
-            out[at[H_NORM]] = (float)sqrt(squares);
+            PUT(out, at[COL_H_SUM], (float)sum);
+            PUT(out, at[COL_H_SPREAD], (float)sqrt(squares));
         }
-        if (g) out[at[G_NORM]] = (float)sqrt(squares_copy(g[i], NULL, n));
+        if (g) PUT(out, at[COL_DH_NORM], (float)sqrt(squares_copy(g[i], NULL, n)));
     }
+    return 0;
 }
 
 /* The readout's numbers: the accuracy of logits [batch, classes] against targets (the first
- * largest logit wins, a NaN counting as largest, as torch.argmax does; NaN without targets),
- * the logits' mean and spread, and the norm of dL/dlogits, into out[where[0..3]]. */
-KERNEL void ds_readout(const float *logits, int64_t batch, int64_t classes, const int64_t *targets,
-                       const float *dlogits, float *out, const int64_t *where) {
+ * largest logit wins, a NaN counting as largest, as torch.argmax does; NaN without targets), the
+ * logits' sum and spread, and the norm of dL/dlogits, into out[where[READ_...]]. */
+KERNEL int ds_readout(const float *logits, int64_t batch, int64_t classes, const int64_t *targets,
+                      const float *dlogits, Out *out, const int64_t *where) {
     int64_t n = batch * classes;
     if (targets) {
         int64_t correct = 0;
@@ -262,26 +272,32 @@ KERNEL void ds_readout(const float *logits, int64_t batch, int64_t classes, cons
                 if (row[c] > row[best] || isnan(row[c])) best = c;
             correct += best == targets[b];
         }
-        out[where[0]] = (float)correct / (float)batch;
+        PUT(out, where[READ_ACCURACY], (float)correct / (float)batch);
     } else {
-        out[where[0]] = NAN;
+        PUT(out, where[READ_ACCURACY], NAN);
     }
     double sum, squares;
     moments_of(logits, n, classes, &sum, &squares);
-    out[where[1]] = (float)(sum / (double)n);
-    out[where[2]] = (float)sqrt(squares / (double)n);
-    out[where[3]] = (float)sqrt(squares_copy(dlogits, NULL, n));
+    PUT(out, where[READ_SUM], (float)sum);
+    PUT(out, where[READ_SPREAD], (float)sqrt(squares));
+    PUT(out, where[READ_DH_NORM], (float)sqrt(squares_copy(dlogits, NULL, n)));
+    return 0;
 }
 
 /* Equal-width histograms of arrays between their min and max, as stats.RowHistograms makes
  * them: per array i, lo into out[where_lo[i]], hi into out[where_hi[i]], and bins counts from
  * out[where_counts[i]]. An array holding NaN gets NaN bounds, one holding ±inf an infinite
- * bound; the host empties both (stats.read_histograms), so their counts are left at zero. */
-KERNEL void ds_histograms(int count, const float *const *x, const int64_t *n, int bins,
-                          float *out, const int64_t *where_lo, const int64_t *where_hi,
-                          const int64_t *where_counts) {
+ * bound; the host empties both (transfer.read_histograms), so their counts are left at zero. */
+KERNEL int ds_histograms(int count, const float *const *x, const int64_t *n, int bins, Out *out,
+                         const int64_t *where_lo, const int64_t *where_hi,
+                         const int64_t *where_counts) {
     for (int i = 0; i < count; i++) {
         const float *p = x[i];
+        int64_t first = where_counts[i];
+        if (bins < 1 || first < 0 || first > out->size - bins) {
+            out->bad = first;
+            return 1;
+        }
         float lo = INFINITY, hi = -INFINITY;
         int nan = 0;
         for (int64_t k = 0; k < n[i]; k++) {
@@ -291,18 +307,19 @@ KERNEL void ds_histograms(int count, const float *const *x, const int64_t *n, in
             nan |= v != v;
         }
         if (nan) lo = hi = NAN;
-        out[where_lo[i]] = lo;
-        out[where_hi[i]] = hi;
-        float *counts = out + where_counts[i];
+        PUT(out, where_lo[i], lo);
+        PUT(out, where_hi[i], hi);
+        float *counts = out->data + first; /* [first, first + bins) lies inside: checked above */
         memset(counts, 0, (size_t)bins * sizeof(float));
         if (!isfinite(lo) || !isfinite(hi)) continue;
         float range = hi - lo;
-        float scale = (float)bins / (range > TINY ? range : TINY);
+        float scale = (float)bins / (range > DS_TINY ? range : DS_TINY);
         float last = (float)(bins - 1);
         for (int64_t k = 0; k < n[i]; k++) {
             float f = (p[k] - lo) * scale;
             f = f < 0.0f ? 0.0f : (f > last ? last : f);
-            counts[(int)f] += 1.0f; /* floor: f >= 0 */
+            counts[(int)f] += 1.0f; /* floor: f >= 0, and at most bins - 1 */
         }
     }
+    return 0;
 }

@@ -1,56 +1,64 @@
-"""The probe's statistics on the CPU in C (kernels.c): compiled once per machine, called by ctypes.
+"""Finding the probe's C kernels: the extension module `_kernels`, built at install time.
 
-On small networks the portable probe costs more in tensor ops and copies than in arithmetic
-(docs/probe.md). These kernels read every layer's tensors where the forward and backward passes
-left them and write each number straight into its slot of the step's flat buffer, a handful
-of calls a step whatever the depth. They are used when training runs on the CPU and a C
-compiler is there to build them; otherwise, on CUDA, or with DEPTHSCOPE_NATIVE=0, the probe
-uses its portable tensor ops, which compute the same numbers.
-
-The shared library is built from kernels.c with the system's C compiler ($CC, else cc) into
-a cache directory ($DEPTHSCOPE_CACHE_DIR, else $XDG_CACHE_HOME/depthscope, else
-~/.cache/depthscope), named by a hash of the source and flags, so an edit rebuilds it and
-concurrent processes never load a half-written file. `main()` builds it ahead of time and
-says which path the probe will take (`make` runs it after installing).
+`pip install .` (and `pip install -e .`, which `make` runs) compiles kernels.c and module.c with
+the system's C compiler into `depthscope.probe.backends._kernels` (setup.py; optional: without a
+compiler the install goes on without it). Nothing is compiled or looked up at run time: `load()`
+imports that module on first use, once per process, and checks the tables it shares with Python
+(the hidden layers' columns, the readout's slots, the health rules' kinds, TINY, and, where the
+sources sit beside it, that they are the ones it was built from). A mismatch raises
+KernelMismatchError: numbers from kernels that disagree with the host's reading of them would
+be wrong, not slow. Without the module, or with DEPTHSCOPE_NATIVE=0, the probe uses tensor ops,
+which compute the same numbers. `python -m depthscope.probe.backends.kernels` says which.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import hashlib
+import importlib
 import logging
 import os
-import shutil
-import subprocess
-import tempfile
+import struct
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
 import torch
 from torch import Tensor
 
+from depthscope.engine.activations import RULE_KINDS
+from depthscope.probe.metrics import (
+    DH_NORM,
+    H_SPREAD,
+    H_SUM,
+    TINY,
+    U_HEALTHY,
+    U_LIVE,
+    Z_SPREAD,
+    Z_SUM,
+    Reduction,
+)
+
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("kernels.c")
-# -ffp-contract=off: no fused multiply-adds, so each float op rounds as torch's does (the
-# histograms' bin edges agree); -fopenmp-simd: vectorise the marked loops, no OpenMP runtime.
-FLAGS = ("-O3", "-shared", "-fPIC", "-fopenmp-simd", "-ffp-contract=off", "-fno-math-errno")
-HEALTH_KINDS = {"within": 1, "above": 2, "relu": 3, "prelu": 4, "gelu": 5, "silu": 6}
-# ds_hidden's `where` table: per layer, the slot of each of these numbers (-1: not wanted)
-HIDDEN_COLUMNS = ("z_sum", "z_norm", "h_sum", "h_norm", "healthy", "live", "g_norm")
+MODULE = "depthscope.probe.backends._kernels"
+HERE = Path(__file__).parent
+SOURCES = ("kernels.c", "module.c", "kernels.h")  # setup.py hashes them in this order
+# The hidden kernel's `where` columns and the readout kernel's slots, as kernels.h orders them.
+HIDDEN_COLUMNS: tuple[Reduction, ...] = (
+    Z_SUM,
+    Z_SPREAD,
+    H_SUM,
+    H_SPREAD,
+    U_HEALTHY,
+    U_LIVE,
+    DH_NORM,
+)
+READOUT_SLOTS: tuple[str | Reduction, ...] = ("accuracy", Z_SUM, Z_SPREAD, DH_NORM)
 
-_P = ctypes.c_void_p
-_I64 = ctypes.c_int64
-_INT, _FLOAT = ctypes.c_int, ctypes.c_float
-_SIGNATURES: dict[str, list[Any]] = {  # argument types, as kernels.c declares them
-    "ds_hidden": [_INT, _I64, _I64, _P, _P, _P, _P, _INT, _FLOAT, _P, _P, _P, _P],
-    "ds_norms": [_INT, _P, _P, _P, _P, _P],
-    "ds_difference_norms": [_INT, _P, _P, _P, _P, _P],
-    "ds_readout": [_P, _I64, _I64, _P, _P, _P, _P],
-    "ds_histograms": [_INT, _P, _P, _INT, _P, _P, _P, _P],
-}
+
+class KernelMismatchError(RuntimeError):
+    """The built kernels disagree with this Python code: rebuild them (`pip install -e .`)."""
 
 
 def enabled() -> bool:
@@ -58,68 +66,58 @@ def enabled() -> bool:
     return os.environ.get("DEPTHSCOPE_NATIVE", "1") != "0"
 
 
-def cache_dir() -> Path:
-    if explicit := os.environ.get("DEPTHSCOPE_CACHE_DIR"):
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "depthscope"
-
-
-def compiler() -> str | None:
-    return shutil.which(os.environ.get("CC", "cc"))
-
-
-def library_path() -> Path:
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
-    return cache_dir() / f"depthscope-native-{digest}.so"
-
-
-def build() -> Path:
-    """Compile kernels.c unless this version is already built; returns the library's path.
-    Raises RuntimeError (with the compiler's message) when it cannot."""
-    target = library_path()
-    if target.exists():
-        return target
-    cc = compiler()
-    if cc is None:
-        raise RuntimeError(f"no C compiler ({os.environ.get('CC', 'cc')}) on the PATH")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=target.parent, suffix=".so.partial")
-    os.close(fd)
-    try:
-        done = subprocess.run(
-            [cc, *FLAGS, "-o", partial, str(SOURCE), "-lm"],
-            capture_output=True,
-            text=True,
-            timeout=120,
+def check(module: ModuleType) -> None:
+    """Raise KernelMismatchError unless the module's exported tables are the ones this code
+    writes and reads through."""
+    expected: dict[str, object] = {
+        "COLUMNS": tuple(str(r) for r in HIDDEN_COLUMNS),
+        "READOUT": tuple(str(r) for r in READOUT_SLOTS),
+        "HEALTH_KINDS": {"none", *RULE_KINDS},
+        "TINY": struct.unpack("f", struct.pack("f", TINY))[0],  # C's is a float
+    }
+    found: dict[str, object] = {
+        "COLUMNS": getattr(module, "COLUMNS", None),
+        "READOUT": getattr(module, "READOUT", None),
+        "HEALTH_KINDS": set(getattr(module, "HEALTH_KINDS", {})),
+        "TINY": getattr(module, "TINY", None),
+    }
+    wrong = [
+        f"{k}: built {found[k]!r}, expected {v!r}" for k, v in expected.items() if found[k] != v
+    ]
+    built, current = getattr(module, "SOURCE_SHA", ""), source_sha()
+    if built and current is not None and built != current:
+        wrong.append("kernels.c, module.c or kernels.h changed since the module was built")
+    if wrong:
+        raise KernelMismatchError(
+            f"the C kernels at {getattr(module, '__file__', MODULE)} do not match this code ("
+            + "; ".join(wrong)
+            + "): rebuild them with `pip install -e .` (or `make`), or set DEPTHSCOPE_NATIVE=0"
         )
-        if done.returncode != 0:
-            raise RuntimeError(f"{cc} failed: {done.stderr.strip()[-2000:]}")
-        # mkstemp made it private; other users (a container's unprivileged one) load it too
-        os.chmod(partial, 0o755)
-        os.replace(partial, target)  # atomic: another process sees all of it or nothing
-    finally:
-        Path(partial).unlink(missing_ok=True)
-    return target
+
+
+def source_sha() -> str | None:
+    """The SHA-256 of the kernels' sources beside this file, as setup.py computes it; None
+    where they are not shipped (an installed wheel)."""
+    paths = [HERE / name for name in SOURCES]
+    if not all(p.exists() for p in paths):
+        return None
+    return hashlib.sha256(b"".join(p.read_bytes() for p in paths)).hexdigest()
 
 
 @functools.cache
-def _load() -> ctypes.CDLL | None:
+def _import() -> ModuleType | None:
     try:
-        lib = ctypes.CDLL(str(build()))
-        for name, argtypes in _SIGNATURES.items():
-            function = getattr(lib, name)
-            function.argtypes = argtypes
-            function.restype = None
-    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
-        log.warning("C statistics kernels unavailable, the probe uses tensor ops: %s", error)
+        module = importlib.import_module(MODULE)
+    except ImportError as error:
+        log.warning("the probe's C kernels were not built (%s): it uses tensor ops", error)
         return None
-    return lib
+    check(module)
+    return module
 
 
-def kernels() -> ctypes.CDLL | None:
-    """The loaded kernels, built on first use; None when turned off or impossible here."""
-    return _load() if enabled() else None
+def load() -> ModuleType | None:
+    """The checked kernels module, imported on first call; None when turned off or not built."""
+    return _import() if enabled() else None
 
 
 def usable_for(parameters: Sequence[Tensor]) -> bool:
@@ -131,31 +129,18 @@ def usable_for(parameters: Sequence[Tensor]) -> bool:
     )
 
 
-# -- arguments ---------------------------------------------------------------------------------
-def indices(values: Sequence[int]) -> ctypes.Array[ctypes.c_int64]:
-    """Positions in a step's flat buffer, as the kernels' `where` arguments take them."""
-    return (_I64 * len(values))(*values)
-
-
-def addresses(tensors: Sequence[Tensor]) -> ctypes.Array[ctypes.c_void_p]:
-    """The tensors' data addresses, for kernels that read them as flat float arrays. A tensor
-    that is not contiguous is copied first; the array keeps what it points into alive."""
-    found = [t.data_ptr() for t in tensors if t.is_contiguous()]
-    if len(found) == len(tensors):  # the usual case: the caller holds the tensors
-        return (_P * len(found))(*found)
-    flat = [t if t.is_contiguous() else t.contiguous() for t in tensors]
-    array = (_P * len(flat))(*[t.data_ptr() for t in flat])
-    setattr(array, "tensors", flat)  # noqa: B010 (ctypes arrays take attributes)
-    return array
-
-
 def main() -> None:
-    """Build the kernels now and say which statistics path the probe takes on the CPU."""
+    """Say which backend the probe takes on the CPU, and why."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if not enabled():
         print("DEPTHSCOPE_NATIVE=0: the probe uses tensor ops")
         return
-    if kernels() is None:
-        print("no C kernels (see the warning above): the probe uses tensor ops")
+    module = load()
+    if module is None:
+        print("no C kernels (see above): the probe uses tensor ops")
         return
-    print(f"C statistics kernels ready: {library_path()}")
+    print(f"C statistics kernels: {module.__file__}")
+
+
+if __name__ == "__main__":
+    main()
