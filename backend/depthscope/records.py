@@ -48,8 +48,6 @@ class StepRecord:
     # True when its maker knows the loss, the total norm and every metric are finite (the
     # probe does), so `first_non_finite` need not look; not part of the wire format
     known_finite: bool = field(default=False, compare=False, repr=False)
-    # singular values of dh_D/dh_1 on spectrum steps; stored beside the record, not in it
-    spectrum: tuple[float, ...] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {

@@ -253,15 +253,24 @@ def test_trainer_cuda_waits_for_the_device_once_per_step(
     assert len(syncs) == last.step - first.step, syncs
 
 
-def test_trainer_takes_spectra_on_their_steps_even_when_not_recording_them() -> None:
-    cfg = config(recording={"record_every": 4, "spectrum_every": 5})
-    records, _ = run_all(cfg)
-    with_spectrum = [r.step for r in records if r.spectrum is not None]
-    assert with_spectrum == [0, 5, 10, 11]  # step 5 is recorded for its spectrum
-    assert [r.step for r in records] == [0, 4, 5, 8, 10, 11]
-    first = records[0].spectrum
-    assert first is not None and len(first) == 4 * 16 and list(first) == sorted(first)[::-1]
-    assert "spectrum" not in records[0].to_wire()
+def test_trainer_hands_spectra_to_their_callback_on_their_steps() -> None:
+    cfg = config(recording={"record_every": 4, "spectrum_every": 5, "eval_every": 0})
+    spectra: list[tuple[int, list[float]]] = []
+    records = []
+    Trainer(cfg).run(records.append, on_spectrum=lambda step, v: spectra.append((step, v)))
+    assert [step for step, _ in spectra] == [0, 5, 10, 11]
+    assert [r.step for r in records] == [0, 4, 8, 11]  # spectra do not add records
+    first = spectra[0][1]
+    assert len(first) == 4 * 16 and first == sorted(first)[::-1]
+
+
+def test_trainer_without_a_spectrum_callback_computes_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """depthscope.train() costs what its records cost: no Jacobian is built."""
+    trainer = Trainer(config(recording={"spectrum_every": 2}))
+    monkeypatch.setattr(trainer, "spectrum", lambda: pytest.fail("spectrum computed"))
+    trainer.run(lambda _r: None)
 
 
 def test_trainer_skips_spectra_above_the_size_limit() -> None:
@@ -270,4 +279,7 @@ def test_trainer_skips_spectra_above_the_size_limit() -> None:
     )
     trainer = Trainer(cfg)
     assert trainer.spectrum_skipped is not None and "limit" in trainer.spectrum_skipped
-    assert next(trainer.records()).spectrum is None
+    assert trainer.spectrum() is None
+    spectra: list[int] = []
+    trainer.run(lambda _r: None, on_spectrum=lambda step, _v: spectra.append(step))
+    assert spectra == []

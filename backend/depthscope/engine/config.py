@@ -168,7 +168,7 @@ class RunConfig(_Strict):
         return float(self.parameter_count()) * self.training.batch_size * self.training.steps
 
     def spectrum_at(self, step: int) -> bool:
-        """Whether the Jacobian spectrum is taken before `step` (such a step is recorded)."""
+        """Whether the Jacobian spectrum is taken before `step`."""
         every = self.recording.spectrum_every
         return step == 0 or step == self.training.steps - 1 or (every > 0 and step % every == 0)
 
@@ -177,8 +177,7 @@ class RunConfig(_Strict):
         return 2 + ((self.training.steps - 1) // every if every else 0)
 
     def recorded_steps(self) -> int:
-        """At most: every record_every-th step, the last, and the spectrum steps."""
-        return self.training.steps // self.recording.record_every + 1 + self.spectrum_count()
+        return self.training.steps // self.recording.record_every + 1
 
     def boundary_frames(self) -> int:
         """Scheduled decision-boundary grids (every boundary_every steps from 0, and the end);

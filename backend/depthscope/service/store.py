@@ -302,14 +302,6 @@ class RunStore(BoundaryTables):
                 "INSERT INTO blocks (run_id, metric, start_seq, n, data) VALUES (?,?,?,?,?)",
                 [(run_id, m, start, len(records), blob) for m, blob in blocks],
             )
-            db.executemany(
-                "INSERT OR REPLACE INTO spectra (run_id, step, data) VALUES (?,?,?)",
-                [
-                    (run_id, r.step, np.array(r.spectrum, dtype=np.float32).tobytes())
-                    for r in records
-                    if r.spectrum is not None
-                ],
-            )
             db.execute(
                 "UPDATE runs SET n_records = n_records + ?, steps_done = ? WHERE id = ?",
                 (len(records), records[-1].step + 1, run_id),
@@ -328,6 +320,15 @@ class RunStore(BoundaryTables):
         while batch := self.records_since(run_id, seq, page):
             yield from batch
             seq += len(batch)
+
+    def put_spectrum(self, run_id: str, step: int, values: Sequence[float]) -> None:
+        """One Jacobian spectrum (singular values, largest first), in its own transaction."""
+        blob = np.asarray(values, dtype=np.float32).tobytes()
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO spectra (run_id, step, data) VALUES (?,?,?)",
+                (run_id, step, blob),
+            )
 
     def spectra(self, run_id: str) -> list[tuple[int, npt.NDArray[np.float32]]]:
         """(step, singular values) of every Jacobian spectrum the run recorded, by step."""
