@@ -111,6 +111,15 @@ def test_diagnosis_update_ratio_too_small_and_too_large() -> None:
     assert large.evidence["too"] == "large" and large.layers == ["readout"]
 
 
+def test_diagnosis_update_ratio_of_zero_says_the_weights_do_not_move() -> None:
+    ratio = np.full((20, 11), 1e-3)
+    ratio[:, 0] = 0.0
+    (small,) = [
+        f for f in diagnose(trace(metrics={"update_ratio": ratio})) if f.kind == "update_ratio"
+    ]
+    assert small.message.startswith("block1 does not move at all: the median update is 0")
+
+
 def test_diagnosis_divergence_quotes_the_servers_sentence() -> None:
     sent = {"step": 3, "layer": "block6", "layer_index": 5, "metric": "act_std"}
     sent["message"] = "layer block6 went non-finite at step 3 (act_std)"

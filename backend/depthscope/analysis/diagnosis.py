@@ -10,6 +10,20 @@ from typing import Any, Literal
 
 import numpy as np
 
+from depthscope.analysis.fixes import (
+    BATCHNORM,
+    CLIP,
+    HE_INIT,
+    LARGER_LR,
+    LEAKY,
+    RELU_FAMILY,
+    RELU_HE,
+    SATURATING,
+    SMALLER_LR,
+    XAVIER_INIT,
+    fixes_for_fading,
+    fixes_for_growth,
+)
 from depthscope.analysis.trace import Array, Trace, number, span
 from depthscope.records import Divergence
 
@@ -25,18 +39,6 @@ NOT_LEARNING_DROP = 0.05  # loss fell by less than this fraction over the run
 UPDATE_TOO_SMALL = 1e-5  # median ||dW|| / ||W|| per step
 UPDATE_TOO_LARGE = 1e-1
 MIN_RECORDS = 10  # trends (learning, updates) need at least this many records
-SATURATING = ("sigmoid", "tanh")  # flat on both sides: the ReLU family's zero side is not this
-RELU_FAMILY = ("relu", "leaky_relu", "prelu", "elu", "selu", "gelu", "silu")
-
-RELU_HE = "switch to the ReLU family with He init (model.activation relu, model.init he_normal)"
-HE_INIT = "use He init, which is matched to the ReLU family (model.init he_normal)"
-XAVIER_INIT = "use Xavier init, matched to tanh and sigmoid (model.init xavier_normal)"
-BATCHNORM = "add batch normalization (model.norm batchnorm)"
-RESIDUAL = "add residual connections (model.residual_every 2)"
-CLIP = "clip the gradient norm (training.clip norm)"
-SMALLER_LR = "lower the learning rate (training.lr)"
-LARGER_LR = "raise the learning rate (training.lr) or train for more steps"
-LEAKY = "use leaky ReLU, whose units cannot die (model.activation leaky_relu)"
 
 
 @dataclass(frozen=True)
@@ -64,31 +66,6 @@ def _grad_ratio(trace: Trace, row: int) -> float:
 def _last_finite_row(trace: Trace) -> int:
     finite = np.nonzero(np.isfinite(trace.metrics["act_grad_norm"]).all(1))[0]
     return int(finite[-1]) if len(finite) else 0
-
-
-def _fixes_for_fading(trace: Trace) -> list[str]:
-    act, init = trace.setting("model", "activation"), trace.setting("model", "init")
-    fixes = []
-    if act in SATURATING:
-        fixes.append(RELU_HE)
-    elif act in RELU_FAMILY and init not in ("he_normal", "he_uniform"):
-        fixes.append(HE_INIT)
-    if trace.setting("model", "norm", "none") == "none":
-        fixes.append(BATCHNORM)
-    if not trace.setting("model", "residual_every", 0):
-        fixes.append(RESIDUAL)
-    return fixes
-
-
-def _fixes_for_growth(trace: Trace) -> list[str]:
-    act = trace.setting("model", "activation")
-    fixes = [HE_INIT if act in RELU_FAMILY else XAVIER_INIT]
-    if trace.setting("training", "clip", "none") == "none":
-        fixes.append(CLIP)
-    fixes.append(SMALLER_LR)
-    if trace.setting("model", "norm", "none") == "none":
-        fixes.append(BATCHNORM)
-    return fixes
 
 
 def _past(value: float, limit: float, below: bool) -> bool:
@@ -138,7 +115,7 @@ def _flow_finding(
         steps=sorted(hits),
         evidence={"ratio": {str(s): r for s, r in hits.items()}, "per_layer": per_layer},
         message=message + ".",
-        suggestions=_fixes_for_fading(trace) if vanishing else _fixes_for_growth(trace),
+        suggestions=fixes_for_fading(trace) if vanishing else fixes_for_growth(trace),
     )
 
 
@@ -260,7 +237,7 @@ def _not_learning(trace: Trace, fading: bool) -> list[Finding]:
             steps=steps,
             evidence={"loss_start": start, "loss_end": end, "drop": drop},
             message=message + ".",
-            suggestions=_fixes_for_fading(trace) if fading else [LARGER_LR],
+            suggestions=fixes_for_fading(trace) if fading else [LARGER_LR],
         )
     ]
 
@@ -272,7 +249,7 @@ def _update_ratio(trace: Trace, fading: bool) -> list[Finding]:
     median = np.nanmedian(np.where(np.isfinite(ratio), ratio, np.nan), axis=0)
     findings = []
     for too, limit, fixes in (
-        ("small", UPDATE_TOO_SMALL, _fixes_for_fading(trace) if fading else []),
+        ("small", UPDATE_TOO_SMALL, fixes_for_fading(trace) if fading else []),
         ("large", UPDATE_TOO_LARGE, [SMALLER_LR, CLIP]),
     ):
         where = [i for i, v in enumerate(median) if _past(float(v), limit, too == "small")]
@@ -280,7 +257,12 @@ def _update_ratio(trace: Trace, fading: bool) -> list[Finding]:
             continue
         names = [trace.layers[i] for i in where]
         extreme = float(median[where].min() if too == "small" else median[where].max())
-        verb = "barely learn" if too == "small" else "are thrown around"
+        small = too == "small"
+        verb = (
+            ("barely learns", "barely learn")
+            if small
+            else ("is thrown around", "are thrown around")
+        )
         findings.append(
             Finding(
                 kind="update_ratio",
@@ -288,14 +270,26 @@ def _update_ratio(trace: Trace, fading: bool) -> list[Finding]:
                 layers=names,
                 steps=[int(trace.steps[0]), int(trace.steps[-1])],
                 evidence={"too": too, "median": {trace.layers[i]: float(median[i]) for i in where}},
-                message=(
-                    f"{span(names)} move by a median {number(extreme)} of their weight norm per "
-                    f"step (about 1e-3 is usual): they {verb}."
-                ),
+                message=_update_message(names, extreme, verb),
                 suggestions=fixes or [LARGER_LR],
             )
         )
     return findings
+
+
+def _update_message(names: list[str], median: float, verb: tuple[str, str]) -> str:
+    one = len(names) == 1
+    if median == 0:  # the steps fall below the weights' float32 resolution: nothing changes
+        return (
+            f"{span(names)} {'does' if one else 'do'} not move at all: the median update is 0, "
+            "the steps being below the weights' float32 resolution (about 1e-3 of the weight "
+            "norm is usual)."
+        )
+    return (
+        f"{span(names)} {'moves' if one else 'move'} by a median {number(median)} of "
+        f"{'its' if one else 'their'} weight norm per step (about 1e-3 is usual): "
+        f"{'it' if one else 'they'} {verb[0] if one else verb[1]}."
+    )
 
 
 def diagnose(trace: Trace) -> list[Finding]:
