@@ -48,9 +48,11 @@ format: $(STAMP)
 bench: $(STAMP) chromium
 	$(PY) bench/overhead.py
 	$(PY) bench/overhead.py --tensor-ops
+	$(PY) bench/service.py
 	$(PY) bench/stream.py
 	$(PY) bench/render.py
 	$(PY) bench/load.py
+	$(PY) bench/tables.py --readme
 
 screenshots: $(STAMP) chromium
 	$(PY) -m pytest tests/e2e --screenshots-dir docs/screenshots

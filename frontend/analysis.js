@@ -83,10 +83,10 @@ export class DiagnosisPanel {
   }
 
   /** Each finished run's findings in its status badge's tooltip (the first few runs). */
-  decorate(tbody, summaries) {
+  decorate(table, summaries) {
     for (const s of summaries.filter(isTerminal).slice(0, TOOLTIP_RUNS)) {
       const findings = this.cache.get("diagnosis", s)?.findings;
-      const badge = tbody.querySelector(`tr[data-run="${CSS.escape(s.id)}"] .status`);
+      const badge = table.querySelector(`[data-run="${CSS.escape(s.id)}"] .status`);
       if (!badge || !findings) continue;
       badge.title = findings.length ? findings.map((f) => `${f.severity}: ${f.message}`).join("\n") : "no finding";
       badge.dataset.findings = String(findings.length);

@@ -73,3 +73,26 @@ export function followRun(id, { onRecords, onStatus, onEnd }) {
   });
   return () => source.close();
 }
+
+const sweepPath = (id) => `/api/sweeps/${encodeURIComponent(id)}`;
+
+/** Sweeps (grids of runs): the same shapes as docs/api.md's sweep contract. */
+export const sweepApi = {
+  presets: () => getJSON("/api/sweep-presets"),
+  list: () => getJSON("/api/sweeps"),
+  get: (id) => getJSON(sweepPath(id)),
+  /** Resolves to {ok, status, data}: 422 names the axis field or value that is wrong. */
+  create: (spec) => request("POST", "/api/sweeps", spec),
+  cancel: (id) => request("POST", `${sweepPath(id)}/cancel`),
+  remove: (id) => request("DELETE", sweepPath(id)),
+  /** `cell` events as cells change state, then `end` with the whole sweep; returns a closer. */
+  follow(id, { onCell, onEnd }) {
+    const source = new EventSource(`${sweepPath(id)}/events`);
+    source.addEventListener("cell", (e) => onCell(JSON.parse(e.data)));
+    source.addEventListener("end", (e) => {
+      source.close();
+      onEnd(JSON.parse(e.data));
+    });
+    return () => source.close();
+  },
+};

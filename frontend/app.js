@@ -1,38 +1,38 @@
-/** Wires the widgets together: one state object, the URL hash, the run data and the redraw loop. */
+/** Wires the widgets together: one state object, the URL hash, the runs store and the redraw loop. */
 
-import { api, describeError, followRun } from "./api.js";
+import { api, describeError } from "./api.js";
 import { FrameScheduler } from "./charts.js";
+import { renderConfigDiff } from "./configdiff.js";
 import { CurvesPanel } from "./curves.js";
 import { ConfigForm } from "./form.js";
 import { renderGuide, renderMetricNote } from "./help.js";
 import { HeatmapPanel } from "./heatmap.js";
 import { HistogramPanel } from "./histogram.js";
-import { METRICS, METRIC_NAMES, colourLabel } from "./metrics.js";
+import { METRICS, METRIC_NAMES } from "./metrics.js";
 import { renderPresets } from "./presets.js";
 import { ProfilePanel } from "./profile.js";
-import { MAX_COLUMNS, RunData, isTerminal } from "./rundata.js";
-import { RunList, runLabel } from "./runlist.js";
+import { RunList, runLabel, uniqueNames } from "./runlist.js";
+import { Runs } from "./runs.js";
 import { decodeState, encodeState } from "./state.js";
+import { renderStatus } from "./status.js";
+import { Toast } from "./toast.js";
 import { BoundaryPanel } from "./boundary.js";
 import { RunControls } from "./controls.js";
 import { LessonPanel } from "./lesson.js";
+import { SweepView } from "./sweep.js";
 import { AnalysisCache, DiagnosisPanel, profileOverlay } from "./analysis.js";
 import { PhasePanel } from "./phase.js";
 import { SpectrumPanel } from "./spectrum.js";
 
-// Finished runs with more recorded steps than this are not replayed through the event stream:
-// their heatmaps come from /series alone (downsampled by the server).
-const REPLAY_LIMIT = 5000;
-const POLL_MS = 2000;
 const MAX_SHOWN = 4;
 
 const $ = (id) => document.getElementById(id);
 const app = {
   state: decodeState(location.hash, METRIC_NAMES),
-  runs: new Map(), // id -> RunData
-  summaries: [],
-  stops: new Map(), // id -> closes its event stream
-  presetTitles: new Map(), // canonical config JSON -> preset title, to name runs started from one
+  runs: null, // Runs: every known run; data and event streams of the shown ones
+  names: new Map(), // id -> unique display name
+  presets: [],
+  gone: [], // ids a link named that the server no longer has
   scheduler: new FrameScheduler(),
 };
 window.depthscope = app; // for the browser tests and the render benchmark
@@ -46,9 +46,19 @@ function canonical(value) {
   return JSON.stringify(value);
 }
 
-const summaryLabel = (summary) => app.presetTitles.get(canonical(summary.config)) ?? runLabel(summary);
-const label = (run) => summaryLabel(run.summary);
-const shownRuns = () => app.state.runs.map((id) => app.runs.get(id)).filter(Boolean);
+/** The config without its seed: runs that differ only in the seed are the same experiment. */
+const unseeded = (config) => canonical({ ...config, training: { ...config?.training, seed: 0 } });
+
+/** A preset's title for a run started from it (any seed: "… · seed 3"), else a name from the config. */
+function baseName(summary) {
+  const seed = summary.config?.training?.seed ?? 0;
+  const preset = app.presets.find((p) => unseeded(p.config) === unseeded(summary.config));
+  const name = preset?.title ?? runLabel(summary);
+  return seed !== (preset?.config.training.seed ?? 0) ? `${name} · seed ${seed}` : name;
+}
+
+const label = (id) => app.names.get(id) ?? id;
+const shownRuns = () => app.state.runs.map((id) => app.runs.data(id)).filter(Boolean);
 
 // -- state <-> URL ----------------------------------------------------------------------------
 function setState(patch) {
@@ -58,7 +68,11 @@ function setState(patch) {
   if (url !== location.hash && !(url === location.pathname && !location.hash)) history.replaceState(null, "", url);
   $("share").value = location.href;
   syncControls();
-  for (const id of app.state.runs) openRun(id);
+  const unknown = app.runs.show(app.state.runs, app.state.metric);
+  if (unknown.length) {
+    app.gone = [...new Set([...app.gone, ...unknown])];
+    return setState({ runs: app.state.runs.filter((id) => !unknown.includes(id)) });
+  }
   app.lesson?.sync(app.state);
   redrawAll();
 }
@@ -67,6 +81,14 @@ function syncControls() {
   $("metric").value = app.state.metric;
   for (const radio of document.querySelectorAll("input[name=view]")) radio.checked = radio.value === app.state.view;
   renderMetricNote($("metric-note"), app.state.metric);
+  const open = app.state.form !== "closed";
+  $("form-body").hidden = !open;
+  $("toggle-form").setAttribute("aria-expanded", String(open));
+  $("toggle-form").textContent = open ? "Hide" : "Show";
+  $("gone").hidden = app.gone.length === 0;
+  $("gone-text").textContent = app.gone.length
+    ? `The link names ${app.gone.length === 1 ? "a run" : "runs"} this server no longer has (deleted): ${app.gone.join(", ")}.`
+    : "";
 }
 
 // -- redraws: at most one per widget per animation frame ---------------------------------------
@@ -75,126 +97,39 @@ function redrawAll() {
   const empty = shownRuns().length === 0;
   document.body.dataset.empty = String(empty);
   const s = app.scheduler;
-  s.request("heatmap", () => app.heatmap.render(shownRuns(), app.state, label));
-  s.request("status", renderStatus, 200);
+  const byId = (run) => label(run.id);
+  s.request("heatmap", () => app.heatmap.render(shownRuns(), app.state, byId));
+  s.request("status", drawStatus, 200);
   s.request("controls", () => app.controls?.render(shownRuns()), 100);
-  s.request("boundary", () => app.boundary?.render(shownRuns()[0], app.state, label), 250);
-  s.request("analysis", renderAnalysis, 250);
+  s.request("boundary", () => app.boundary?.render(shownRuns()[0], app.state, byId), 250);
+  s.request("analysis", () => renderAnalysis(byId), 250);
   if (empty) return; // hidden charts are not drawn: Plotly would size them for a hidden box
   // The heatmap follows every frame; the other charts redraw fully, so a few times a second.
   const ifShown = (draw) => () => shownRuns().length && draw(shownRuns());
-  s.request("curves", ifShown((runs) => app.curves.render(runs, label)), 250);
-  s.request("profile", ifShown((runs) => app.profile.render(runs, app.state, label)), 100);
-  s.request("hist", ifShown((runs) => app.histogram.render(runs[0], app.state, label)), 500);
+  s.request("curves", ifShown((runs) => app.curves.render(runs, byId)), 250);
+  s.request("profile", ifShown((runs) => app.profile.render(runs, app.state, byId)), 100);
+  s.request("hist", ifShown((runs) => app.histogram.render(runs[0], app.state, byId)), 500);
 }
 
 /** The diagnosis above the heatmap and the spectrum, for the first shown run (analysis.js). */
-function renderAnalysis() {
-  app.diagnosis?.render(shownRuns()[0], label);
-  app.spectrum?.render(shownRuns()[0], label);
+function renderAnalysis(byId) {
+  app.diagnosis?.render(shownRuns()[0], byId);
+  app.spectrum?.render(shownRuns()[0], byId);
 }
 
-function renderStatus() {
-  const lines = shownRuns().map((run) => {
-    const d = run.divergenceText();
-    return { text: `${label(run)}: ${run.status}, step ${Math.max(0, run.scalars.lastStep)}${d ? ` — ${d}` : ""}`, bad: Boolean(d) };
-  });
-  $("run-status").replaceChildren(...lines.map(({ text, bad }) => Object.assign(document.createElement("li"), { textContent: text, className: bad ? "bad" : "" })));
-  const alerts = shownRuns().map((r) => r.divergenceText() && `${label(r)}: ${r.divergenceText()}`).filter(Boolean);
-  $("divergence").textContent = alerts.join("\n");
-  $("divergence").hidden = alerts.length === 0;
-  const ratio = app.state.view === "ratio" && shownRuns().length >= 2;
-  const scale = colourLabel(app.state.metric);
-  $("legend-note").textContent = ratio
-    ? `Colour: ${scale} of B minus that of A (orange: B larger, blue: A larger, white: equal).`
-    : `Colour: ${scale} (Viridis${app.state.view === "compare" ? ", one scale for all runs" : ""}).`;
-  const focus = shownRuns()[0];
-  for (const format of ["csv", "json"]) {
-    const link = $(`export-${format}`);
-    link.hidden = !focus;
-    if (focus) link.href = api.exportUrl(focus.id, format);
-  }
+/** The run list and the status lines, in one go: both show progress from the same source. */
+function drawStatus() {
+  app.runList.render(app.state.runs);
+  app.diagnosis?.decorate($("run-table"), app.runs.list());
+  const els = { list: $("run-status"), banner: $("divergence"), legend: $("legend-note"), csv: $("export-csv"), json: $("export-json") };
+  renderStatus(els, shownRuns(), app.state, (id) => app.runs.progress(id), label);
+  renderConfigDiff($("config-diff"), shownRuns(), app.state, label);
 }
 
-// -- run data: history from /series, live records from the event stream ----------------------
-async function openRun(id) {
-  if (app.runs.has(id)) return;
-  app.runs.set(id, null); // placeholder: opened once, however often it is asked for
-  let summary;
-  try {
-    summary = await api.run(id);
-  } catch {
-    app.runs.delete(id);
-    setState({ runs: app.state.runs.filter((r) => r !== id) }); // a stale link to a deleted run
-    return;
-  }
-  const run = new RunData(summary, METRIC_NAMES);
-  app.runs.set(id, run);
-  const recorded = summary.records ?? (summary.steps_done ?? 0) / (summary.config?.recording?.record_every ?? 1);
-  if (!isTerminal(summary) || recorded <= REPLAY_LIMIT) follow(run);
-  await loadSeries(run, app.state.metric);
-}
-
-/** Downsampled history of one metric; without a replay, of the loss and accuracy curves too. */
-async function loadSeries(run, metric) {
-  try {
-    const s = await api.series(run.id, metric, MAX_COLUMNS);
-    if (run.metrics[metric].seed(s.steps, s.values)) run.revision++;
-    if (!run.live && run.scalars.length === 0) {
-      const [loss, accuracy] = await Promise.all(["loss", "accuracy"].map((m) => api.series(run.id, m, MAX_COLUMNS)));
-      run.scalars.seed(loss.steps, [loss.values[0], accuracy.values[0] ?? [], []]);
-    }
-  } catch (err) {
-    console.warn(`no history for ${run.id}`, err);
-  }
+/** Summaries changed: names follow (unique over every known run), then everything redraws. */
+function runsChanged() {
+  app.names = uniqueNames(app.runs.list(), baseName);
   redrawAll();
-}
-
-function follow(run) {
-  run.live = true;
-  const stop = followRun(run.id, {
-    onRecords: (records) => {
-      run.ingest(records);
-      redrawAll();
-    },
-    onStatus: (data) => {
-      if (data?.status) run.summary = { ...run.summary, ...data };
-      refreshSummary(run);
-    },
-    onEnd: () => {
-      app.stops.delete(run.id);
-      refreshSummary(run);
-    },
-  });
-  app.stops.set(run.id, stop);
-}
-
-async function refreshSummary(run) {
-  try {
-    run.summary = await api.run(run.id);
-  } catch {
-    return;
-  }
-  redrawAll();
-  refreshList();
-}
-
-async function refreshList() {
-  try {
-    app.summaries = await api.runs();
-  } catch {
-    return;
-  }
-  if (Array.isArray(app.summaries.runs)) app.summaries = app.summaries.runs;
-  for (const s of app.summaries) {
-    const run = app.runs.get(s.id);
-    if (run && run.summary.status !== s.status) {
-      run.summary = { ...run.summary, ...s };
-      redrawAll();
-    }
-  }
-  app.runList.render(app.summaries, app.state.runs);
-  app.diagnosis?.decorate($("run-rows"), app.summaries);
 }
 
 // -- actions -----------------------------------------------------------------------------------
@@ -206,11 +141,17 @@ async function startRun(config) {
     if (!r.ok) {
       app.form.showErrors(r.data, r.status);
       if (r.status === 429) app.form.showErrors({ detail: `The queue is full: ${describeError(r.data)}` }, 429);
+      if (app.state.form === "closed") setState({ form: "open" });
       return;
     }
     app.form.clearErrors();
+    app.runs.add(r.data);
     setState({ runs: [r.data.id, ...app.state.runs.filter((id) => id !== r.data.id)].slice(0, MAX_SHOWN), step: -1 });
-    refreshList();
+    // The heatmap may be far from the button that started the run: bring the charts into view,
+    // from their toolbar and status line down.
+    const top = $("heatmap-section").getBoundingClientRect().top;
+    if (top < 0 || top > window.innerHeight * 0.5) document.querySelector("main").scrollIntoView({ block: "start" });
+    app.toast.show(`Started ${label(r.data.id)}. Its heatmap fills in as it trains.`);
   } finally {
     button.disabled = false;
   }
@@ -219,29 +160,54 @@ async function startRun(config) {
 function toggleRun(id, shown) {
   const rest = app.state.runs.filter((r) => r !== id);
   setState({ runs: shown ? [...rest, id].slice(-MAX_SHOWN) : rest });
-  refreshList();
 }
 
 async function cancelRun(id) {
   const r = await api.cancel(id);
   if (!r.ok) console.warn(`cancel ${id}: ${r.status} ${describeError(r.data)}`);
-  refreshList();
+  if (!app.runs.streaming(id)) {
+    // Not followed: its status would not change here otherwise.
+    app.runs.add({ ...app.runs.summary(id), ...(r.ok ? r.data : {}) });
+  }
 }
 
 async function deleteRun(id) {
-  app.stops.get(id)?.();
-  app.stops.delete(id);
-  const r = await api.remove(id);
-  if (!r.ok && r.status !== 404) console.warn(`delete ${id}: ${r.status} ${describeError(r.data)}`);
-  app.runs.delete(id);
-  app.analysis?.forget(id);
+  const name = label(id);
   setState({ runs: app.state.runs.filter((x) => x !== id) });
-  refreshList();
+  const r = await app.runs.remove(id);
+  app.analysis?.forget(id);
+  if (!r.ok && r.status !== 404) console.warn(`delete ${id}: ${r.status} ${describeError(r.data)}`);
+  else app.toast.show(`Deleted ${name}.`);
+}
+
+function configOf(id) {
+  return structuredClone(app.runs.summary(id).config);
+}
+
+function editRun(id) {
+  app.form.setConfig(configOf(id));
+  setState({ config: app.form.values(), form: "open" });
+  $("form-section").scrollIntoView({ block: "start" });
+  $("fields").querySelector("input, select")?.focus({ preventScroll: true });
+  app.toast.show(`The form holds the config of ${label(id)}: change what you like, then press Run.`);
+}
+
+/** Run the same config with a seed no run of that config has used yet. */
+function reseedRun(id) {
+  const config = configOf(id);
+  const siblings = app.runs.list().filter((s) => unseeded(s.config) === unseeded(config));
+  config.training.seed = Math.max(...siblings.map((s) => s.config.training.seed ?? 0)) + 1;
+  startRun(config);
 }
 
 function setMetric(metric) {
   setState({ metric });
-  for (const run of shownRuns()) if (!run.live || run.metrics[metric].length === 0) loadSeries(run, metric);
+  app.runs.ensureMetric(metric);
+}
+
+/** A heatmap cell was picked: the depth profile goes to its step, the histogram to its layer. */
+function pickCell({ step, layer, index }) {
+  setState({ step, layer: layer === "readout" ? -1 : index });
 }
 
 // -- start -------------------------------------------------------------------------------------
@@ -260,6 +226,11 @@ function bindControls() {
     app.form.setConfig(null);
     setState({ config: null });
   });
+  $("toggle-form").addEventListener("click", () => setState({ form: app.state.form === "closed" ? "open" : "closed" }));
+  $("gone-dismiss").addEventListener("click", () => {
+    app.gone = [];
+    syncControls();
+  });
   $("copy-share").addEventListener("click", async () => {
     $("share").select();
     try {
@@ -274,33 +245,53 @@ function bindControls() {
     app.state = decodeState(location.hash, METRIC_NAMES);
     if (app.state.config) app.form.setConfig(app.state.config);
     setState({});
-    refreshList();
   });
 }
 
 /** The boundary map, play / pause / step and the guided lessons (boundary.js, controls.js, lesson.js). */
 function wireExplorer(presets, lessons) {
   app.boundary = new BoundaryPanel({ div: $("boundary"), note: $("boundary-note") }, api.boundary);
-  app.controls = new RunControls($("run-controls"), api, () => {
-    redrawAll();
-    refreshList();
-  });
+  // A paused or resumed run reports its new status on its own stream: a redraw is all it takes.
+  app.controls = new RunControls($("run-controls"), api, redrawAll);
   app.lesson = new LessonPanel(
     { list: $("lessons"), card: $("lesson-card") },
     {
       lessons,
       presets: new Map(presets.map((p) => [p.id, p])),
-      summaries: async () => {
-        const r = await api.runs();
-        return Array.isArray(r) ? r : (r.runs ?? []);
+      summaries: async () => app.runs.list(), // this page's runs store: every run it knows
+      start: async (config) => {
+        const r = await api.createRun(config);
+        if (r.ok) app.runs.add(r.data);
+        return r;
       },
-      start: (config) => api.createRun(config),
-      apply: (patch) => {
-        setState(patch);
-        refreshList();
-      },
+      apply: (patch) => setState(patch),
     },
   );
+}
+
+/** The sweep view (sweep.js): a cell opens as the shown run; two picked cells side by side. */
+function wireSweeps() {
+  const show = async (runs, view) => {
+    if (!runs.every((id) => app.runs.has(id))) await app.runs.load(); // cells the page has not seen
+    setState({ runs, view, step: -1 });
+    document.querySelector("main").scrollIntoView({ block: "start" });
+  };
+  app.sweeps = new SweepView($("sweeps"), {
+    config: () => app.form.values(),
+    fields: [...app.form.fields.keys()],
+    openRun: (id) => show([id], "single"),
+    compare: (a, b) => show([a, b], "compare"),
+    changed: () => app.runs.load().catch(() => {}),
+    removed: (ids) => {
+      for (const id of ids) {
+        app.runs.close(id);
+        app.runs.summaries.delete(id); // the server deleted them with the sweep
+      }
+      setState({ runs: app.state.runs.filter((id) => !ids.includes(id)) });
+      runsChanged();
+    },
+  });
+  app.sweeps.load().catch((err) => console.warn("no sweeps", err));
 }
 
 /** The analysis views: diagnosis, theory over the profile, spectrum, phase diagram. */
@@ -308,7 +299,7 @@ function wireAnalysis(schema) {
   const fetchers = { diagnosis: api.diagnosis, theory: api.runTheory, spectrum: api.spectrum };
   app.analysis = new AnalysisCache(fetchers, (kind) => {
     redrawAll();
-    if (kind === "diagnosis") app.diagnosis.decorate($("run-rows"), app.summaries);
+    if (kind === "diagnosis") app.diagnosis.decorate($("run-table"), app.runs.list());
   });
   app.diagnosis = new DiagnosisPanel($("diagnosis"), app.analysis);
   app.spectrum = new SpectrumPanel({ div: $("spectrum"), note: $("spectrum-note") }, app.analysis);
@@ -323,29 +314,35 @@ function wireAnalysis(schema) {
 async function main() {
   const [schema, presets, health] = await Promise.all([api.schema(), api.presets(), api.health().catch(() => null)]);
   if (health?.version) $("version").textContent = `v${health.version}`;
+  app.presets = presets;
+  app.runs = new Runs(METRIC_NAMES, runsChanged);
   app.form = new ConfigForm($("fields"), $("form-error"), schema);
   if (app.state.config) app.form.setConfig(app.state.config);
-  for (const p of presets) app.presetTitles.set(canonical(p.config), p.title);
+  app.toast = new Toast($("toast"));
   renderPresets($("presets"), presets, (p) => {
     app.form.setConfig(p.config);
-    setState({ config: p.config });
+    setState({ config: p.config, metric: p.metric ?? app.state.metric });
     startRun(p.config);
   });
-  app.heatmap = new HeatmapPanel($("heatmaps"));
+  app.heatmap = new HeatmapPanel($("heatmaps"), $("heatmap-note"), pickCell);
   app.curves = new CurvesPanel($("curves"));
   app.profile = new ProfilePanel(
     { div: $("profile"), slider: $("step"), output: $("step-value"), latest: $("step-latest"), note: $("profile-hidden") },
     (step) => setState({ step }),
   );
   app.histogram = new HistogramPanel({ div: $("histogram"), layerSelect: $("hist-layer"), kindSelect: $("hist-kind") }, (patch) => setState(patch));
-  app.runList = new RunList($("run-rows"), { onToggle: toggleRun, onCancel: cancelRun, onDelete: deleteRun }, summaryLabel);
+  const handlers = {
+    onToggle: toggleRun, onCancel: cancelRun, onDelete: deleteRun, onEdit: editRun,
+    onDuplicate: (id) => startRun(configOf(id)), onReseed: reseedRun,
+  };
+  app.runList = new RunList($("run-table"), handlers, app.runs, (id) => label(id));
   renderGuide($("guide"));
   wireExplorer(presets, await api.lessons().catch(() => []));
+  wireSweeps();
   wireAnalysis(schema);
   bindControls();
+  await app.runs.load(); // the one list fetch; shown runs then follow their streams
   setState({});
-  await refreshList();
-  setInterval(refreshList, POLL_MS);
   document.body.dataset.ready = "true";
 }
 

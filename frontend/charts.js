@@ -39,9 +39,9 @@ export function baseLayout(extra = {}) {
   };
 }
 
-/** Layer axis: index 0 (input side) at the bottom, ticks named after the layers. */
-export function layerAxis(layers, title = "layer (input at bottom)") {
-  const every = Math.max(1, Math.ceil(layers.length / 20));
+/** Layer axis: index 0 (input side) first, ticks named after the layers, at most `maxTicks`. */
+export function layerAxis(layers, title = "layer (input at bottom)", maxTicks = 20) {
+  const every = Math.max(1, Math.ceil(layers.length / Math.max(2, maxTicks)));
   const tickvals = [];
   for (let i = 0; i < layers.length; i += every) tickvals.push(i);
   // The readout always gets a tick; it takes the place of a neighbour that would crowd it.

@@ -60,8 +60,9 @@ export class RunControls {
     const replies = await Promise.all(targets.map((r) => request(r.id)));
     replies.forEach((reply, i) => {
       // 409: the run ended or resumed meanwhile (a race with the stream), not a page error.
+      // A reply's summary is not applied: the run's stream is its one live source, and a reply
+      // can arrive after a newer status event (advance answers "running" after "paused" came).
       if (!reply.ok) console.warn(`${which} ${targets[i].id}: ${reply.status}`, reply.data?.detail);
-      else targets[i].summary = { ...targets[i].summary, ...reply.data };
     });
     this.render(this.runs);
     this.onChange();

@@ -2,6 +2,11 @@
 
 /* global Plotly */
 import { CONFIG, RUN_COLOURS, baseLayout } from "./charts.js";
+import { formatNumber } from "./format.js";
+
+// Below this many points a line also gets markers: a run that diverged after one or two steps
+// still shows them (a single point drawn as a line is invisible).
+const MARKERS_BELOW = 60;
 
 function column(cols, k) {
   return cols.cols.map((c) => c[k]);
@@ -21,15 +26,16 @@ export class CurvesPanel {
       const s = run.scalars;
       const group = run.id;
       const line = (y, yaxis, dash, what, x = s.steps) => ({
-        type: "scatter", mode: "lines", x, y, yaxis, legendgroup: group,
-        name: `${name} · ${what}`, line: { color: colour, dash, width: 1.6 },
-        hovertemplate: `${what} %{y:.4g}<br>step %{x}<extra>${name}</extra>`,
+        type: "scatter", mode: y.length < MARKERS_BELOW ? "lines+markers" : "lines", x, y, yaxis, legendgroup: group,
+        name: `${name} · ${what}`, line: { color: colour, dash, width: 1.6 }, marker: { size: 5 },
+        customdata: y.map(formatNumber),
+        hovertemplate: `${what} %{customdata}<br>step %{x}<extra>${name}</extra>`,
       });
       traces.push(line(column(s, 0), "y", "solid", "train loss"));
-      traces.push({ ...line(run.val.loss, "y", "dot", "held-out loss", run.val.steps), mode: "lines+markers", marker: { size: 5 } });
+      traces.push({ ...line(run.val.loss, "y", "dot", "held-out loss", run.val.steps), mode: "lines+markers" });
       if (s.cols.some((c) => c[1] !== null)) {
         traces.push({ ...line(column(s, 1), "y2", "solid", "train accuracy"), showlegend: false });
-        traces.push({ ...line(run.val.accuracy, "y2", "dot", "held-out accuracy", run.val.steps), mode: "lines+markers", marker: { size: 5 }, showlegend: false });
+        traces.push({ ...line(run.val.accuracy, "y2", "dot", "held-out accuracy", run.val.steps), mode: "lines+markers", showlegend: false });
       }
     });
     this.revision++;

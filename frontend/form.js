@@ -1,4 +1,9 @@
-/** The run form, generated from /api/schema so its choices and bounds always match the server's. */
+/**
+ * The run form, generated from /api/schema so its choices and bounds always match the server's.
+ * Defaults can depend on the dataset (the schema's "x-dataset-defaults", e.g. a smaller learning
+ * rate for regression): choosing a dataset moves each such field to that dataset's default, unless
+ * the user changed the field.
+ */
 
 /** Follow a local "$ref" (also inside allOf, as older pydantic versions emit). */
 function resolve(schema, node) {
@@ -48,7 +53,41 @@ export class ConfigForm {
     this.el = container;
     this.topError = topError;
     this.fields = new Map(); // "model.depth" -> {input, prop, error}
+    this.taskDefaults = schema["x-dataset-defaults"] ?? {}; // dataset -> {"training.lr": 0.002}
     this.build(schema);
+    this.dataset = this.fields.get("data.dataset")?.input;
+    this.shownTask = this.dataset?.value;
+    this.dataset?.addEventListener("change", () => this.followTask());
+    this.applyTaskDefaults(null);
+  }
+
+  /** The default of field `name` for `dataset`: the dataset's own, else the schema's. */
+  defaultFor(name, dataset) {
+    return this.taskDefaults[dataset]?.[name] ?? this.fields.get(name)?.prop.default;
+  }
+
+  /** Fields still at the old dataset's default move to the new one's. */
+  followTask() {
+    const before = this.shownTask;
+    this.shownTask = this.dataset.value;
+    this.applyTaskDefaults(before);
+  }
+
+  applyTaskDefaults(before) {
+    const names = new Set([...Object.keys(this.taskDefaults[before] ?? {}), ...Object.keys(this.taskDefaults[this.shownTask] ?? {})]);
+    for (const name of names) {
+      const field = this.fields.get(name);
+      if (!field) continue;
+      const untouched = before === null || this.same(field, this.defaultFor(name, before));
+      if (untouched) this.setValue(name, this.defaultFor(name, this.shownTask));
+    }
+  }
+
+  same(field, value) {
+    const kind = field.input.dataset.kind;
+    if (kind === "boolean") return field.input.checked === Boolean(value);
+    if (kind === "integer" || kind === "number") return Number(field.input.value) === Number(value);
+    return field.input.value === String(value);
   }
 
   build(schema) {
@@ -71,7 +110,10 @@ export class ConfigForm {
     const input = makeInput(path, prop);
     const labelEl = Object.assign(document.createElement("label"), { htmlFor: input.id, textContent: humanize(path[1]) });
     const help = Object.assign(document.createElement("small"), { id: `${input.id}-help`, className: "help" });
-    help.textContent = [prop.description, bounds(prop)].filter(Boolean).join(" · ");
+    const name = path.join(".");
+    const perTask = Object.entries(this.taskDefaults).filter(([, d]) => name in d).map(([task, d]) => `${d[name]} for ${task}`);
+    const defaults = perTask.length ? `default ${prop.default}; ${perTask.join(", ")}` : "";
+    help.textContent = [prop.description, bounds(prop), defaults].filter(Boolean).join(" · ");
     const error = Object.assign(document.createElement("p"), { id: errorId(path), className: "error" });
     error.setAttribute("aria-live", "polite");
     wrap.append(labelEl, input, help, error);
@@ -89,11 +131,13 @@ export class ConfigForm {
 
   /** Fill from a (possibly partial) nested config; fields it does not mention take their defaults. */
   setConfig(config) {
-    for (const [name, field] of this.fields) {
+    const dataset = config?.data?.dataset ?? this.fields.get("data.dataset")?.prop.default;
+    for (const name of this.fields.keys()) {
       const [section, key] = name.split(".");
       const value = config?.[section]?.[key];
-      this.setValue(name, value === undefined ? field.prop.default : value);
+      this.setValue(name, value === undefined ? this.defaultFor(name, dataset) : value);
     }
+    this.shownTask = this.dataset?.value;
     this.clearErrors();
   }
 

@@ -1,179 +1,109 @@
 /** Heatmaps of one metric over layer × step: a single run, runs side by side on one scale, or log B − log A. */
 
 /* global Plotly */
-import { BLANK, CONFIG, DIVERGING, NON_FINITE, SEQUENTIAL, baseLayout, layerAxis } from "./charts.js";
+import { BLANK, CONFIG, DIVERGING, NON_FINITE, SEQUENTIAL } from "./charts.js";
+import { formatNumber } from "./format.js";
+import { Grid, divergenceCallout, figure, marks, roundRange } from "./heatfigure.js";
 import { colourLabel, metricInfo, transformFor } from "./metrics.js";
 import { Painter, colourTable } from "./painter.js";
-import { logRatio } from "./rundata.js";
+import { alignLayers, logRatio } from "./rundata.js";
 
 // Plotly redraws a whole heatmap trace on any change (~100 ms for 100 × 1000 cells), so the cells
 // are painted into an image here, one pixel per cell, and only new columns are painted per
 // update; Plotly draws that image under its axes, colour bar and annotations.
 const SEQUENTIAL_TABLE = colourTable(SEQUENTIAL);
 const DIVERGING_TABLE = colourTable(DIVERGING);
-
-/** One run's rows, grown in place: z colour values, raw exact numbers, mask 1 = non-finite. */
-class Grid {
-  constructor(run, metric) {
-    this.run = run;
-    this.layers = run.layers;
-    this.cols = run.metrics[metric];
-    this.version = this.cols.version;
-    this.tf = transformFor(metric);
-    const n = run.layers.length;
-    this.x = [];
-    this.z = Array.from({ length: n }, () => []);
-    this.raw = Array.from({ length: n }, () => []);
-    this.mask = Array.from({ length: n }, () => []);
-    this.seen = new Uint8Array(n);
-    this.lo = Infinity;
-    this.hi = -Infinity;
-    this.dirty = 0; // first column not painted yet
-    this.append();
-  }
-
-  get stale() {
-    return this.cols.version !== this.version;
-  }
-
-  /** Copy columns not drawn yet (and a provisional last column that moved on). */
-  append() {
-    const { steps, cols } = this.cols;
-    if (this.x.length && steps[this.x.length - 1] !== this.x.at(-1)) {
-      this.x.pop();
-      for (const rows of [this.z, this.raw, this.mask]) for (const row of rows) row.pop();
-    }
-    this.dirty = Math.min(this.dirty, this.x.length);
-    for (let i = this.x.length; i < steps.length; i++) {
-      this.x.push(steps[i]);
-      const col = cols[i];
-      for (let l = 0; l < this.z.length; l++) {
-        const v = col[l] ?? null;
-        const t = this.tf(v);
-        this.z[l].push(t);
-        this.raw[l].push(v);
-        if (v !== null) this.seen[l] = 1;
-        this.mask[l].push(v === null && this.seen[l] ? 1 : 0);
-        if (t !== null) {
-          if (t < this.lo) this.lo = t;
-          if (t > this.hi) this.hi = t;
-        }
-      }
-    }
-  }
-
-  hover(l, i, metric) {
-    const v = this.raw[l][i];
-    if (this.mask[l][i]) return "non-finite (NaN or ∞)";
-    if (v === null) return `${metric}: undefined`;
-    return `${metric} = ${v.toPrecision(6)}\n${colourLabel(metric)} = ${this.z[l][i]?.toFixed(3) ?? "—"}`;
-  }
-}
-
-/** Outward to a quarter decade, so a slowly drifting range does not repaint every frame. */
-function roundRange(lo, hi) {
-  if (!Number.isFinite(lo) || !Number.isFinite(hi)) return [0, 1];
-  const a = Math.floor(lo * 4) / 4;
-  const b = Math.ceil(hi * 4) / 4;
-  return b > a ? [a, b] : [a, a + 0.25];
-}
+const MOVES = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [1, 0], ArrowDown: [-1, 0] };
 
 const lost = (err) => console.warn("heatmap update dropped", err);
 
-function heightFor(layers) {
-  return Math.max(300, Math.min(640, 160 + layers * 4));
-}
-
-/** An image spanning the steps, plus two invisible traces: the data extent and the colour bar. */
-function figure({ x, layers, source, range, colourscale, barTitle, title, annotations }) {
-  const n = x.length;
-  const d = n > 1 ? (x[n - 1] - x[0]) / (n - 1) : 1;
-  const left = (x[0] ?? 0) - d / 2;
-  const span = n * d;
-  // One empty cell covering the image: heatmaps autorange without padding, so the axes fit
-  // the image exactly, and a user's zoom survives updates (uirevision).
-  const extent = {
-    type: "heatmap", z: [[0]], opacity: 0, x0: left + span / 2, dx: span, y0: (layers.length - 1) / 2,
-    dy: layers.length, showscale: false, hoverinfo: "skip",
-  };
-  const bar = {
-    // In the middle of the extent, so its markers' autorange padding stays inside it.
-    type: "scatter", mode: "markers", x: [left + span / 2, left + span / 2],
-    y: [(layers.length - 1) / 2, (layers.length - 1) / 2], hoverinfo: "skip", showlegend: false,
-    marker: {
-      size: 1, opacity: 0, color: range, cmin: range[0], cmax: range[1], colorscale: colourscale,
-      showscale: true, colorbar: { title: { text: barTitle, side: "right" }, thickness: 14 },
-    },
-  };
-  const layout = baseLayout({
-    title: { text: title, font: { size: 13 }, x: 0.01 },
-    height: heightFor(layers.length),
-    hovermode: false,
-    xaxis: { title: { text: "step" }, showgrid: false, zeroline: false },
-    yaxis: { ...layerAxis(layers), showgrid: false },
-    images: [{
-      source, xref: "x", yref: "y", x: left, y: layers.length - 0.5, sizex: span, sizey: layers.length,
-      xanchor: "left", yanchor: "top", sizing: "stretch", layer: "below",
-    }],
-    annotations,
-  });
-  return { traces: [extent, bar], layout, left, d, span };
+/** The new [lo, hi] of `axis` a plotly_relayout event reports (a zoom or pan), else null. */
+function rangeIn(event, axis, current) {
+  if (Array.isArray(event[`${axis}.range`])) return [...event[`${axis}.range`]];
+  const lo = event[`${axis}.range[0]`];
+  const hi = event[`${axis}.range[1]`];
+  return lo === undefined && hi === undefined ? null : [lo ?? current[0], hi ?? current[1]];
 }
 
 export class HeatmapPanel {
-  constructor(container) {
+  /** `note` receives hints (ratio needs two runs, how layers were paired); `onPick({step, layer,
+   *  index})` is called when a cell is clicked or chosen with Enter. */
+  constructor(container, note = document.createElement("p"), onPick = () => {}) {
     this.el = container;
+    this.noteEl = note;
+    this.onPick = onPick;
     this.key = null;
-    this.plots = []; // [{div, grid, painter, range, geometry}]
+    this.step = -1;
+    this.plots = []; // [{div, grid, painter, range, geometry, ranges, zoom, cursor}]
+    this.hovered = null; // {plot, fx, fy, clientX, clientY}: the pointer, as fractions of the axes
     this.tip = Object.assign(document.createElement("div"), { className: "hm-tip", hidden: true });
     this.tip.setAttribute("role", "status");
   }
 
   /** Draw `runs` for the state's metric and view; only new columns are painted. */
   render(runs, state, label) {
-    const view = state.view === "ratio" && runs.length >= 2 ? "ratio" : state.view;
-    const shown = view === "single" ? runs.slice(0, 1) : runs;
-    if (!shown.length) return this.message("Run a preset or pick a run from the list to see its heatmap.");
+    const ratio = state.view === "ratio" && runs.length >= 2;
+    const view = ratio ? "ratio" : state.view === "compare" ? "compare" : "single";
+    const shown = view === "compare" ? runs : runs.slice(0, ratio ? 2 : 1);
+    const notes = [];
+    if (state.view === "ratio" && !ratio && runs.length) notes.push("The ratio view needs two runs: tick a second run in the list.");
+    this.step = state.step ?? -1;
+    if (!shown.length) {
+      this.setNote("");
+      return this.message("Run a preset or pick a run from the list to see its heatmap.");
+    }
     const key = [view, state.metric, ...shown.map((r) => r.id)].join("|");
-    this.note = state.view === "ratio" && view !== "ratio" ? "The ratio view needs two runs: tick a second run in the list." : "";
-    if (view === "ratio") return this.renderRatio(shown[0], shown[1], state.metric, label, key);
-    if (key !== this.key || this.plots.some((p) => p.grid.stale)) {
-      this.build(shown.length, key);
-      this.plots.forEach((p, i) => (p.grid = new Grid(shown[i], state.metric)));
-    } else for (const p of this.plots) p.grid.append();
-    this.drawRuns(view, state.metric, label);
+    if (ratio) notes.push(this.renderRatio(shown[0], shown[1], state.metric, label, key));
+    else {
+      if (key !== this.key || this.plots.some((p) => p.grid.stale)) {
+        this.build(shown.length, key);
+        this.plots.forEach((p, i) => (p.grid = new Grid(shown[i], state.metric)));
+      } else for (const p of this.plots) p.grid.append();
+      this.drawRuns(view, state.metric, label);
+    }
+    this.setNote(notes.filter(Boolean).join(" "));
+  }
+
+  setNote(text) {
+    this.noteEl.textContent = text;
+    this.noteEl.hidden = !text;
   }
 
   message(text) {
-    for (const p of this.plots) Plotly.purge(p.div);
-    this.key = null;
-    this.plots = [];
-    this.el.replaceChildren(Object.assign(document.createElement("p"), { className: "empty", textContent: text }));
+    this.build(0, null);
+    this.el.append(Object.assign(document.createElement("p"), { className: "empty", textContent: text }));
   }
 
   build(count, key) {
     for (const p of this.plots) Plotly.purge(p.div);
     this.key = key;
+    this.hideTip(); // a tooltip of the old metric or run must not stay over the new heatmap
     this.el.replaceChildren();
     this.el.classList.toggle("grid2", count > 1);
-    if (this.note) this.el.append(Object.assign(document.createElement("p"), { className: "note", textContent: this.note }));
-    this.plots = Array.from({ length: count }, () => {
-      const div = Object.assign(document.createElement("div"), { className: "plot heatmap" });
-      this.el.append(div);
-      const plot = { div, grid: null, painter: null, range: null, geometry: null };
-      div.addEventListener("mousemove", (e) => this.hover((this.pointer = { e, plot }).e, plot));
-      div.addEventListener("mouseleave", () => {
-        this.pointer = null;
-        this.tip.hidden = true;
-      });
-      // Keyboard: focus the plot, then arrows walk the cells (Shift: 10 at a time).
-      div.tabIndex = 0;
-      div.setAttribute("aria-label", "heatmap: arrow keys read the cells, Home and End jump to the first and last step");
-      div.addEventListener("keydown", (e) => this.keyboard(e, plot));
-      div.addEventListener("blur", () => (this.tip.hidden = true));
-      return plot;
-    });
+    this.plots = Array.from({ length: count }, () => this.makePlot());
     this.el.append(this.tip);
+  }
+
+  makePlot() {
+    const div = Object.assign(document.createElement("div"), { className: "plot heatmap" });
+    this.el.append(div);
+    const plot = { div, grid: null, painter: null, range: null, geometry: null, ranges: null, zoom: null, cursor: null };
+    div.addEventListener("mouseleave", () => this.hideTip());
+    // Keyboard: focus the plot, then arrows walk the cells (Shift: 10 at a time), Enter picks.
+    div.tabIndex = 0;
+    div.setAttribute("aria-label", "heatmap: arrow keys read the cells, Home and End jump to the first and last step, Enter shows that step and layer below");
+    div.addEventListener("keydown", (e) => this.keyboard(e, plot));
+    div.addEventListener("blur", () => {
+      plot.focused = false;
+      this.hideTip();
+      this.refreshMarks(plot);
+    });
+    return plot;
+  }
+
+  hideTip() {
+    this.hovered = null;
+    this.tip.hidden = true;
   }
 
   drawRuns(view, metric, label) {
@@ -196,122 +126,155 @@ export class HeatmapPanel {
         plot.painter.paint(i, grid.z.map((row) => row[i]), grid.mask.map((row) => row[i]), range[0], range[1]);
       }
       grid.dirty = grid.x.length;
-      const bad = grid.run.firstNonFinite();
-      const badIndex = bad ? grid.layers.indexOf(bad.layer) : -1;
-      const annotations = badIndex >= 0 ? [{
-        x: bad.step, y: badIndex, text: `first non-finite: ${bad.layer}, step ${bad.step}`,
-        showarrow: true, arrowcolor: "#1b1f24", arrowwidth: 1.5, ax: -70, ay: -35,
-        bgcolor: "#ffffff", bordercolor: NON_FINITE, borderwidth: 2, font: { color: "#1b1f24" },
-      }] : [];
       const fig = figure({
         x: grid.x, layers: grid.layers, source: plot.painter.url(grid.x.length), range,
         colourscale: SEQUENTIAL, barTitle: colourLabel(metric),
-        title: `${label(grid.run)} · ${metric}`, annotations,
+        title: `${label(grid.run)} · ${metric}`, annotations: divergenceCallout(grid.run, grid.layers),
       });
-      this.show(plot, fig, { metric, text: (l, i) => grid.hover(l, i, metric) }, grid.x, grid.layers, range);
       plot.div.dataset.run = grid.run.id;
+      this.show(plot, fig, (l, i) => grid.hover(l, i, metric), grid.x, grid.layers, range);
     }
   }
 
-  show(plot, fig, hover, x, layers, range) {
+  show(plot, fig, text, x, layers, range) {
+    plot.geometry = { left: fig.left, d: fig.d, x, layers, text };
     this.apply(plot, fig, layers.length);
-    plot.geometry = { left: fig.left, d: fig.d, x, layers, hover };
     plot.div.dataset.columns = String(x.length);
-    // A tooltip under a still cursor follows the data as it streams in.
-    if (this.pointer?.plot === plot) this.hover(this.pointer.e, plot);
+    // A tooltip under a still pointer follows the data as it streams in.
+    if (this.hovered?.plot === plot) this.showHovered();
     plot.div.heat = { layers, columns: x.length, lastStep: x.at(-1), zmin: range[0], zmax: range[1], colourbar: fig.traces[1].marker.colorbar.title.text };
   }
 
   /**
    * A full Plotly.react costs ~100 ms here whatever changed, so a live update that only adds
-   * columns swaps the image and the step range in one relayout (~5 ms). A zoom the user made is
-   * kept: the step range then stays where they put it.
+   * columns swaps the image, the step range and the marks in one relayout (~5 ms). A zoom the
+   * user made is kept: the step range then stays where they put it.
    */
   apply(plot, fig, rows) {
     const { layout, traces } = fig;
-    const xRange = [fig.left, fig.left + fig.span];
-    const image = layout.images[0];
+    const home = { x: [fig.left, fig.left + fig.span], y: [-0.5, rows - 0.5] };
+    const shapes = this.marksFor(plot);
     const signature = JSON.stringify([layout.title.text, layout.annotations, traces[1].marker, rows]);
-    if (plot.signature === signature && plot.div._fullLayout) {
-      const update = { "images[0].source": image.source, "images[0].x": image.x, "images[0].sizex": image.sizex };
-      if (!plot.zoom) update["xaxis.range"] = xRange;
-      plot.self = true;
-      Plotly.relayout(plot.div, update).catch(lost); // the plot may be rebuilt meanwhile
-      plot.self = false;
-      return;
-    }
-    layout.xaxis.range = plot.zoom?.x ?? xRange;
-    layout.yaxis.range = plot.zoom?.y ?? [-0.5, rows - 0.5];
-    delete layout.uirevision;
     plot.self = true;
-    Plotly.react(plot.div, traces, layout, CONFIG).catch(lost);
+    if (plot.signature === signature) {
+      const image = layout.images[0];
+      const update = { "images[0].source": image.source, "images[0].x": image.x, "images[0].sizex": image.sizex };
+      if (!plot.zoom) update["xaxis.range"] = home.x;
+      if (JSON.stringify(shapes) !== plot.shapes) update.shapes = shapes;
+      Plotly.relayout(plot.div, update).catch(lost); // the plot may be rebuilt meanwhile
+    } else {
+      layout.xaxis.range = plot.zoom?.x ?? home.x;
+      layout.yaxis.range = plot.zoom?.y ?? home.y;
+      layout.shapes = shapes;
+      delete layout.uirevision;
+      Plotly.react(plot.div, traces, layout, CONFIG).catch(lost);
+      plot.signature = signature;
+      if (!plot.listening) this.listen(plot);
+    }
     plot.self = false;
-    plot.signature = signature;
-    if (!plot.listening) {
-      plot.listening = true;
-      plot.div.on("plotly_relayout", (e) => {
-        // Our own updates may report after they return (the image loads asynchronously);
-        // they are the ones that carry the image source.
-        if (plot.self || "images[0].source" in e || e.autosize) return;
-        const axes = plot.div._fullLayout;
-        if (e["xaxis.autorange"] || e["yaxis.autorange"]) plot.zoom = null;
-        else if ("xaxis.range[0]" in e || "yaxis.range[0]" in e || "xaxis.range" in e) {
-          plot.zoom = { x: [...axes.xaxis.range], y: [...axes.yaxis.range] };
-        }
-      });
-    }
+    plot.shapes = JSON.stringify(shapes);
+    plot.ranges = plot.zoom ?? home;
   }
 
-  /** Our own hover: Plotly's would need a heatmap trace, which is what this module avoids. */
-  hover(event, plot) {
+  listen(plot) {
+    plot.listening = true;
+    plot.div.on("plotly_relayout", (e) => {
+      // Our own updates may report after they return (the image loads asynchronously);
+      // they are the ones that carry the image source.
+      if (plot.self || "images[0].source" in e || e.autosize || !plot.ranges) return;
+      if (e["xaxis.autorange"] || e["yaxis.autorange"]) plot.zoom = null;
+      else {
+        const x = rangeIn(e, "xaxis", plot.ranges.x);
+        const y = rangeIn(e, "yaxis", plot.ranges.y);
+        if (x || y) plot.ranges = plot.zoom = { x: x ?? plot.ranges.x, y: y ?? plot.ranges.y };
+      }
+    });
+    plot.div.on("plotly_hover", (e) => {
+      const [xv, yv] = [e.xvals?.[0], e.yvals?.[0]];
+      if (xv === undefined || yv === undefined || !plot.ranges) return;
+      const { x, y } = plot.ranges;
+      const fx = (xv - x[0]) / (x[1] - x[0]);
+      const fy = (yv - y[0]) / (y[1] - y[0]);
+      this.hovered = { plot, fx, fy, clientX: e.event?.clientX ?? 0, clientY: e.event?.clientY ?? 0 };
+      this.showHovered();
+    });
+    plot.div.on("plotly_unhover", () => this.hideTip());
+    plot.div.on("plotly_click", (e) => {
+      const cell = this.cellAt(plot, e.xvals?.[0], e.yvals?.[0]);
+      if (cell) this.pick(plot, cell);
+    });
+  }
+
+  /** The cell at data coordinates (xv, yv): column i, layer row l; null outside the image. */
+  cellAt(plot, xv, yv) {
     const g = plot.geometry;
-    const full = plot.div._fullLayout;
-    if (!g || !full?.xaxis?.p2d || !g.x.length) return;
-    const box = plot.div.getBoundingClientRect();
-    const px = event.clientX - box.left - full._size.l;
-    const py = event.clientY - box.top - full._size.t;
-    if (px < 0 || py < 0 || px > full._size.w || py > full._size.h) {
-      this.tip.hidden = true;
-      return;
-    }
-    const i = Math.floor((full.xaxis.p2d(px) - g.left) / g.d);
-    const l = Math.round(full.yaxis.p2d(py));
-    if (i < 0 || i >= g.x.length || l < 0 || l >= g.layers.length) {
-      this.tip.hidden = true;
-      return;
-    }
-    this.showTip(g, l, i, event.clientX, event.clientY);
+    if (!g || xv === undefined || yv === undefined || !g.x.length) return null;
+    const i = Math.floor((xv - g.left) / g.d);
+    const l = Math.round(yv);
+    return i < 0 || i >= g.x.length || l < 0 || l >= g.layers.length ? null : { i, l };
   }
 
-  showTip(g, l, i, clientX, clientY) {
-    this.tip.textContent = `layer ${g.layers[l]} · step ${g.x[i]}\n${g.hover.text(l, i)}`;
-    this.tip.hidden = false;
+  /** The hovered point, mapped through the axes as they are now (they move as data arrives). */
+  showHovered() {
+    const { plot, fx, fy, clientX, clientY } = this.hovered;
+    const { x, y } = plot.ranges;
+    const cell = this.cellAt(plot, x[0] + fx * (x[1] - x[0]), y[0] + fy * (y[1] - y[0]));
+    if (!cell) {
+      this.tip.hidden = true;
+      return;
+    }
     const host = this.el.getBoundingClientRect();
-    this.tip.style.left = `${clientX - host.left + 14}px`;
-    this.tip.style.top = `${clientY - host.top + 14}px`;
+    this.showTip(plot.geometry, cell, clientX - host.left + 14, clientY - host.top + 14);
+  }
+
+  showTip(g, { l, i }, left, top) {
+    this.tip.textContent = `layer ${g.layers[l]} · step ${g.x[i]}\n${g.text(l, i)}`;
+    this.tip.hidden = false;
+    this.tip.style.left = `${left}px`;
+    this.tip.style.top = `${top}px`;
+  }
+
+  pick(plot, { l, i }) {
+    const g = plot.geometry;
+    this.onPick({ step: g.x[i], layer: g.layers[l], index: l });
+  }
+
+  marksFor(plot) {
+    const g = plot.geometry;
+    return marks(this.step, plot.focused ? plot.cursor : null, g.left, g.d);
+  }
+
+  refreshMarks(plot) {
+    if (!plot.geometry || !plot.signature) return;
+    const shapes = this.marksFor(plot);
+    if (JSON.stringify(shapes) === plot.shapes) return;
+    plot.shapes = JSON.stringify(shapes);
+    plot.self = true;
+    Plotly.relayout(plot.div, { shapes }).catch(lost);
+    plot.self = false;
   }
 
   keyboard(event, plot) {
     const g = plot.geometry;
-    const full = plot.div._fullLayout;
-    const moves = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [1, 0], ArrowDown: [-1, 0] };
-    if (!g || !full?.xaxis?.d2p || !g.x.length) return;
+    if (!g || !g.x.length) return;
     const n = g.x.length;
     const c = (plot.cursor ??= { l: g.layers.length - 1, i: n - 1 });
     const step = event.shiftKey ? 10 : 1;
-    if (event.key in moves) {
-      c.l += moves[event.key][0] * step;
-      c.i += moves[event.key][1] * step;
+    if (event.key in MOVES) {
+      c.l += MOVES[event.key][0] * step;
+      c.i += MOVES[event.key][1] * step;
     } else if (event.key === "Home") c.i = 0;
     else if (event.key === "End") c.i = n - 1;
-    else return;
+    else if (event.key !== "Enter") return;
     event.preventDefault();
     c.l = Math.max(0, Math.min(g.layers.length - 1, c.l));
     c.i = Math.max(0, Math.min(n - 1, c.i));
-    const box = plot.div.getBoundingClientRect();
-    const x = box.left + full._size.l + full.xaxis.d2p(g.left + (c.i + 0.5) * g.d);
-    const y = box.top + full._size.t + full.yaxis.d2p(c.l);
-    this.showTip(g, c.l, c.i, x, y);
+    if (event.key === "Enter") this.pick(plot, c);
+    plot.focused = true;
+    this.hovered = null;
+    // The cell is outlined on the plot; its reading sits in a fixed corner of the plot.
+    this.showTip(g, c, plot.div.offsetLeft + 80, plot.div.offsetTop + 34);
+    this.refreshMarks(plot);
   }
 
   renderRatio(a, b, metric, label, key) {
@@ -320,12 +283,12 @@ export class HeatmapPanel {
     plot.div.classList.add("ratio");
     const ca = a.metrics[metric];
     const cb = b.metrics[metric];
-    const n = Math.min(a.layers.length, b.layers.length);
-    const { x, cols, pairs, top } = logRatio(ca, cb, transformFor(metric), n);
-    const layers = a.layers.slice(0, n);
+    const { rows, note } = alignLayers(a.layers, b.layers);
+    const { x, cols, mask, pairs, top } = logRatio(ca, cb, transformFor(metric), rows);
+    const layers = rows.map((r) => r.name);
     const bound = Math.ceil((top || 1) * 4) / 4;
-    plot.painter ??= new Painter(n, { table: DIVERGING_TABLE, blank: BLANK, bad: NON_FINITE });
-    cols.forEach((col, i) => plot.painter.paint(i, col, null, -bound, bound));
+    if (plot.painter?.rows !== rows.length) plot.painter = new Painter(rows.length, { table: DIVERGING_TABLE, blank: BLANK, bad: NON_FINITE });
+    cols.forEach((col, i) => plot.painter.paint(i, col, mask[i], -bound, bound));
     const what = metricInfo(metric).scale === "linear" ? `${metric} B − A` : "log10 B − log10 A";
     const fig = figure({
       x, layers, source: plot.painter.url(x.length), range: [-bound, bound], colourscale: DIVERGING,
@@ -335,9 +298,12 @@ export class HeatmapPanel {
     const text = (l, i) => {
       const [ia, ib] = pairs[i];
       const d = cols[i][l];
-      return `A: ${ca.cols[ia][l] ?? "—"}\nB: ${cb.cols[ib][l] ?? "—"}\n${what} = ${d === null ? "—" : d.toFixed(3)}`;
+      const value = (cols_, at, row) => (mask[i][l] && cols_.cols[at][row] === null ? "non-finite" : formatNumber(cols_.cols[at][row]));
+      return `A: ${value(ca, ia, rows[l].a)}\nB: ${value(cb, ib, rows[l].b)}\n${what} = ${d === null ? "—" : d.toFixed(2)}`;
     };
-    this.show(plot, fig, { metric, text }, x, layers, [-bound, bound]);
+    this.show(plot, fig, text, x, layers, [-bound, bound]);
     plot.div.heat.zmid = 0;
+    plot.div.heat.pairs = rows.map((r) => [a.layers[r.a], b.layers[r.b]]);
+    return note;
   }
 }

@@ -3,6 +3,8 @@
 import { METRICS, metricInfo } from "./metrics.js";
 
 export function renderGuide(container) {
+  // On a narrow screen the guide sits between the charts and the presets: folded until asked for.
+  if (window.matchMedia("(max-width: 900px)").matches) container.open = false;
   const list = document.createElement("dl");
   for (const m of METRICS) {
     list.append(

@@ -2,22 +2,20 @@
 
 /* global Plotly */
 import { CONFIG, RUN_COLOURS, baseLayout, layerAxis } from "./charts.js";
+import { formatNumber, nameLayers } from "./format.js";
 import { metricInfo } from "./metrics.js";
 
-/** Layers by index, named briefly: runs of neighbours as ranges ("block2–block9"), and past
- *  four ranges, how many layers are left. */
-function nameLayers(layers, indices) {
-  const ranges = [];
-  for (const l of indices) {
-    const last = ranges[ranges.length - 1];
-    if (last && last[1] === l - 1) last[1] = l;
-    else ranges.push([l, l]);
-  }
-  const kept = ranges.slice(0, 4);
-  const named = kept.map(([a, b]) => (a === b ? layers[a] : `${layers[a]}–${layers[b]}`));
-  const shown = kept.reduce((n, [a, b]) => n + b - a + 1, 0);
-  if (shown < indices.length) named.push(`${indices.length - shown} more`);
-  return named.join(", ");
+/**
+ * The column the profile shows: the one at `step`, or when following the latest step, the latest
+ * column holding any number (a diverged run's last step may hold none). `fellBack` is set when
+ * that is not the latest column.
+ */
+export function profileColumn(cols, step) {
+  const at = cols.indexAt(step);
+  if (step >= 0 || at < 0) return { at, fellBack: false };
+  let i = at;
+  while (i > 0 && cols.cols[i].every((v) => v === null || v === undefined)) i--;
+  return { at: i, fellBack: i !== at };
 }
 
 /**
@@ -61,36 +59,46 @@ export class ProfilePanel {
     const steps = [];
     const left = [];
     const logAxis = info.scale !== "linear";
+    const fallbacks = [];
     runs.forEach((run, i) => {
       const cols = run.metrics[state.metric];
-      const at = cols.indexAt(state.step);
+      const { at, fellBack } = profileColumn(cols, state.step);
       if (at < 0) return;
+      if (fellBack) fallbacks.push(`${label(run)}: its latest step (${cols.steps.at(-1)}) has no finite ${state.metric} value; showing step ${cols.steps[at]}, the last that has.`);
       steps.push(cols.steps[at]);
       const values = cols.cols[at].map((v) => (v === null ? null : info.scale === "logabs" ? Math.abs(v) : v));
       const phrases = undrawn(run.layers, values, logAxis);
-      if (phrases.length) left.push(`${label(run)}: ${phrases.join("; ")}`);
+      if (phrases.length) left.push(`${label(run)} at step ${cols.steps[at]}: ${phrases.join("; ")}`);
       traces.push({
         // x is the layer index, so runs of different depths line up from the input side.
         type: "scatter", mode: "lines+markers", x: run.layers.map((_, l) => l), y: values, text: run.layers,
         name: `${label(run)} (step ${cols.steps[at]})`,
-        line: { color: RUN_COLOURS[i % RUN_COLOURS.length] }, marker: { size: 5 },
-        hovertemplate: `%{text}<br>${state.metric} = %{y:.6g}<extra>${label(run)}</extra>`,
+        line: { color: RUN_COLOURS[i % RUN_COLOURS.length] }, marker: { size: 6 },
+        customdata: values.map(formatNumber),
+        hovertemplate: `%{text}<br>${state.metric} = %{customdata}<extra>${label(run)}</extra>`,
       });
     });
     if (this.overlay) traces.push(...this.overlay(runs, state));
     const deepest = runs.reduce((a, r) => (r.layers.length > a.length ? r.layers : a), []);
     const at = steps.length ? `step ${steps[0]}` : "no data yet";
     this.output.value = state.step < 0 ? `latest: ${at}` : at;
-    this.note.textContent = left.length ? `Not drawn: ${left.join(" · ")}.` : "";
-    this.note.hidden = left.length === 0;
+    const notes = [...fallbacks, ...(left.length ? [`Not drawn: ${left.join(" · ")}.`] : [])];
+    this.note.textContent = notes.join(" ");
+    this.note.hidden = notes.length === 0;
     this.revision++;
-    const yTitle = info.scale === "logabs" ? `|${state.metric}| (log axis)` : info.scale === "linear" ? state.metric : `${state.metric} (log axis)`;
+    const yTitle = info.scale === "logabs" ? `|${state.metric}| (log axis)` : info.scale === "linear" ? `${state.metric} (fraction)` : `${state.metric} (log axis)`;
+    const yaxis = info.scale === "linear"
+      ? { range: [-0.03, 1.03], tickvals: [0, 0.25, 0.5, 0.75, 1] } // a fraction: always 0..1
+      : { type: "log", exponentformat: "power" };
+    // Ticks stay horizontal under their points, thinned by layerAxis, with room for the readout's.
+    const fit = Math.floor((this.div.clientWidth - 110) / (8 * Math.max(...deepest.map((n) => n.length), 4)));
+    const xaxis = { ...layerAxis(deepest, "layer (input → readout)", fit), range: [-0.5, deepest.length - 0.5], tickangle: 0, gridcolor: "#eee", automargin: true };
     Plotly.react(this.div, traces, baseLayout({
       height: 340,
       plot_bgcolor: "#ffffff",
-      margin: { l: 70, r: 10, t: 10, b: 60 },
-      xaxis: { ...layerAxis(deepest, "layer (input → readout)"), gridcolor: "#eee", automargin: true },
-      yaxis: { title: { text: yTitle }, type: info.scale === "linear" ? "linear" : "log", exponentformat: "power", gridcolor: "#eee" },
+      margin: { l: 70, r: 30, t: 10, b: 60 },
+      xaxis,
+      yaxis: { title: { text: yTitle }, gridcolor: "#eee", ...yaxis },
       legend: { orientation: "h", y: -0.3, font: { size: 11 } },
       showlegend: true,
       datarevision: this.revision,

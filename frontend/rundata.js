@@ -1,5 +1,7 @@
 /** A run's data in the browser: bounded column stores fed by /series history and live records. */
 
+import { nameLayers } from "./format.js";
+
 // Columns kept per run and metric. Past this, every other column is dropped and only every
 // second later record is kept, so memory and draw cost stay flat at 100k steps.
 export const MAX_COLUMNS = 2048;
@@ -90,12 +92,10 @@ export class RunData {
     this.metrics = Object.fromEntries(metrics.map((m) => [m, new Columns()]));
     this.scalars = new Columns(); // [loss, accuracy, grad_norm_total]
     this.val = { steps: [], loss: [], accuracy: [] };
-    this.hist = []; // [{step, act: {lo, hi, counts}, act_grad: {...}}]
+    this.hist = []; // [{step, act: {lo, hi, counts}, act_grad: {...}, preact: {...}}]
     this.histStride = 1;
     this.histSeen = 0;
     this.live = false; // true once the event stream is followed (it replays from the start)
-    this.everFinite = Object.fromEntries(metrics.map((m) => [m, new Uint8Array(256)]));
-    this.firstBad = null; // {step, layer, metric}: first finite -> non-finite cell seen here
     this.revision = 0; // bumps on any change: widgets redraw on the next animation frame
   }
 
@@ -111,9 +111,7 @@ export class RunData {
   ingestOne(r) {
     for (const [metric, cols] of Object.entries(this.metrics)) {
       const values = r.layers?.[metric];
-      if (!values) continue;
-      this.watchNonFinite(r.step, metric, values);
-      cols.push(r.step, values);
+      if (values) cols.push(r.step, values);
     }
     this.scalars.push(r.step, [r.loss, r.accuracy, r.grad_norm_total]);
     if ("val_loss" in r && r.step > (this.val.steps.at(-1) ?? -1)) {
@@ -122,22 +120,6 @@ export class RunData {
       this.val.accuracy.push(r.val_accuracy);
     }
     if (r.histograms) this.pushHistogram(r.step, r.histograms);
-  }
-
-  /** A cell is non-finite when it is null after the same layer and metric held a number. */
-  watchNonFinite(step, metric, values) {
-    let seen = this.everFinite[metric];
-    if (seen.length < values.length) {
-      const grown = new Uint8Array(values.length);
-      grown.set(seen);
-      this.everFinite[metric] = seen = grown;
-    }
-    for (let l = 0; l < values.length; l++) {
-      if (values[l] !== null) seen[l] = 1;
-      else if (seen[l] && !this.firstBad) {
-        this.firstBad = { step, layer: this.layers[l] ?? `layer ${l}`, metric };
-      }
-    }
   }
 
   pushHistogram(step, histograms) {
@@ -150,11 +132,16 @@ export class RunData {
     }
   }
 
-  /** The first non-finite value: the server's verdict ({step, layer, metric}) first, else ours. */
+  /** Steps done: the summary's count, or past it the newest streamed record (the same count). */
+  progress() {
+    const done = Math.max(this.summary.steps_done ?? 0, this.scalars.lastStep + 1);
+    return { done, total: this.summary.config?.training?.steps ?? null };
+  }
+
+  /** Where the server found the first non-finite value ({step, layer, metric}), or null. */
   firstNonFinite() {
     const d = this.summary.divergence;
-    if (d && typeof d === "object" && d.step !== undefined) return d;
-    return this.firstBad;
+    return d && typeof d === "object" && d.step !== undefined ? d : null;
   }
 
   /** The server's sentence on where the run first went non-finite, shown as sent. */
@@ -164,32 +151,70 @@ export class RunData {
 }
 
 /**
+ * Rows of A and B that mean the same layer: the readout with the readout, blocks by name from
+ * the input side. `note` says what was left out when the depths differ ("" when nothing was).
+ */
+export function alignLayers(aLayers, bLayers) {
+  const inB = new Map(bLayers.map((name, i) => [name, i]));
+  const inA = new Set(aLayers);
+  const rows = [];
+  aLayers.forEach((name, i) => inB.has(name) && rows.push({ name, a: i, b: inB.get(name) }));
+  const onlyA = aLayers.map((n, i) => (inB.has(n) ? -1 : i)).filter((i) => i >= 0);
+  const onlyB = bLayers.map((n, i) => (inA.has(n) ? -1 : i)).filter((i) => i >= 0);
+  const left = [];
+  if (onlyA.length) left.push(`A's ${nameLayers(aLayers, onlyA)}`);
+  if (onlyB.length) left.push(`B's ${nameLayers(bLayers, onlyB)}`);
+  const note = left.length
+    ? `A has ${aLayers.length} layers, B has ${bLayers.length}: rows are paired by name (readout with ` +
+      `readout, blocks counted from the input); left out: ${left.join(" and ")}.`
+    : "";
+  return { rows, note };
+}
+
+/** Per row, the index of the first column holding a number (Infinity if none): a null after
+ *  it is a value that went non-finite, a null before it one the probe never defined. */
+function firstFinite(cols, row) {
+  for (let i = 0; i < cols.length; i++) if ((cols.cols[i][row] ?? null) !== null) return i;
+  return Infinity;
+}
+
+/**
  * Columns of B − A (of the transformed values: log10 B − log10 A) at the steps both runs hold,
- * found in one walk over the two step lists. `pairs` maps each column to its A and B indices.
+ * found in one walk over the two step lists, for the row pairs `rows` ([{a, b}] from
+ * alignLayers). `pairs` maps each column to its A and B indices; `mask` marks cells where A or B
+ * went non-finite (null after that layer held a number), painted like non-finite cells elsewhere.
  */
 export function logRatio(ca, cb, tf, rows) {
   const x = [];
   const cols = [];
+  const mask = [];
   const pairs = [];
+  const startA = rows.map((r) => firstFinite(ca, r.a));
+  const startB = rows.map((r) => firstFinite(cb, r.b));
   let top = 0;
   for (let i = 0, j = 0; i < ca.length && j < cb.length; ) {
     if (ca.steps[i] < cb.steps[j]) i++;
     else if (cb.steps[j] < ca.steps[i]) j++;
     else {
       const col = [];
-      for (let l = 0; l < rows; l++) {
-        const va = tf(ca.cols[i][l] ?? null);
-        const vb = tf(cb.cols[j][l] ?? null);
+      const bad = [];
+      rows.forEach((r, k) => {
+        const rawA = ca.cols[i][r.a] ?? null;
+        const rawB = cb.cols[j][r.b] ?? null;
+        bad.push((rawA === null && i > startA[k]) || (rawB === null && j > startB[k]) ? 1 : 0);
+        const va = tf(rawA);
+        const vb = tf(rawB);
         const diff = va === null || vb === null ? null : vb - va;
         if (diff !== null && Math.abs(diff) > top) top = Math.abs(diff);
         col.push(diff);
-      }
+      });
       x.push(ca.steps[i]);
       cols.push(col);
+      mask.push(bad);
       pairs.push([i, j]);
       i++;
       j++;
     }
   }
-  return { x, cols, pairs, top };
+  return { x, cols, mask, pairs, top };
 }

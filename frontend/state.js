@@ -1,7 +1,8 @@
 /** All UI state in one object that round-trips through the URL hash, so a link reproduces a view. */
 
 export const VIEWS = ["single", "compare", "ratio"];
-export const HIST_KINDS = ["act", "act_grad"];
+export const HIST_KINDS = ["act", "act_grad", "preact"];
+export const FORM_STATES = ["open", "closed"];
 
 export function defaultState() {
   return {
@@ -11,6 +12,7 @@ export function defaultState() {
     layer: 0, // histogram layer index: block1, where vanishing shows first; -1 = the readout
     step: -1, // depth-profile step; -1 = follow the latest step
     hist: "act",
+    form: "open", // the run form, or "closed" to give the charts the room
     config: null, // the form's config (nested object), so a link re-creates it
     lesson: null, // the guided lesson shown (lesson.js), and its step (0-based)
     lstep: 0,
@@ -35,7 +37,7 @@ export function encodeState(state) {
   const d = defaultState();
   const p = new URLSearchParams();
   if (state.runs.length) p.set("runs", state.runs.join(","));
-  for (const key of ["metric", "view", "layer", "step", "hist", "lesson", "lstep"]) {
+  for (const key of ["metric", "view", "layer", "step", "hist", "form", "lesson", "lstep"]) {
     if (state[key] !== d[key]) p.set(key, String(state[key]));
   }
   if (state.config) p.set("config", toBase64Url(JSON.stringify(state.config)));
@@ -56,6 +58,7 @@ export function decodeState(hash, metrics) {
   if (metric && (!metrics || metrics.includes(metric))) s.metric = metric;
   if (VIEWS.includes(p.get("view"))) s.view = p.get("view");
   if (HIST_KINDS.includes(p.get("hist"))) s.hist = p.get("hist");
+  if (FORM_STATES.includes(p.get("form"))) s.form = p.get("form");
   s.layer = intOr(p.get("layer"), s.layer);
   s.step = intOr(p.get("step"), s.step);
   if (/^[A-Za-z0-9_-]{1,64}$/.test(p.get("lesson") ?? "")) s.lesson = p.get("lesson");

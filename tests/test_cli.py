@@ -162,11 +162,21 @@ def test_run_diverged_exits_3_and_keeps_the_records(
     out_json = tmp_path / "records.json"
     status = main(["run", str(write_config(tmp_path, EXPLODING)), "--json", str(out_json)])
     assert status == EXIT_DIVERGED
-    assert "diverged: layer block1 went non-finite at step 0" in capsys.readouterr().err
+    err = capsys.readouterr().err
     document = strict_json(out_json)  # NaN/inf became null, the file is still valid JSON
     assert document["status"] == "diverged"
-    assert document["divergence"]["metric"] == "grad_norm"
-    assert None in document["records"][-1]["layers"]["grad_norm"]
+    where = document["divergence"]
+    assert f"diverged: {where['message']}" in err
+    # The forward pass overflowed at step 0: that is named, not the NaN gradients that followed.
+    assert where["step"] == 0 and where["metric"] in (
+        "preact_mean",
+        "preact_std",
+        "act_mean",
+        "act_std",
+    )
+    last = document["records"][-1]["layers"]
+    assert last[where["metric"]][where["layer_index"]] is None
+    assert None in last["grad_norm"]
 
 
 def test_run_cuda_without_gpu_fails_clearly(

@@ -76,6 +76,27 @@ def test_records_first_non_finite_prefers_the_lowest_layer() -> None:
     assert first_non_finite(r, NAMES) == Divergence(7, "block2", 1, "act_std")
 
 
+def test_records_first_non_finite_names_the_forward_overflow_before_the_gradients() -> None:
+    # Issue 16: the forward pass overflowed at block2, which made every gradient NaN (block1's
+    # too); the divergence names block2's activation, where it began, not block1's gradient.
+    r = record(loss=None, grad_norm_total=None)
+    for metric in ("grad_norm", "act_grad_norm", "grad_to_weight", "update_ratio"):
+        r.layers[metric][:] = [None, None, None]
+    for metric in ("act_std", "preact_std", "act_mean", "preact_mean"):
+        r.layers[metric][1:] = [None, None]
+    assert first_non_finite(r, NAMES) == Divergence(7, "block2", 1, "preact_mean")
+
+
+def test_records_first_non_finite_follows_the_backward_pass_from_the_readout() -> None:
+    # A backward overflow starts at the readout side and spreads towards the input.
+    r = record()
+    r.layers["act_grad_norm"][0] = None
+    r.layers["grad_norm"][:2] = [None, None]
+    assert first_non_finite(r, NAMES) == Divergence(7, "block2", 1, "grad_norm")
+    r.layers["act_grad_norm"][1] = None
+    assert first_non_finite(r, NAMES) == Divergence(7, "block2", 1, "act_grad_norm")
+
+
 def test_records_first_non_finite_falls_back_to_scalars() -> None:
     assert first_non_finite(record(loss=None), NAMES) == Divergence(7, None, None, "loss")
     assert first_non_finite(record(), NAMES) is None

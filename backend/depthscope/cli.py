@@ -1,8 +1,10 @@
 """The `depthscope` command: serve the app, train headless with an HTML report, talk to a server.
 
     depthscope serve [--host H] [--port P] [--data-dir D] [--token T]
+                     [--executor local|ray] [--ray-address ADDR]
     depthscope run CONFIG.json | --preset ID [--set model.depth=30 ...] [--out R.html]
                    [--json R.json]
+    depthscope sweep SPEC.json | --preset ID [--out R.html] [--json R.json]   (cli_sweep.py)
     depthscope runs [--url URL]
     depthscope export ID [--format csv|json] [--out FILE] [--url URL]
 
@@ -273,7 +275,8 @@ def export_command(args: argparse.Namespace) -> int:
 def serve_command(args: argparse.Namespace) -> int:
     from depthscope.service.app import serve  # lazy: the run/export commands need no web stack
 
-    serve(args.host, args.port, args.data_dir, token=args.token)
+    where = {k: v for k in ("executor", "ray_address") if (v := getattr(args, k))}  # else env
+    serve(args.host, args.port, args.data_dir, token=args.token, **where)
     return EXIT_OK
 
 
@@ -292,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--token", default=token, help="protect mutating endpoints (env DEPTHSCOPE_TOKEN)"
     )
+    serve.add_argument("--executor", choices=("local", "ray"), help="where runs train")
+    serve.add_argument("--ray-address", help="Ray cluster for --executor ray (default: local)")
     serve.set_defaults(handler=serve_command)
 
     run = sub.add_parser("run", help="train one run headless, write an HTML report")
@@ -308,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", type=Path, help="write every record as JSON here")
     run.set_defaults(handler=run_command)
 
+    from depthscope import cli_sweep  # its module imports this one
+
+    cli_sweep.add_parser(sub)
     for name, help_text in (
         ("runs", "list a server's runs"),
         ("export", "download a run's records"),

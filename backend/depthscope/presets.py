@@ -1,11 +1,13 @@
 """Presets: one-click runs that tell the gradient-flow story, each a validated RunConfig.
 
-Every preset trains in a few seconds of one CPU core. Paired presets differ in one setting, so
-a side-by-side comparison isolates what that setting does. They all learn two moons, which a
-healthy network of this size separates within their few hundred plain SGD steps: the networks
-whose gradients vanish stay at chance there while their fixes reach near-perfect held-out
-accuracy, so the loss curves tell the same story as the heatmaps. (On the harder spirals,
-most of them would still be near chance after 300 steps.)
+Every preset trains in seconds of one CPU core. Paired presets differ in one setting, so a
+side-by-side comparison isolates what that setting does. The gradient-flow presets learn two
+moons, which a healthy network of this size separates within their few hundred plain SGD
+steps: the networks whose gradients vanish stay at chance there while their fixes reach
+near-perfect held-out accuracy, so the loss curves tell the same story as the heatmaps. (On
+the harder spirals, most of them would still be near chance after 300 steps.) The batch-norm
+story's presets, after the papers (Ioffe & Szegedy 2015, Glorot & Bengio 2010, He et al. 2015),
+come from papers.py, most of them on real 8 × 8 handwritten digits.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from depthscope.engine.config import RunConfig
+from depthscope.papers import PAPER_RUNS
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,7 @@ class Preset:
     title: str
     description: str
     config: RunConfig
+    metric: str = "grad_norm"  # the per-layer metric the explorer shows first for this preset
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -29,7 +33,19 @@ class Preset:
             "title": self.title,
             "description": self.description,
             "config": self.config.model_dump(),
+            "metric": self.metric,
         }
+
+
+# Form defaults that depend on the dataset, as "section.field" -> value (served in /api/schema as
+# "x-dataset-defaults"). Regression's squared error on unit-variance targets gives a deep ReLU
+# net gradients several times larger than cross-entropy does: at the default lr 0.05 the teacher
+# task diverges within a few steps, at 0.002 its loss falls steadily.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "teacher": {"training.lr": 0.002},
+    # the digits have 64 pixels and 1797 images: the only input size, at most that many samples
+    "digits": {"data.input_dim": 64, "data.n_samples": 1797},
+}
 
 
 def _config(model: dict[str, Any], **training: Any) -> RunConfig:
@@ -43,9 +59,13 @@ def _config(model: dict[str, Any], **training: Any) -> RunConfig:
     )
 
 
-# Large random weights: each ReLU layer multiplies the signal by about 0.6·√(64/2) ≈ 3.4, so the
-# loss's gradient is enormous and one plain SGD step sends the weights to infinity.
-_EXPLODING = {"activation": "relu", "init": "normal", "init_std": 0.6}
+# Too large random weights: each ReLU block multiplies the signal by about 0.25·√(64/2) ≈ 1.4, in
+# both directions, so over ten blocks the backpropagated signal arrives at the input about 30 times
+# larger than it left the readout. Plain SGD overshoots and the weights reach infinity within a few
+# steps; with the total gradient norm clipped to 1 the same net trains. (At larger stds the clipped
+# run trains too, but its logits grow so large that float32's cross-entropy is exactly 0 on whole
+# stretches of steps, and the heatmap shows zero gradients instead of the cure.)
+_EXPLODING = {"activation": "relu", "init": "normal", "init_std": 0.25}
 
 PRESETS: tuple[Preset, ...] = (
     Preset(
@@ -82,6 +102,7 @@ PRESETS: tuple[Preset, ...] = (
         "drops by roughly 1/√2 per layer. Over thirty blocks that is a factor of tens of "
         "thousands, visible as a steady fade in the activation-std heatmap.",
         _config({"depth": 30, "activation": "relu", "init": "xavier_normal"}, steps=200),
+        metric="act_std",
     ),
     Preset(
         "leaky-relu",
@@ -116,21 +137,27 @@ PRESETS: tuple[Preset, ...] = (
     Preset(
         "exploding",
         "Exploding gradients (no clipping)",
-        "ReLU blocks with weights drawn far too large (std 0.6) and no clipping. Each block "
-        "amplifies the signal several times over, the gradients come back enormous, and the "
-        "first SGD step throws the weights so far that the next step is no longer finite: the "
-        "run stops as diverged, naming the first layer and statistic that overflowed.",
+        "ReLU blocks with weights drawn too large (std 0.25, where He init would use 0.18) and no "
+        "clipping. Each block amplifies the signal by about 1.4 on the way forward and on the way "
+        "back, so the backpropagated signal grows towards the input (bright at the bottom of its "
+        "heatmap) and the activations grow towards the readout. Plain SGD overshoots, each step "
+        "makes the weights larger, and after a few steps the forward pass overflows: the run "
+        "stops as diverged, naming the first layer and statistic that went non-finite.",
         _config(_EXPLODING),
+        metric="act_grad_norm",
     ),
     Preset(
         "exploding-clipped",
         "Exploding init, with gradient clipping",
         "The same oversized initialization, with the total gradient norm clipped to 1 before "
-        "every update. The gradients are just as huge, but each step moves the weights by at "
-        "most the learning rate, so the run stays finite and completes; the clipped flag is set "
-        "on nearly every step.",
+        "every update. The first gradients are just as large, but no step can move the weights "
+        "by more than the learning rate, so the overshoot never starts: the loss falls, the "
+        "clipped flag is set on most of the early steps and on occasional spikes later, and the "
+        "run completes with near-perfect held-out accuracy.",
         _config(_EXPLODING, clip="norm", clip_value=1.0),
+        metric="act_grad_norm",
     ),
+    *(Preset(run.id, run.title, run.description, run.config) for run in PAPER_RUNS),
 )
 
 BY_ID: dict[str, Preset] = {p.id: p for p in PRESETS}

@@ -7,13 +7,15 @@ NaN or Infinity.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 # per-layer metric names, in order (contract), from the metric registry
 from depthscope.probe.metrics import METRICS as METRICS
 
-HISTOGRAM_KINDS: tuple[str, ...] = ("act", "act_grad")
+# h, dL/dh, and u: the activation's input (after the normalization when it comes first)
+HISTOGRAM_KINDS: tuple[str, ...] = ("act", "act_grad", "preact")
 
 Number = float | None
 
@@ -95,20 +97,43 @@ class Divergence:
         return f"{where} went non-finite at step {self.step} ({self.metric})"
 
 
+# The order one step computes its values in: the forward pass (weights, then what each block makes
+# of its input) from the input up, the loss, the backward pass from the readout down, then the
+# update. The first non-finite value in this order is where an overflow began; later ones follow
+# from it (a forward overflow makes every gradient NaN, in every layer).
+_FORWARD = ("weight_norm", "preact_mean", "preact_std", "act_mean", "act_std", "saturation", "dead")
+_BACKWARD = ("act_grad_norm", "grad_norm", "grad_to_weight")
+
+
+def _scan_order(n_layers: int) -> Iterator[tuple[int | None, str]]:
+    """(layer index, metric) in computation order; None as the index marks a scalar."""
+    for index in range(n_layers):
+        for metric in _FORWARD:
+            yield index, metric
+    yield None, "loss"
+    for index in reversed(range(n_layers)):
+        for metric in _BACKWARD:
+            yield index, metric
+    yield None, "grad_norm_total"
+    rest = [m for m in METRICS if m not in _FORWARD and m not in _BACKWARD]
+    for index in range(n_layers):
+        for metric in rest:
+            yield index, metric
+
+
 def first_non_finite(record: StepRecord, layer_names: list[str]) -> Divergence | None:
-    """The first non-finite value of a record: lowest layer first, metrics in METRICS order;
-    then the scalars. A value the probe could not define (None from the start) never counts,
-    so only metrics that are always defined are scanned."""
+    """The first non-finite value of a record in the order the step computed it (forward from
+    the input, loss, backward from the readout, update). A value the probe could not define
+    (None from the start) never counts, so only metrics that are always defined are scanned."""
     if record.known_finite:
         return None
     scalars_finite = record.loss is not None and record.grad_norm_total is not None
     if scalars_finite and not any(None in values for values in record.layers.values()):
         return None  # the usual case, without a scan value by value
-    for index, name in enumerate(layer_names):
-        for metric in METRICS:
-            if record.layers[metric][index] is None:
-                return Divergence(record.step, name, index, metric)
-    for metric in ("loss", "grad_norm_total"):
-        if getattr(record, metric) is None:
-            return Divergence(record.step, None, None, metric)
+    for index, metric in _scan_order(len(layer_names)):
+        if index is None:
+            if getattr(record, metric) is None:
+                return Divergence(record.step, None, None, metric)
+        elif record.layers[metric][index] is None:
+            return Divergence(record.step, layer_names[index], index, metric)
     return None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 
 class Console:
@@ -64,9 +67,70 @@ class Explorer:
         else:
             self.page.fill(selector, value)
 
-    def shot(self, name: str, into: Path | None = None) -> None:
-        """Save a screenshot as a test artifact (and into `into` for the README's images)."""
+    def shot(
+        self, name: str, into: Path | None = None, full_page: bool = True, toast: bool = False
+    ) -> None:
+        """Save a screenshot as a test artifact (and into `into` for the README's images).
+        The toast is fixed to the window, so a full-page image shows it mid-page: hidden unless
+        asked for."""
+        if not toast:
+            self.page.evaluate("() => { document.getElementById('toast').hidden = true; }")
         self.page.evaluate("() => new Promise(r => requestAnimationFrame(() => r(null)))")
         for folder in {self.artifacts, into or self.artifacts}:
             folder.mkdir(parents=True, exist_ok=True)
-            self.page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+            self.page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
+
+
+# Installed before any page script: every EventSource and every fetch the page makes is logged,
+# so a test can count the streams still open and the requests sent.
+INSTRUMENT = """
+window.__streams = [];
+window.__fetches = [];
+const NativeEventSource = window.EventSource;
+window.EventSource = class extends NativeEventSource {
+  constructor(url, options) {
+    super(url, options);
+    window.__streams.push(this);
+  }
+};
+const nativeFetch = window.fetch.bind(window);
+window.fetch = (input, init) => {
+  window.__fetches.push(`${(init && init.method) || 'GET'} ${String(input)}`);
+  return nativeFetch(input, init);
+};
+window.__open = () => window.__streams.filter((s) => s.readyState !== 2)
+  .map((s) => new URL(s.url).pathname);
+"""
+
+# A small net, a few steps: trains in a second or two.
+SMALL = {
+    "model": {"depth": 3, "width": 8},
+    "training": {"steps": 30, "batch_size": 16},
+    "recording": {"histogram_every": 5, "eval_every": 10},
+}
+# A small net that would train for a long time: something to watch live and to cancel.
+LONG = {
+    "model": {"depth": 3, "width": 8},
+    "training": {"steps": 100_000, "batch_size": 16},
+}
+
+
+def merged(base: dict[str, Any], **sections: dict[str, Any]) -> dict[str, Any]:
+    """`base` with some fields of some sections replaced."""
+    return {k: {**base.get(k, {}), **sections.get(k, {})} for k in {*base, *sections}}
+
+
+def start(api: httpx.Client, config: dict[str, Any]) -> str:
+    created = api.post("/api/runs", json=config)
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+def wait_ended(api: httpx.Client, run_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        summary: dict[str, Any] = api.get(f"/api/runs/{run_id}").json()
+        if summary["status"] not in ("queued", "running"):
+            return summary
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} still running after {timeout} s")

@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from depthscope.presets import PRESETS
 
-from .e2e_helpers import Console, Explorer
+from .e2e_helpers import SMALL, Console, Explorer, merged, start, wait_ended
+
+PRESET_IDS = [p.id for p in PRESETS]  # the order of the preset buttons
 
 # A small net that would train for a long time: something to watch live and to cancel.
 LONG_RUN = {
@@ -151,12 +154,37 @@ def test_share_link_round_trips(
         other.close()
 
 
+def test_histogram_of_the_activation_input_with_its_percentiles(explorer: Explorer) -> None:
+    """The batch-norm preset's u histograms at block1, with 15th/50th/85th percentile lines
+    that rise in order and lie inside each snapshot's range (Ioffe & Szegedy, Fig. 1 b, c)."""
+    explorer.open()
+    explorer.run_preset(PRESET_IDS.index("batchnorm"))
+    explorer.wait_columns(30, timeout=30)
+    explorer.page.select_option("#hist-kind", "preact")
+    explorer.page.wait_for_function(
+        "() => document.querySelector('#histogram').data?.length === 4"
+        " && document.querySelector('#histogram').data[1].y.length > 2",
+        timeout=15_000,
+    )
+    traces = explorer.page.evaluate(
+        "document.querySelector('#histogram').data.map(t => ({type: t.type, y: t.y}))"
+    )
+    heat, *lines = traces
+    assert heat["type"] == "heatmap" and [t["type"] for t in lines] == ["scatter"] * 3
+    low, mid, high = (t["y"] for t in lines)
+    assert all(a < b < c for a, b, c in zip(low, mid, high, strict=True))
+    grid = heat["y"]  # cell centres over the union of the snapshots' ranges
+    lo, hi = grid[0] - (grid[1] - grid[0]) / 2, grid[-1] + (grid[1] - grid[0]) / 2
+    assert all(lo <= a and c <= hi for a, c in zip(low, high, strict=True))
+    assert "activation input u" in explorer.page.inner_text("#histogram")
+
+
 def test_cancel_stops_the_run(explorer: Explorer, api: httpx.Client) -> None:
     explorer.open()
     run_id = start_from_form(explorer, LONG_RUN)
     shown = explorer.wait_columns(0, timeout=20)
     # While it trains, the step axis follows the data, until the user zooms: then it stays.
-    x_range = "document.querySelector('#heatmaps .plot')._fullLayout.xaxis.range"
+    x_range = "document.querySelector('#heatmaps .plot').layout.xaxis.range"
     explorer.page.wait_for_function(
         f"({x_range})[1] >= document.querySelector('#heatmaps .plot').heat.lastStep"
         " && document.querySelector('#heatmaps .plot').heat.lastStep > 20",
@@ -167,24 +195,25 @@ def test_cancel_stops_the_run(explorer: Explorer, api: httpx.Client) -> None:
     )
     explorer.wait_columns(shown + 5, timeout=20)
     assert explorer.page.evaluate(x_range) == [0, 5]
-    row = explorer.page.locator(f"tr[data-run='{run_id}']")
+    row = explorer.page.locator(f"tbody[data-run='{run_id}']")
     row.locator("button.cancel").click()
     explorer.page.wait_for_selector(
-        f"tr[data-run='{run_id}'][data-status=cancelled]", timeout=10_000
+        f"tbody[data-run='{run_id}'][data-status=cancelled]", timeout=10_000
     )
     summary = api.get(f"/api/runs/{run_id}").json()
     assert summary["status"] == "cancelled" and 0 < summary["steps_done"] < 100_000
     explorer.shot("cancelled")
     # Export links in the row and the toolbar serve every record kept so far.
     for fmt in ("csv", "json"):
-        href = explorer.page.locator(f"tr[data-run='{run_id}'] a", has_text=fmt.upper())
+        href = explorer.page.locator(f"tbody[data-run='{run_id}'] a", has_text=fmt.upper())
         assert href.get_attribute("href") == explorer.page.get_attribute(f"#export-{fmt}", "href")
         body = api.get(str(href.get_attribute("href")))
         assert body.status_code == 200
     records = api.get(f"/api/runs/{run_id}/export?format=json").json()["records"]
     assert len(records) == summary["steps_done"]
-    explorer.page.locator(f"tr[data-run='{run_id}'] button.delete").click()
-    explorer.page.wait_for_selector(f"tr[data-run='{run_id}']", state="detached")
+    explorer.page.locator(f"tbody[data-run='{run_id}'] button.delete").click()
+    explorer.page.locator(f"tbody[data-run='{run_id}'] button.confirm-delete").click()
+    explorer.page.wait_for_selector(f"tbody[data-run='{run_id}']", state="detached")
     assert api.get(f"/api/runs/{run_id}").status_code == 404
 
 
@@ -239,3 +268,85 @@ def test_divergence_is_marked_and_named(
     note.wait_for(state="visible", timeout=15_000)
     text = note.inner_text()
     assert "non-finite" in text and divergence["layer"] in text
+
+
+def test_exploding_preset_charts_are_useful(
+    explorer: Explorer, api: httpx.Client, screenshots_dir: Path
+) -> None:
+    # Issue 16 item 6: the exploding preset left the loss chart and the latest depth profile
+    # empty, opened on a metric that contradicted the help text, and named the wrong layer.
+    explorer.open()
+    before = explorer.selected()
+    explorer.page.click("button.preset[data-preset=exploding]")
+    explorer.page.wait_for_function(
+        "b => window.depthscope.state.runs[0] && window.depthscope.state.runs[0] !== b",
+        arg=before[0] if before else "",
+    )
+    run_id = explorer.selected()[0]
+    banner = explorer.page.locator("#divergence")
+    banner.wait_for(state="visible", timeout=30_000)
+    summary = api.get(f"/api/runs/{run_id}").json()
+    divergence = summary["divergence"]
+    assert summary["status"] == "diverged" and divergence["message"] in banner.inner_text()
+    # It opens on the backpropagated signal, which brightens towards the input as the note says.
+    assert explorer.page.input_value("#metric") == "act_grad_norm"
+    assert "brightening towards the input" in explorer.page.inner_text("#metric-note")
+    # The callout on the heatmap names the server's layer and step, as sent.
+    explorer.page.wait_for_function(
+        "() => document.querySelector('#heatmaps .plot')?.layout?.annotations?.length === 1"
+    )
+    callout = explorer.page.evaluate(
+        "() => document.querySelector('#heatmaps .plot').layout.annotations[0]"
+    )
+    assert callout["x"] == divergence["step"]
+    assert callout["y"] == divergence["layer_index"]
+    assert f"{divergence['layer']}, step {divergence['step']}" in callout["text"]
+    # The loss chart draws its few finite points as markers.
+    explorer.page.wait_for_function(
+        "() => document.querySelector('#curves').data?.[0]?.y?.some((v) => v !== null)"
+    )
+    loss = explorer.page.evaluate("() => document.querySelector('#curves').data[0]")
+    assert "markers" in loss["mode"]
+    # At "latest" the profile falls back to the last step with finite values and says so.
+    note = explorer.page.locator("#profile-hidden")
+    note.wait_for(state="visible")
+    expected = f"its latest step ({divergence['step']}) has no finite act_grad_norm"
+    assert expected in note.inner_text()
+    drawn = explorer.page.evaluate("() => document.querySelector('#profile').data[0].y")
+    assert all(v is not None and v > 0 for v in drawn)
+    explorer.shot("exploding", screenshots_dir)
+
+
+def test_form_defaults_follow_the_dataset(explorer: Explorer, api: httpx.Client) -> None:
+    # Issue 16 item 8: the default form with dataset teacher diverged at step 2.
+    explorer.open()
+    assert explorer.page.input_value("#f-training-lr") == "0.05"
+    explorer.set_field("data.dataset", "teacher")
+    assert explorer.page.input_value("#f-training-lr") == "0.002"
+    assert "0.002 for teacher" in explorer.page.inner_text("#f-training-lr-help")
+    explorer.set_field("data.dataset", "moons")
+    assert explorer.page.input_value("#f-training-lr") == "0.05"
+    explorer.set_field("training.lr", "0.01")  # the user's own value survives a dataset change
+    explorer.set_field("data.dataset", "teacher")
+    assert explorer.page.input_value("#f-training-lr") == "0.01"
+    explorer.page.click("#reset")
+    explorer.set_field("data.dataset", "teacher")
+    run_id = start_from_form(explorer, {"training.steps": "40"})
+    summary = api.get(f"/api/runs/{run_id}").json()
+    assert summary["config"]["training"]["lr"] == 0.002
+    assert wait_ended(api, run_id)["status"] == "completed"
+
+
+def test_compare_view_shows_config_difference(explorer: Explorer, api: httpx.Client) -> None:
+    a = start(api, merged(SMALL, model={"activation": "relu"}))
+    b = start(api, merged(SMALL, model={"activation": "tanh"}, training={"lr": 0.02}))
+    explorer.open(f"#runs={a},{b}")
+    diff = explorer.page.locator("#config-diff")
+    assert diff.is_hidden()  # one run shown: nothing to compare
+    explorer.page.check("input[name=view][value=compare]")
+    diff.wait_for(state="visible")
+    fields = diff.locator("li").evaluate_all("items => items.map((i) => i.dataset.field)")
+    assert fields == ["model.activation", "training.lr"]
+    assert "relu → tanh" in diff.inner_text() and "0.05 → 0.02" in diff.inner_text()
+    explorer.page.check("input[name=view][value=ratio]")
+    assert diff.is_visible()

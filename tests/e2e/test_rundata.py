@@ -54,31 +54,56 @@ def test_columns_seed_only_when_ahead(modules: Any) -> None:
     assert got["steps"] == [0, 4, 8, 9] and got["cols"] == [[1], [2], [3], [4]]
 
 
-def test_rundata_marks_first_non_finite_cell_and_shows_the_servers_sentence(modules: Any) -> None:
+def test_rundata_divergence_is_the_servers_message_as_sent(modules: Any) -> None:
     got = modules.evaluate(
         """async () => {
           const m = await import('/rundata.js');
           const layers = ['block1', 'block2', 'readout'];
-          const summary = { id: 'r', status: 'running', layers };
-          const run = new m.RunData(summary, ['grad_norm', 'saturation']);
-          const rec = (step, g, s) => ({ step, loss: 1, accuracy: 0.5, grad_norm_total: 1,
-                                         clipped: false, layers: { grad_norm: g, saturation: s } });
-          // saturation is undefined (null) from the start for this net: never counts as non-finite
-          const none = [null, null, null];
-          run.ingest([rec(0, [1, 2, 3], none), rec(1, [1, 2, 3], none)]);
-          const before = run.divergenceText();
-          run.ingest([rec(2, [1, null, null], none), rec(3, none, none)]);
-          const after = run.divergenceText();
-          const message = 'layer block2 went non-finite at step 2 (grad_norm)';
-          run.summary = { ...summary, divergence: { step: 2, layer: 'block2', message } };
-          return { before, after, sent: run.divergenceText(), bad: run.firstBad };
+          const sent = 'layer block2 went non-finite at step 3 (preact_std)';
+          const where = { step: 3, layer: 'block2', layer_index: 1, metric: 'preact_std' };
+          where.message = sent;
+          const run = (summary) => new m.RunData({ id: 'r', layers, ...summary }, ['grad_norm']);
+          const running = run({ status: 'running', divergence: null });
+          // records with nulls do not make a sentence of their own: only the server's counts
+          running.ingest([{ step: 0, loss: 1, accuracy: 0.5, grad_norm_total: 1, clipped: false,
+                            layers: { grad_norm: [1, 2, 3] } },
+                          { step: 1, loss: null, accuracy: null, grad_norm_total: null,
+                            clipped: false, layers: { grad_norm: [null, null, null] } }]);
+          const diverged = run({ status: 'diverged', divergence: where });
+          return {
+            running: [running.divergenceText(), running.firstNonFinite()],
+            text: diverged.divergenceText(),
+            where: diverged.firstNonFinite(),
+          };
         }"""
     )
-    assert got["before"] is None
-    assert got["bad"] == {"step": 2, "layer": "block2", "metric": "grad_norm"}
-    # The sentence is the server's alone: none until its verdict arrives, then exactly as sent.
-    assert got["after"] is None
-    assert got["sent"] == "layer block2 went non-finite at step 2 (grad_norm)"
+    assert got["running"] == [None, None]
+    assert got["text"] == "layer block2 went non-finite at step 3 (preact_std)"
+    assert got["where"]["layer"] == "block2" and got["where"]["step"] == 3
+
+
+ALIGN = """async ([a, b]) => (await import('/rundata.js')).alignLayers(a, b)"""
+
+
+def names(depth: int) -> list[str]:
+    return [f"block{i + 1}" for i in range(depth)] + ["readout"]
+
+
+def test_align_layers_pairs_readouts_and_blocks_by_name(modules: Any) -> None:
+    same = modules.evaluate(ALIGN, [names(3), names(3)])
+    assert [(r["a"], r["b"]) for r in same["rows"]] == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    assert same["note"] == ""
+    deeper_b = modules.evaluate(ALIGN, [names(2), names(5)])
+    # readout with readout (A's 2, B's 5), blocks from the input; B's block3-block5 left out
+    assert [(r["name"], r["a"], r["b"]) for r in deeper_b["rows"]] == [
+        ("block1", 0, 0),
+        ("block2", 1, 1),
+        ("readout", 2, 5),
+    ]
+    assert "left out: B's block3–block5" in deeper_b["note"]
+    deeper_a = modules.evaluate(ALIGN, [names(4), names(1)])
+    assert [r["name"] for r in deeper_a["rows"]] == ["block1", "readout"]
+    assert "A's block2–block4" in deeper_a["note"]
 
 
 def test_log_ratio_matches_step_aligned_reference(modules: Any) -> None:
@@ -93,7 +118,7 @@ def test_log_ratio_matches_step_aligned_reference(modules: Any) -> None:
           const cb = new m.Columns();
           as.forEach((s, i) => ca.push(s, av[i]));
           bs.forEach((s, i) => cb.push(s, bv[i]));
-          return m.logRatio(ca, cb, transformFor('grad_norm'), 2);
+          return m.logRatio(ca, cb, transformFor('grad_norm'), [{ a: 0, b: 0 }, { a: 1, b: 1 }]);
         }""",
         [a_steps, a_vals, b_steps, b_vals],
     )
@@ -103,4 +128,6 @@ def test_log_ratio_matches_step_aligned_reference(modules: Any) -> None:
         a, b = a_vals[a_steps.index(step)], b_vals[b_steps.index(step)]
         assert col[0] == pytest.approx(math.log10(b[0]) - math.log10(a[0]))
         assert col[1] is None  # B's value is missing: no ratio
+    # B's second row never held a number: undefined (grey), not non-finite (magenta)
+    assert all(bad == [0, 0] for bad in got["mask"])
     assert got["top"] == pytest.approx(max(abs(c[0]) for c in got["cols"]))

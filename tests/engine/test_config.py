@@ -249,6 +249,26 @@ def test_config_batchnorm_needs_two_samples() -> None:
         RunConfig.model_validate({"model": {"norm": "batchnorm"}, "training": {"batch_size": 1}})
 
 
+@pytest.mark.parametrize("input_dim", [2, 63, 65, 256])
+def test_config_digits_needs_64_inputs(input_dim: int) -> None:
+    with pytest.raises(ValidationError, match=r"data\.input_dim must be 64") as exc:
+        RunConfig.model_validate(
+            {"data": {"dataset": "digits", "input_dim": input_dim, "n_samples": 500}}
+        )
+    assert error_locations(exc) == [("data", "input_dim")]
+    RunConfig.model_validate({"data": {"dataset": "digits", "input_dim": 64, "n_samples": 1797}})
+    RunConfig.model_validate({"data": {"dataset": "spirals", "input_dim": input_dim}})
+
+
+def test_config_digits_holds_1797_samples() -> None:
+    body = {"data": {"dataset": "digits", "input_dim": 64, "n_samples": 1798}}
+    with pytest.raises(ValidationError, match=r"data\.n_samples \(1798\).*1797") as exc:
+        RunConfig.model_validate(body)
+    assert error_locations(exc) == [("data", "n_samples")]
+    config = RunConfig.model_validate({"data": {**body["data"], "n_samples": 1797}})
+    assert config.output_dim == 10
+
+
 def test_config_is_frozen() -> None:
     config = RunConfig()
     with pytest.raises(ValidationError):
@@ -275,7 +295,15 @@ def test_config_schema_choices_come_from_registries() -> None:
         {"bias": False, "activation": "prelu", "width": 7, "depth": 5},
     ],
 )
-@pytest.mark.parametrize("data", [{}, {"dataset": "blobs", "input_dim": 5}, {"dataset": "teacher"}])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"dataset": "blobs", "input_dim": 5},
+        {"dataset": "teacher"},
+        {"dataset": "digits", "input_dim": 64, "n_samples": 1797},
+    ],
+)
 def test_config_parameter_count_equals_built_model(
     model: dict[str, Any], data: dict[str, Any]
 ) -> None:

@@ -305,7 +305,7 @@ def test_native_refuses_to_write_outside_the_output(lib: Any) -> None:
         lib.readout(at[0], 4, 5, None, at[0], floats(3), indices([0, 1, 2, 3]))
     with pytest.raises(IndexError):  # a histogram's counts must fit whole
         lib.histograms(at, five, 4, floats(8), indices([0]), indices([1]), indices([5]))
-    table = indices([0, 1, 2, 3, 4, 5, 9])  # one layer; its dL/dh norm outside
+    table = indices([0, 1, 2, 3, 4, 5, 9, -1, -1])  # one layer; its dL/dh norm outside
     with pytest.raises(IndexError, match="slot 9"):
         lib.hidden(at, None, at, at, 4, 5, 0, 0.0, None, floats(7), table)
 
@@ -313,10 +313,10 @@ def test_native_refuses_to_write_outside_the_output(lib: Any) -> None:
 def test_native_checks_its_arguments_before_running(lib: Any) -> None:
     x = torch.randn(4, 5)
     at = addresses([x], [])
-    with pytest.raises(ValueError, match="fewer than the 7 needed"):  # a short `where` table
+    with pytest.raises(ValueError, match="fewer than the 9 needed"):  # a short `where` table
         lib.hidden(at, None, at, None, 4, 5, 0, 0.0, None, floats(7), indices([0, 1]))
     with pytest.raises(ValueError, match="expected 1"):  # u for another number of layers
-        lib.hidden(at, None, at * 2, None, 4, 5, 0, 0.0, None, floats(7), indices(range(7)))
+        lib.hidden(at, None, at * 2, None, 4, 5, 0, 0.0, None, floats(9), indices(range(9)))
     with pytest.raises(ValueError, match="PReLU needs its slopes"):
         lib.hidden(
             at,

@@ -123,7 +123,8 @@ def _grid_max(activation: str) -> float:
 
 
 def reference(config: RunConfig, net: DeepNet, trainer: Trainer) -> dict[str, list[float]]:
-    """The 11 metrics of step 0, from the network as it was before the step."""
+    """Every metric of step 0, from the network as it was before the step (a metric added to
+    the registry needs its reference here: `assert_metrics_match` checks every one)."""
     m = config.model
     x, y = trainer.data.x_train, trainer.data.y_train
     net = copy.deepcopy(net)
@@ -168,6 +169,8 @@ def reference(config: RunConfig, net: DeepNet, trainer: Trainer) -> dict[str, li
         out[name].append(std(logits))
     out["saturation"].append(0.0)
     out["dead"].append(0.0)
+    for name in ("u_mean_shift", "u_std_shift"):  # nothing recorded before step 0
+        out[name] = [0.0] * len(out["dead"])
     return out
 
 
@@ -222,6 +225,40 @@ def test_probe_metrics_match_reference_without_histograms(
     assert_metrics_match(record, reference(config, net, trainer))
 
 
+def u_moments(net: DeepNet, x: Tensor, activation: str) -> list[tuple[float, float]]:
+    """Per layer, the mean and population std of the activation input u (the readout's:
+    its logits), from the forward pass by hand, in double."""
+    fwd = manual_forward(copy.deepcopy(net).train(), x, activation, 0)
+    values = [*fwd["u"], fwd["logits"]]
+    return [
+        (float(v.detach().double().mean()), float(v.detach().double().std(unbiased=False)))
+        for v in values
+    ]
+
+
+@pytest.mark.parametrize(("norm", "position"), NORMS)
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+def test_probe_u_shift_matches_moments_of_consecutive_steps(
+    activation: str, norm: str, position: str, device: str
+) -> None:
+    """u_mean_shift = |mean − mean′| / std′ and u_std_shift = |ln(std / std′)| between step 0
+    and step 1 (the batch is the whole training split both times), from the forward pass by
+    hand with the weights each step used; 0 at the first recorded step."""
+    config = tiny_config(device, activation=activation, norm=norm, norm_position=position)
+    trainer = Trainer(config)
+    x = trainer.data.x_train
+    records = trainer.records()
+    before = u_moments(trainer.model, x, activation)
+    first = next(records)
+    after = u_moments(trainer.model, x, activation)  # the weights step 1 uses
+    second = next(records)
+    assert first.layers["u_mean_shift"] == first.layers["u_std_shift"] == [0.0] * config.n_layers
+    mean_shift = [abs(m - m0) / s0 for (m, _), (m0, s0) in zip(after, before, strict=True)]
+    std_shift = [abs(math.log(s / s0)) for (_, s), (_, s0) in zip(after, before, strict=True)]
+    assert second.layers["u_mean_shift"] == pytest.approx(mean_shift, rel=2e-3, abs=1e-6)
+    assert second.layers["u_std_shift"] == pytest.approx(std_shift, rel=2e-3, abs=1e-6)
+
+
 @pytest.mark.parametrize("optimizer", list(REFERENCE_OPTIMIZERS))
 def test_probe_update_ratio_matches_each_optimizer(optimizer: str, device: str) -> None:
     config = tiny_config(device, activation="relu", optimizer=optimizer)
@@ -259,15 +296,23 @@ def test_probe_dead_counts_units_inactive_for_every_sample(device: str) -> None:
     assert record.layers["dead"][0] == 0.5
 
 
-@pytest.mark.parametrize("kind", ["act", "act_grad"])
-def test_probe_histograms_match_histc(kind: str, device: str) -> None:
-    config = tiny_config(device, activation="tanh", residual_every=1)
+@pytest.mark.parametrize("kind", ["act", "act_grad", "preact"])
+@pytest.mark.parametrize("norm", ["none", "batchnorm"])
+def test_probe_histograms_match_histc(kind: str, norm: str, device: str) -> None:
+    """h, dL/dh and u (the activation's input: after the norm when it comes first)."""
+    config = tiny_config(device, activation="tanh", residual_every=1, norm=norm)
     record, net, trainer = first_record(config)
-    fwd = manual_forward(copy.deepcopy(net), trainer.data.x_train, "tanh", 1)
+    net = copy.deepcopy(net)
+    net.train()
+    fwd = manual_forward(net, trainer.data.x_train, "tanh", 1)
     loss = functional.cross_entropy(fwd["logits"], trainer.data.y_train)
     values = [*fwd["h"], fwd["logits"]]
     if kind == "act_grad":
         values = list(torch.autograd.grad(loss, values))
+    if kind == "preact":  # the readout is linear: its activation input is its output
+        values = [*fwd["u"], fwd["logits"]]
+        if norm == "none":
+            assert all(torch.equal(u, z) for u, z in zip(fwd["u"], fwd["z"], strict=True))
     assert record.histograms is not None
     hist = record.histograms[kind]
     for layer, v in enumerate(values):
@@ -301,7 +346,7 @@ def test_probe_histograms_only_on_histogram_steps() -> None:
     records = list(Trainer(config).records())
     assert [r.histograms is not None for r in records] == [True, False, True, False]
     wire = records[0].to_wire()
-    assert set(wire["histograms"]) == {"act", "act_grad"}
+    assert set(wire["histograms"]) == {"act", "act_grad", "preact"}
     assert len(wire["histograms"]["act"]["counts"]) == config.n_layers
     assert all(len(c) == 32 for c in wire["histograms"]["act"]["counts"])
 
@@ -351,7 +396,8 @@ def test_probe_op_count_does_not_grow_with_depth(
     names = ("before_update", "finish")
     shallow, deep = probe_ops(4, histogram_every, names), probe_ops(40, histogram_every, names)
     assert shallow == deep
-    assert shallow <= (64 if histogram_every else 32)
+    # histograms: three blocks of hidden rows (h with dL/dh, u) and the readout's, ~14 ops each
+    assert shallow <= (80 if histogram_every else 32)
 
 
 @pytest.mark.skipif(native.load() is None, reason="the C kernels were not built")

@@ -83,7 +83,15 @@ def fill(
 def test_transfer_slots_tile_the_buffer() -> None:
     t = transfer(histograms=True)
     readout = [Span(at, at + 1) for at in t.readout.values()]
-    spans = [t.head, *readout, *t.hidden.values(), t.weights, t.hist_hidden, t.hist_readout]
+    spans = [
+        t.head,
+        *readout,
+        *t.hidden.values(),
+        t.weights,
+        t.hist_hidden,
+        t.hist_readout,
+        t.hist_u,
+    ]
     assert spans[0].start == 0 and spans[-1].stop == t.size
     assert all(a.stop == b.start for a, b in itertools.pairwise(spans))
     assert list(t.readout) == [Z_SUM, Z_SPREAD, DH_NORM]  # the logits' and dL/dlogits'
@@ -181,12 +189,16 @@ def test_transfer_reads_histograms_per_kind_with_the_readout_last() -> None:
     )
     flat[t.hist_hidden.start : t.hist_hidden.stop] = [*lo, *hi, 1, 2, 3, 4, 5, 6, 7, 8]
     flat[t.hist_readout.start : t.hist_readout.stop] = [9.0, -1.0, 10.0, 1.0, 5, 6, 0, 4]
+    flat[t.hist_u.start : t.hist_u.stop] = [-2.0, -3.0, 2.0, 3.0, 8, 0, 1, 7]  # u1, u2
     r = t.record(0, flat)
-    assert r.histograms is not None
+    assert r.histograms is not None and set(r.histograms) == {"act", "act_grad", "preact"}
     act, grad = r.histograms["act"], r.histograms["act_grad"]
     assert act.lo == [0.0, 1.0, 9.0] and act.hi == [1.0, 2.0, 10.0]
     assert act.counts == [[1, 2], [3, 4], [5, 6]]
     assert grad.lo == [None, 3.0, -1.0] and grad.counts == [[0, 0], [7, 8], [0, 4]]
+    u = r.histograms["preact"]  # the readout's activation input is its logits
+    assert u.lo == [-2.0, -3.0, 9.0] and u.hi == [2.0, 3.0, 10.0]
+    assert u.counts == [[8, 0], [1, 7], [5, 6]]
 
 
 def test_transfer_weight_slots_group_equal_sizes() -> None:

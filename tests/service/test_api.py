@@ -14,6 +14,7 @@ import httpx
 import pytest
 import torch
 from conftest import tiny_config
+from depthscope import RunConfig, StepRecord, train
 from depthscope.records import METRICS
 from depthscope.service.status import TERMINAL
 
@@ -45,7 +46,8 @@ async def test_health_reports_ok_and_version(client: httpx.AsyncClient) -> None:
 
 async def test_presets_and_schema_are_served(client: httpx.AsyncClient) -> None:
     presets = (await client.get("/api/presets")).json()
-    assert {"id", "title", "description", "config"} <= set(presets[0])
+    assert {"id", "title", "description", "config", "metric"} <= set(presets[0])
+    assert {p["metric"] for p in presets} <= set(METRICS)
     schema = (await client.get("/api/schema")).json()
     assert schema["title"] == "RunConfig" and "model" in schema["properties"]
 
@@ -83,6 +85,7 @@ async def test_runs_empty_body_takes_defaults(client: httpx.AsyncClient) -> None
         ({"model": {"activation": "swish"}}, "activation"),
         ({"training": {"lr": -1}}, "lr"),
         ({"model": {"depth": 3, "residual_every": 5}}, "model.residual_every"),
+        ({"data": {"dataset": "digits", "input_dim": 2}}, "data.input_dim"),
     ],
 )
 async def test_runs_bad_config_is_422_naming_field(
@@ -91,6 +94,16 @@ async def test_runs_bad_config_is_422_naming_field(
     response = await client.post("/api/runs", json=body)
     assert response.status_code == 422
     assert named in json.dumps(response.json()["detail"])
+
+
+async def test_runs_digits_with_other_input_dim_is_422_at_the_field(
+    client: httpx.AsyncClient,
+) -> None:
+    """The defaults (2 inputs, 2048 samples) do not fit digits: both fields are named."""
+    response = await client.post("/api/runs", json={"data": {"dataset": "digits"}})
+    assert response.status_code == 422
+    where = [e["loc"] for e in response.json()["detail"]]
+    assert where == [["body", "data", "n_samples"], ["body", "data", "input_dim"]]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -225,3 +238,35 @@ async def test_runs_diverged_reports_first_non_finite_and_exports_valid_json(
     records = json.loads(text)["records"]
     last = records[-1]["layers"][divergence["metric"]][divergence["layer_index"]]
     assert records[-1]["step"] == divergence["step"] and last is None
+
+
+def form_defaults(schema: dict[str, Any], dataset: str) -> dict[str, dict[str, Any]]:
+    """The config the explorer's form holds by default once `dataset` is chosen: every field's
+    schema default, then the dataset's own defaults ("x-dataset-defaults"), as form.js does."""
+    config: dict[str, dict[str, Any]] = {}
+    for section, ref in schema["properties"].items():
+        definition = schema["$defs"][ref["$ref"].split("/")[-1]]
+        config[section] = {k: p["default"] for k, p in definition["properties"].items()}
+    config["data"]["dataset"] = dataset
+    for name, value in schema["x-dataset-defaults"].get(dataset, {}).items():
+        section, field = name.split(".")
+        config[section][field] = value
+    return config
+
+
+async def test_default_form_trains_every_dataset(client: httpx.AsyncClient) -> None:
+    # Issue 16: the default form with dataset "teacher" diverged at step 2 (lr 0.05 is too large
+    # for regression). Every dataset's default form now trains: no divergence, the loss falls.
+    schema = (await client.get("/api/schema")).json()
+    datasets = schema["$defs"]["DataConfig"]["properties"]["dataset"]["enum"]
+    assert "teacher" in datasets and schema["x-dataset-defaults"]["teacher"]["training.lr"] < 0.05
+    torch.set_num_threads(1)
+    for dataset in datasets:
+        config = form_defaults(schema, dataset)
+        config["training"]["steps"] = 25  # the teacher's divergence came within 2 to 6 steps
+        records: list[StepRecord] = []
+        result = train(RunConfig.model_validate(config), records.append)
+        assert result.status == "completed", (dataset, result.divergence)
+        finite = [r.loss for r in records if r.loss is not None]
+        assert len(finite) == 25, dataset
+        assert sum(finite[-5:]) / 5 < finite[0], dataset  # it learns

@@ -19,6 +19,7 @@ from conftest import ServerProcess, read_events, tiny_config
 from depthscope import RunConfig
 from depthscope.records import StepRecord
 from depthscope.service import worker as worker_module
+from depthscope.service.executors.local import LocalJob
 from depthscope.service.runs import RunManager
 from depthscope.service.store import TERMINAL, RunStore
 from depthscope.service.worker import run_worker
@@ -78,9 +79,9 @@ def test_killed_worker_fails_its_run_while_a_concurrent_run_completes(pair: RunM
     wait(pair, other, {"running"})
     while pair.store.get_run(victim).n_records == 0:  # type: ignore[union-attr]
         time.sleep(0.02)  # the process has started and trains
-    pid = pair._active[victim].process.pid
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
+    job = pair.job(victim)
+    assert isinstance(job, LocalJob) and job.pid is not None
+    os.kill(job.pid, signal.SIGKILL)
     failed = wait(pair, victim, set(TERMINAL))
     assert failed.status == "failed" and failed.error and "SIGKILL" in failed.error
     row = wait(pair, other, set(TERMINAL))

@@ -93,5 +93,6 @@ def test_exploding_clipped_preset_completes_without_divergence(module_server: st
     assert run["status"] == "completed" and run["divergence"] is None and run["error"] is None
     exported = strict(httpx.get(f"{module_server}/api/runs/{run_id}/export").text)
     clipped = [r["clipped"] for r in exported["records"]]
-    assert len(clipped) == run["config"]["training"]["steps"] and sum(clipped) > len(clipped) / 2
+    # clipped on every early step (the gradients start far above the limit), not forever after
+    assert len(clipped) == run["config"]["training"]["steps"] and all(clipped[:10])
     assert all(math.isfinite(r["loss"]) for r in exported["records"])

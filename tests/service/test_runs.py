@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import tiny_config
 from depthscope import RunConfig
+from depthscope.service.executors.local import LocalJob
 from depthscope.service.runs import QueueFullError, RunManager
 from depthscope.service.store import TERMINAL, RunRow, RunStore
 
@@ -50,9 +51,9 @@ def test_manager_killed_worker_marks_only_its_run_failed(manager: RunManager) ->
     wait(manager, victim, {"running"})
     while manager.store.get_run(victim).n_records == 0:  # type: ignore[union-attr]
         time.sleep(0.02)
-    pid = manager._active[victim].process.pid
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
+    job = manager.job(victim)
+    assert isinstance(job, LocalJob) and job.pid is not None
+    os.kill(job.pid, signal.SIGKILL)
     row = wait(manager, victim, set(TERMINAL))
     assert row.status == "failed" and row.error is not None and "SIGKILL" in row.error
     assert row.n_records > 0  # committed records survive the crash

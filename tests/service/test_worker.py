@@ -13,7 +13,7 @@ from conftest import tiny_config
 from depthscope import RunConfig, StepRecord, iter_records
 from depthscope.presets import BY_ID
 from depthscope.probe.backends import kernels
-from depthscope.service import runs
+from depthscope.service.executors import local
 from depthscope.service.store import RunStore
 from depthscope.service.worker import RecordWriter, ServerWatch, run_worker
 
@@ -106,5 +106,5 @@ def test_worker_kernels_are_loaded_once_by_the_fork_server() -> None:
     assert loaded_after_import("depthscope.service.worker") == "0"
     built = "1" if kernels.load() is not None else "0"
     assert loaded_after_import("depthscope.probe.backends.preload") == built
-    runs._context()
+    local._context()
     assert "depthscope.probe.backends.preload" in vars(forkserver._forkserver)["_preload_modules"]

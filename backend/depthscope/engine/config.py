@@ -15,12 +15,20 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
 from depthscope.engine.activations import ACTIVATIONS, NORMS
-from depthscope.engine.data import BLOB_CLASSES, DATASETS, train_size
+from depthscope.engine.data import (
+    DATASETS,
+    FIXED_INPUT_DIM,
+    MAX_SAMPLES,
+    output_dim,
+    train_size,
+)
 from depthscope.engine.inits import INITS
 from depthscope.engine.optim import CLIPS, OPTIMIZERS
 
@@ -109,9 +117,35 @@ class TrainingConfig(_Strict):
 
 class DataConfig(_Strict):
     dataset: DatasetName = "spirals"
-    n_samples: int = Field(2048, ge=16, le=100_000)
+    n_samples: int = Field(
+        2048, ge=16, le=100_000, validate_default=True, description="at most 1797 for digits"
+    )
     noise: float = Field(0.1, ge=0, le=10)
-    input_dim: int = Field(2, ge=2, le=256)
+    input_dim: int = Field(
+        2, ge=2, le=256, validate_default=True, description="64 for digits (8 × 8 pixels)"
+    )
+
+    @field_validator("n_samples")
+    @classmethod
+    def _samples_exist(cls, value: int, info: ValidationInfo) -> int:
+        limit = MAX_SAMPLES.get(info.data.get("dataset", ""))
+        if limit is not None and value > limit:
+            raise ValueError(
+                f"data.n_samples ({value}) exceeds the {limit} samples that dataset "
+                f"{info.data['dataset']!r} holds"
+            )
+        return value
+
+    @field_validator("input_dim")
+    @classmethod
+    def _input_dim_fits(cls, value: int, info: ValidationInfo) -> int:
+        fixed = FIXED_INPUT_DIM.get(info.data.get("dataset", ""))
+        if fixed is not None and value != fixed:
+            raise ValueError(
+                f"data.input_dim must be {fixed} for dataset {info.data['dataset']!r} "
+                f"(its inputs have {fixed} features); got {value}"
+            )
+        return value
 
 
 class RecordingConfig(_Strict):
@@ -144,9 +178,7 @@ class RunConfig(_Strict):
 
     @property
     def output_dim(self) -> int:
-        if self.data.dataset == "teacher":
-            return 1
-        return BLOB_CLASSES if self.data.dataset == "blobs" else 2
+        return output_dim(self.data.dataset)
 
     @property
     def n_layers(self) -> int:

@@ -1,13 +1,17 @@
-"""Synthetic tasks generated in torch from the run's seed, split into train and held-out parts.
+"""The tasks, split into train and held-out parts: synthetic ones generated in torch from the
+run's seed, and `digits`, real 8 × 8 handwritten digits.
 
 Every task is made of points in `input_dim` dimensions. The planar tasks (spirals, circles,
 moons, xor) draw 2-D points and, when `input_dim` > 2, embed them by a random rotation.
-Features are standardized with the training split's statistics, so step-0 statistics depend
-on the network, not on a dataset's scale.
+`digits` is the 1797 images (64 pixels, 10 classes) that scikit-learn ships inside its wheel
+(nothing is downloaded): a seeded draw of `n_samples` of them, pixels scaled to [0, 1] plus
+`noise` × N(0, 1). Features are standardized with the training split's statistics, so step-0
+statistics depend on the network, not on a dataset's scale.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,6 +125,25 @@ def _teacher(n: int, noise: float, d: int, g: torch.Generator) -> Task:
     return Task(x, y + noise * _randn(n, 1, g), 0)
 
 
+DIGITS_IMAGES, DIGITS_PIXELS, DIGITS_CLASSES = 1797, 64, 10
+
+
+@functools.cache
+def _digits_images() -> tuple[Tensor, Tensor]:
+    """All 1797 images as [1797, 64] float64 pixels in [0, 1], and their digits."""
+    from sklearn.datasets import load_digits  # here: importing scikit-learn takes about 1 s
+
+    bunch = load_digits()
+    return torch.from_numpy(bunch.data) / 16.0, torch.from_numpy(bunch.target).long()
+
+
+def _digits(n: int, noise: float, _d: int, g: torch.Generator) -> Task:
+    pixels, digits = _digits_images()
+    pick = torch.randperm(DIGITS_IMAGES, generator=g)[:n]
+    x = pixels[pick] + noise * torch.randn(n, DIGITS_PIXELS, generator=g, dtype=pixels.dtype)
+    return Task(x, digits[pick], DIGITS_CLASSES)
+
+
 PLANAR = {"spirals", "circles", "moons", "xor"}
 
 DATASETS: dict[str, TaskFn] = {
@@ -130,7 +153,18 @@ DATASETS: dict[str, TaskFn] = {
     "xor": _xor,
     "blobs": _blobs,
     "teacher": _teacher,
+    "digits": _digits,
 }
+# Classes per task (0: regression), 2 unless listed.
+CLASSES: dict[str, int] = {"blobs": BLOB_CLASSES, "teacher": 0, "digits": DIGITS_CLASSES}
+# Tasks of real data: the input size they have, and how many samples they hold at most.
+FIXED_INPUT_DIM: dict[str, int] = {"digits": DIGITS_PIXELS}
+MAX_SAMPLES: dict[str, int] = {"digits": DIGITS_IMAGES}
+
+
+def output_dim(dataset: str) -> int:
+    """The readout's width for a task: its classes, or 1 for a regression."""
+    return CLASSES.get(dataset, 2) or 1
 
 
 def _embed(x: Tensor, input_dim: int, g: torch.Generator) -> Tensor:
@@ -151,7 +185,10 @@ def make_dataset(config: DataConfig, seed: int) -> Dataset:
     n_test = max(1, int(config.n_samples * HELD_OUT_FRACTION))
     test, train = order[:n_test], order[n_test:]
     mean = x[train].mean(0)
-    std = x[train].std(0).clamp_min(1e-8)
+    std = x[train].std(0)
+    # a feature constant on the training split (a pixel blank in every training image) is
+    # centred, not scaled: dividing by its zero std would blow up the held-out images' values
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
     x = ((x - mean) / std).float()
     return Dataset(x[train], task.y[train], x[test], task.y[test], task.n_classes)
 

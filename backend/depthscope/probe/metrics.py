@@ -73,6 +73,8 @@ H_SPREAD = Reduction("h", "spread")
 DH_NORM = Reduction("dh", "norm")
 U_HEALTHY = Reduction("u", "healthy", full="n")
 U_LIVE = Reduction("u", "live", full="units")
+U_SUM = Reduction("u", "sum")
+U_SPREAD = Reduction("u", "spread")
 DW_NORM = Reduction("dW", "norm")
 W_NORM = Reduction("W", "norm")
 DELTA_W_NORM = Reduction("delta_W", "norm")
@@ -88,6 +90,8 @@ ACTIVATION_REDUCTIONS: tuple[Reduction, ...] = (
     H_SPREAD,
     DH_NORM,
     U_LIVE,
+    U_SUM,  # the backends compute u's own only after a norm: else u is z (or h)
+    U_SPREAD,
 )
 # ... and per weight matrix, hidden blocks and readout alike: the gradient, the value before
 # the update, the update.
@@ -102,11 +106,13 @@ Values = npt.NDArray[np.float64]  # one number per layer, input to output
 class Reduced:
     """A recorded step's reductions, per layer input to output (the hidden blocks, then the
     readout): `values[reduction][layer]`, with each layer's size: `n` values (batch × units) of
-    `units` units."""
+    `units` units, and the previous recorded step's reductions (None at the first), for the
+    metrics of how a distribution moved between the two."""
 
     values: Mapping[Reduction, Values]
     n: Values
     units: Values
+    previous: Reduced | None = None
 
     def __getitem__(self, reduction: Reduction) -> Values:
         return self.values[reduction]
@@ -158,6 +164,26 @@ def failing(counts: Values, wholes: Values) -> Values:
     return 1.0 - counts / wholes
 
 
+def mean_shift(r: Reduced) -> Values:
+    """|mean − mean′| / std′ of the activation input u per layer, since the previous recorded
+    step (′); 0 at the first recorded step."""
+    if r.previous is None:
+        return np.zeros_like(r.n)
+    before = r.previous
+    moved = per(r[U_SUM], r.n) - per(before[U_SUM], r.n)
+    return np.abs(moved) / np.maximum(std(before[U_SPREAD], r.n), TINY)
+
+
+def std_shift(r: Reduced) -> Values:
+    """|ln(std / std′)| of the activation input u per layer, since the previous recorded step
+    (′); 0 at the first recorded step."""
+    if r.previous is None:
+        return np.zeros_like(r.n)
+    now = np.maximum(std(r[U_SPREAD], r.n), TINY)
+    before = np.maximum(std(r.previous[U_SPREAD], r.n), TINY)
+    return np.abs(np.log(now / before))
+
+
 def _taken(reduction: Reduction) -> Finish:
     return lambda r: r[reduction]
 
@@ -172,8 +198,10 @@ REGISTRY: tuple[Metric, ...] = (
         "any clipping: how hard the loss pushes on them. In a healthy net the column is roughly "
         "one colour from bottom to top. A colour that fades steadily towards the input (bottom) "
         "means the gradient shrinks by a similar factor at every layer it crosses back through: "
-        "vanishing gradients, so the early layers barely learn. Brightening towards the input is "
-        "the exploding case.",
+        "vanishing gradients, so the early layers barely learn. dL/dW is the backpropagated "
+        "signal times the layer's input, so with weights that are too large it can brighten "
+        "either way (the signal grows towards the input, the activations towards the readout): "
+        "act_grad_norm shows the exploding signal itself.",
         "log",
     ),
     Metric(
@@ -184,8 +212,9 @@ REGISTRY: tuple[Metric, ...] = (
         "The norm of dL/dh, the error signal arriving at each block's output on the way back "
         "(at the readout, dL/dlogits). Backpropagation multiplies it by one Jacobian per layer, "
         "so with saturating units (sigmoid, tanh) or badly scaled weights it decays "
-        "geometrically with depth: an evenly spaced fade in log colour. ReLU with He init, "
-        "normalization and skip connections keep it level.",
+        "geometrically with depth: an evenly spaced fade in log colour. With weights that are too "
+        "large it grows instead: brightening towards the input (bottom) is the exploding case. "
+        "ReLU with He init, normalization and skip connections keep it level.",
         "log",
     ),
     Metric(
@@ -277,6 +306,30 @@ REGISTRY: tuple[Metric, ...] = (
         "ReLUs). A dead unit gets no gradient and may never recover; leaky ReLU, ELU or a "
         "smaller learning rate help.",
         "fraction",
+    ),
+    Metric(
+        "u_mean_shift",
+        (U_SUM, U_SPREAD),
+        mean_shift,
+        "activation-input mean shift",
+        "How far the mean of the activation's input u moved since the previous recorded step, "
+        "in units of its previous spread: |mean − mean′| / std′ (0 at the first recorded "
+        "step). One measure of internal covariate shift, which batch normalization was "
+        "introduced to reduce: after a norm each unit's input has the batch mean β it learns, so "
+        "this stays tiny. Between batches it also moves with the batch drawn, not only as the "
+        "layers below learn; it grows with record_every.",
+        "log",
+    ),
+    Metric(
+        "u_std_shift",
+        (U_SUM, U_SPREAD),
+        std_shift,
+        "activation-input spread shift",
+        "How much the spread (std) of the activation's input u changed since the previous "
+        "recorded step, as |ln(std / std′)| (0 at the first recorded step): 0.1 is a change of "
+        "about 10 %. The other half of the internal-covariate-shift measure beside "
+        "u_mean_shift; docs/batchnorm.md has what it shows and what it does not.",
+        "log",
     ),
 )
 

@@ -32,6 +32,7 @@ from depthscope.probe.backends import kernels
 from depthscope.probe.backends.base import Backend, BackendFactory, Model, StepTensors
 from depthscope.probe.backends.native import NativeBackend
 from depthscope.probe.backends.tensor_ops import TensorOpsBackend
+from depthscope.probe.metrics import Reduced
 from depthscope.probe.stats import accuracy, or_zeros
 from depthscope.probe.transfer import Structure, Transfer, WeightSlots
 from depthscope.records import StepRecord
@@ -69,6 +70,8 @@ class Probe:
         self.backend: Backend | None = None
         self.transfers: tuple[Transfer, Transfer] | None = None  # without, with histograms
         self.transfer: Transfer | None = None  # this step's
+        # the last recorded step's reductions: how far distributions moved since (metrics.py)
+        self.previous: Reduced | None = None
         self.histograms = False  # whether this step takes histograms
         self.taps: Taps | None = None
         self.grads: list[Tensor | None] = []  # dL/dh_l per hidden block, then dL/dlogits
@@ -207,7 +210,8 @@ class Probe:
             transfer = self.transfer
         finally:
             self.detach()
-        return transfer.record(step, flat)
+        record, self.previous = transfer.read(step, flat, self.previous)
+        return record
 
 
 def _grads(params: Sequence[Tensor]) -> list[Tensor]:

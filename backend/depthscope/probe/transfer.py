@@ -12,8 +12,8 @@ and each metric is an array op or two over it. Imports no torch.
 Slots, in order: the head (loss, accuracy, clipped, then the other parameters' gradient norm
 if any), the readout's reductions, the hidden layers' reductions in the vocabulary's order
 (ACTIVATION_REDUCTIONS: counts, sums, spreads and norms, so a batched backend writes each kind
-into adjacent slots), the weight groups' norms, then the histograms: h and dL/dh rows, then the
-readout's logits and dL/dlogits.
+into adjacent slots), the weight groups' norms, then the histograms: h and dL/dh rows, the
+readout's logits and dL/dlogits, then the activation inputs u.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -68,6 +68,8 @@ class Structure:
         being another's, or a count that nothing can fail)."""
         if reduction.of == "h" and self.h_is_z:
             return False
+        if reduction.of == "u" and reduction.op in ("sum", "spread"):
+            return self.u_is == "own"  # else u is z or h, whose own are computed
         if reduction.op == "healthy":
             return self.healthy
         if reduction.op == "live":
@@ -167,6 +169,8 @@ class Transfer:
         rows = 2 * layers if histograms else 0  # h rows, then dL/dh rows
         self.hist_hidden = self._span(histogram_size(rows, bins))
         self.hist_readout = self._span(histogram_size(2 if histograms else 0, bins))
+        # the activation inputs u, one row per hidden layer (the readout's is its logits)
+        self.hist_u = self._span(histogram_size(layers if histograms else 0, bins))
         # The host's reading: the buffer, then the sizes the counts are fractions of, in one
         # float64 vector; `_index` gathers every reduction of every layer from it at once.
         self._ext = np.zeros(self.size + 4)
@@ -193,6 +197,8 @@ class Transfer:
         reduction it equals (h's are z's when h is z), or None for a count nothing fails."""
         if reduction in self.hidden:
             return self.hidden[reduction]
+        if reduction.of == "u" and reduction.full is None:  # u is z or h
+            return self.slot(Reduction(self.structure.u_is, reduction.op))
         if reduction.of == "h" and self.structure.h_is_z:
             return self.hidden.get(Reduction("z", reduction.op))
         return None
@@ -213,16 +219,26 @@ class Transfer:
         return [*hidden, readout]
 
     # -- the host's reading ------------------------------------------------------------------
-    def reduced(self, flat: npt.ArrayLike) -> Reduced:
-        """Every reduction per layer, input to output, from the numbers the backend wrote."""
+    def reduced(self, flat: npt.ArrayLike, previous: Reduced | None = None) -> Reduced:
+        """Every reduction per layer, input to output, from the numbers the backend wrote;
+        `previous`: the previous recorded step's (without its own previous)."""
         ext = self._ext
         ext[: self.size] = flat
         table = ext[self._index]  # [reductions, layers + 1], a copy
-        return Reduced(dict(zip(REDUCTIONS, table, strict=True)), self._n, self._units)
+        values = dict(zip(REDUCTIONS, table, strict=True))
+        return Reduced(values, self._n, self._units, previous)
 
     def record(self, step: int, flat: npt.ArrayLike) -> StepRecord:
-        """The StepRecord of the numbers the backend wrote (a list, or an array)."""
-        reduced = self.reduced(flat)
+        """The StepRecord of the numbers the backend wrote (a list, or an array), as the first
+        recorded step (nothing before it to have moved from)."""
+        return self.read(step, flat, None)[0]
+
+    def read(
+        self, step: int, flat: npt.ArrayLike, previous: Reduced | None
+    ) -> tuple[StepRecord, Reduced]:
+        """The StepRecord of the numbers the backend wrote, after the recorded step whose
+        reductions were `previous` (None: the first), and this step's reductions."""
+        reduced = self.reduced(flat, previous)
         head = self._ext[self.head.start : self.head.stop].tolist()
         loss, accuracy, clipped = head[:HEAD]
         values = np.stack([metric.finish(reduced) for metric in REGISTRY])
@@ -232,7 +248,7 @@ class Transfer:
         for metric, row in zip(REGISTRY, rows, strict=True):
             layers[metric.name] = row if all_finite else [finite(v) for v in row]  # type: ignore[assignment]
         total = math.hypot(*reduced[DW_NORM].tolist(), *head[HEAD:])
-        return StepRecord(
+        record = StepRecord(
             step=step,
             loss=finite(loss),
             accuracy=finite(accuracy),
@@ -242,6 +258,7 @@ class Transfer:
             histograms=self._histograms() if self.histograms else None,
             known_finite=all_finite and math.isfinite(loss) and math.isfinite(total),
         )
+        return record, replace(reduced, previous=None)
 
     def _histograms(self) -> dict[str, Histogram]:
         """The step's histograms, from the buffer `reduced` copied in."""
@@ -250,13 +267,19 @@ class Transfer:
             ext[self.hist_hidden.start : self.hist_hidden.stop], 2 * layers, bins
         )
         readout = read_histograms(ext[self.hist_readout.start : self.hist_readout.stop], 2, bins)
-        rows = {"act": (slice(0, layers), 0), "act_grad": (slice(layers, 2 * layers), 1)}
+        u = read_histograms(ext[self.hist_u.start : self.hist_u.stop], layers, bins)
+        # per kind: its hidden rows (of which block), and the readout's row (the logits' for u)
+        rows = {
+            "act": (hidden, slice(0, layers), 0),
+            "act_grad": (hidden, slice(layers, 2 * layers), 1),
+            "preact": (u, slice(0, layers), 0),
+        }
         found: dict[str, Histogram] = {}
         for kind in HISTOGRAM_KINDS:
-            hidden_rows, readout_row = rows[kind]
-            lo = [*hidden.lo[hidden_rows].tolist(), float(readout.lo[readout_row])]
-            hi = [*hidden.hi[hidden_rows].tolist(), float(readout.hi[readout_row])]
-            counts = [*hidden.counts[hidden_rows].tolist(), readout.counts[readout_row].tolist()]
+            block, hidden_rows, readout_row = rows[kind]
+            lo = [*block.lo[hidden_rows].tolist(), float(readout.lo[readout_row])]
+            hi = [*block.hi[hidden_rows].tolist(), float(readout.hi[readout_row])]
+            counts = [*block.counts[hidden_rows].tolist(), readout.counts[readout_row].tolist()]
             found[kind] = Histogram(
                 lo=[finite(v) for v in lo], hi=[finite(v) for v in hi], counts=counts
             )

@@ -19,7 +19,7 @@ from sse_starlette import EventSourceResponse
 
 from depthscope import __version__
 from depthscope.engine.config import RunConfig
-from depthscope.presets import PRESETS
+from depthscope.presets import DATASET_DEFAULTS, PRESETS
 from depthscope.records import METRICS
 from depthscope.service.deps import Authorized, BroadcasterDep, ManagerDep, SettingsDep, StoreDep
 from depthscope.service.runs import QueueFullError, StoreFullError
@@ -52,7 +52,14 @@ def _run(store: RunStore, run_id: str) -> RunRow:
 async def health(manager: ManagerDep) -> dict[str, Any]:
     # On the event loop: never queued behind worker threads busy with /series or exports.
     running, queued = manager.counts()
-    return {"status": "ok", "version": __version__, "running": running, "queued": queued}
+    executor = manager.executor.describe()
+    return {
+        "status": "ok",
+        "version": __version__,
+        "running": running,
+        "queued": queued,
+        "executor": executor,
+    }
 
 
 @router.get("/presets", response_model=list[PresetOut])
@@ -62,7 +69,8 @@ def presets() -> list[dict[str, Any]]:
 
 @router.get("/schema")
 def schema() -> dict[str, Any]:
-    return RunConfig.model_json_schema()
+    # "x-dataset-defaults": form defaults that depend on the dataset ("section.field" -> value).
+    return {**RunConfig.model_json_schema(), "x-dataset-defaults": DATASET_DEFAULTS}
 
 
 @router.post(

@@ -24,14 +24,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from depthscope import __version__
 from depthscope.service.api import router
+from depthscope.service.executors import ExecutorKind, make_executor
 from depthscope.service.routes_analysis import router as analysis_router
 from depthscope.service.routes_explorer import router as explorer_router
 from depthscope.service.routes_metrics import router as metrics_router
+from depthscope.service.routes_sweeps import router as sweeps_router
 from depthscope.service.runs import RunManager
 from depthscope.service.security import SecurityHeaders, StreamSlots, exposure_warning, log
 from depthscope.service.settings import Settings
 from depthscope.service.store import RunStore
 from depthscope.service.stream import Broadcaster
+from depthscope.service.sweep_store import Sweeps
 
 # A static name is one plain file name with a shipped extension (pyproject's package-data): no
 # slash, no leading dot, so nothing outside frontend/ and no Python source is ever served.
@@ -48,8 +51,11 @@ def create_app(settings: Settings) -> FastAPI:
         settings.max_queued_runs,
         settings.max_stored_runs,
         settings.max_store_bytes,
+        executor=make_executor(settings.executor, store, settings.ray_address),
+        max_cells=settings.max_queued_cells,
     )
     broadcaster = Broadcaster(store, settings.subscriber_buffer)
+    sweeps = Sweeps(store, manager, settings.max_sweep_work)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -68,8 +74,10 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings, app.state.store = settings, store
     app.state.manager, app.state.broadcaster = manager, broadcaster
+    app.state.sweeps = sweeps
     app.state.stream_slots = StreamSlots(settings.max_streams_per_client, settings.max_streams)
     app.include_router(router)
+    app.include_router(sweeps_router)
     app.include_router(explorer_router)  # boundaries, pause/advance/resume, lessons
     app.include_router(metrics_router)
     app.include_router(analysis_router)  # theory, spectra, diagnoses, init scans
@@ -194,12 +202,18 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def serve(host: str, port: int, data_dir: Path, token: str | None = None) -> None:
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path,
+    token: str | None = None,
+    executor: ExecutorKind | None = None,
+    ray_address: str | None = None,
+) -> None:
     """Run the server (blocking). Other settings come from DEPTHSCOPE_* variables."""
-    # An explicit None would override DEPTHSCOPE_TOKEN from the environment.
-    settings = (
-        Settings(data_dir=data_dir) if token is None else Settings(data_dir=data_dir, token=token)
-    )
+    # An explicit None would override DEPTHSCOPE_TOKEN (or _EXECUTOR, ...) from the environment.
+    given: dict[str, Any] = {"token": token, "executor": executor, "ray_address": ray_address}
+    settings = Settings(data_dir=data_dir, **{k: v for k, v in given.items() if v is not None})
     warning = exposure_warning(host, settings.token)
     if warning:
         log.warning(warning)

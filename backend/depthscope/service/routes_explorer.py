@@ -113,7 +113,11 @@ def _act(store: RunStore, run_id: str, act: Callable[[], bool]) -> dict[str, Any
     """Apply `act` to a run that has not ended (409 if it has, or ends meanwhile: `act` then
     finds no worker to tell); the summary after it."""
     row = _run(store, run_id)
-    if row.terminal or not act():
+    try:
+        acted = not row.terminal and act()
+    except NotPausedError as error:  # e.g. an executor that cannot pause its runs
+        raise HTTPException(409, str(error)) from error
+    if not acted:
         row = _run(store, run_id)
         raise HTTPException(
             409, f"run {run_id} has ended ({row.status}); only a queued, running or paused run can"

@@ -21,11 +21,19 @@ class Problem(BaseModel):
     detail: str | list[ValidationItem]
 
 
+class ExecutorInfo(BaseModel):
+    kind: Literal["local", "ray"]
+    nodes: int | None  # for ray: alive nodes of the cluster
+    cpus: float | None  # for ray: the cluster's CPUs; local: this machine's
+    address: str | None = None  # for ray: the cluster, or "local" for the server's own instance
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     version: str
     running: int
     queued: int
+    executor: ExecutorInfo
 
 
 class PresetOut(BaseModel):
@@ -33,6 +41,7 @@ class PresetOut(BaseModel):
     title: str
     description: str
     config: dict[str, Any]
+    metric: str  # the per-layer metric the explorer shows first
 
 
 class DivergenceOut(BaseModel):
@@ -57,6 +66,7 @@ class RunSummary(BaseModel):
     records: int
     started_at: str | None
     finished_at: str | None
+    sweep_id: str | None = None  # set when the run is a cell of a sweep
 
 
 class SeriesOut(BaseModel):
@@ -78,7 +88,7 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` entries for error codes, all with the Problem body."""
     reasons = {
         401: "a token is configured and the request lacks it",
-        404: "no run with this id",
+        404: "no run (or sweep) with this id",
         413: "request body over max_body_bytes",
         422: "invalid input; `detail` names each wrong field",
         429: "queue or stream limit reached; see Retry-After",

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from depthscope.service.executors import ExecutorKind
+
 
 class Settings(BaseSettings):
     """What an operator may set; tests build one directly with a temporary data_dir."""
@@ -33,6 +35,18 @@ class Settings(BaseSettings):
         64, ge=1, description="open SSE streams per client address; more → 429"
     )
     max_streams: int = Field(512, ge=1, description="open SSE streams in total; more → 429")
+    executor: ExecutorKind = Field(
+        "local", description="where runs train: local worker processes, or tasks on Ray"
+    )
+    ray_address: str | None = Field(
+        None, max_length=500, description="the Ray cluster (executor ray); unset: a local one"
+    )
+    max_queued_cells: int = Field(
+        1024, ge=1, le=100_000, description="sweep cells waiting in total; a sweep past it → 429"
+    )
+    max_sweep_work: float = Field(  # 16 runs at engine.config's per-run MAX_WORK
+        6.4e12, gt=0, description="summed compute budget of one sweep's cells"
+    )
 
     @property
     def db_path(self) -> Path:

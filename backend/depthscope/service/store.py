@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS runs (
     created_at REAL NOT NULL, started_at REAL, finished_at REAL,
     steps_done INTEGER NOT NULL DEFAULT 0, n_records INTEGER NOT NULL DEFAULT 0,
     status_version INTEGER NOT NULL DEFAULT 0,
-    final TEXT, error TEXT, divergence TEXT);
+    final TEXT, error TEXT, divergence TEXT, sweep_id TEXT);
 CREATE TABLE IF NOT EXISTS records (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, step INTEGER NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
@@ -69,6 +69,7 @@ class RunRow:
     final: dict[str, Any] | None
     error: str | None
     divergence: dict[str, Any] | None
+    sweep_id: str | None = None  # the sweep this run is a cell of
 
     @property
     def terminal(self) -> bool:
@@ -90,6 +91,7 @@ class RunRow:
             "records": self.n_records,
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
+            "sweep_id": self.sweep_id,
         }
 
 
@@ -124,6 +126,7 @@ def _row(r: sqlite3.Row) -> RunRow:
         final=load(r["final"]),
         error=r["error"],
         divergence=_divergence(load(r["divergence"])),
+        sweep_id=r["sweep_id"],
     )
 
 
@@ -156,7 +159,11 @@ class RunStore(BoundaryTables):
         self.path = path
         self._local = threading.local()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db().executescript(_SCHEMA + BOUNDARY_SCHEMA)
+        db = self._db()
+        db.executescript(_SCHEMA + BOUNDARY_SCHEMA)
+        if "sweep_id" not in {c[1] for c in db.execute("PRAGMA table_info(runs)")}:
+            db.execute("ALTER TABLE runs ADD COLUMN sweep_id TEXT")  # a store from before sweeps
+        db.execute("CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs (sweep_id)")
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -177,6 +184,14 @@ class RunStore(BoundaryTables):
     def _tx(self) -> _Transaction:
         return _Transaction(self._db())
 
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, for tables other modules keep in the same file (sweeps)."""
+        return self._db()
+
+    def transaction(self) -> _Transaction:
+        """BEGIN IMMEDIATE … COMMIT on this thread's connection, for those modules too."""
+        return self._tx()
+
     def close(self) -> None:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is not None:
@@ -184,11 +199,25 @@ class RunStore(BoundaryTables):
             self._local.db = None
 
     # -- runs -----------------------------------------------------------------------------------
-    def create_run(self, run_id: str, config: dict[str, Any], layers: list[str]) -> RunRow:
+    def create_run(
+        self,
+        run_id: str,
+        config: dict[str, Any],
+        layers: list[str],
+        sweep_id: str | None = None,
+    ) -> RunRow:
         with self._tx() as db:
             db.execute(
-                "INSERT INTO runs (id, status, config, layers, created_at) VALUES (?,?,?,?,?)",
-                (run_id, RunStatus.QUEUED.value, to_json(config), to_json(layers), time.time()),
+                "INSERT INTO runs (id, status, config, layers, created_at, sweep_id)"
+                " VALUES (?,?,?,?,?,?)",
+                (
+                    run_id,
+                    RunStatus.QUEUED.value,
+                    to_json(config),
+                    to_json(layers),
+                    time.time(),
+                    sweep_id,
+                ),
             )
         row = self.get_run(run_id)
         assert row is not None

@@ -159,12 +159,23 @@ def run_worker(
         config = RunConfig.model_validate_json(config_json)
         result = train_into(store, run_id, config, stop, server_pid)
     except Exception as exc:  # any failure is this run's, reported with its reason
-        last = traceback.extract_tb(exc.__traceback__)[-1:]
-        where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
-        store.transition(run_id, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}{where}")
+        store.transition(run_id, RunStatus.FAILED, error=failure_message(exc))
         return
     if result.status == "cancelled" and not stop.is_set():
         return  # orphaned: the restarted server has marked this run interrupted
+    report(store, run_id, result)
+    store.close()
+
+
+def failure_message(exc: BaseException) -> str:
+    """A run's `error` for an exception: its type, message and where it was raised."""
+    last = traceback.extract_tb(exc.__traceback__)[-1:]
+    where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def report(store: RunStore, run_id: str, result: RunResult) -> None:
+    """Record a run's outcome, after its last records (every executor ends a run so)."""
     divergence = result.divergence
     store.transition(
         run_id,
@@ -174,4 +185,3 @@ def run_worker(
         divergence=None if divergence is None else divergence.to_wire(),
         error=None if divergence is None else divergence.describe(),
     )
-    store.close()

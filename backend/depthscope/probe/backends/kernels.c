@@ -226,7 +226,8 @@ INLINE int64_t health_of(const float *u, int64_t batch, int64_t width, int kind,
 /* Every hidden layer's numbers, layer by layer so that its tensors are still in the cache for
  * the next pass over them: z's sum and spread (norm about its mean), the health counts over the
  * activation inputs u (when kind != HEALTH_NONE), h's sum and spread (unless h is NULL: h is z),
- * and the norm of dL/dh (unless g is NULL: the hooks took it). Each tensor is [batch, width];
+ * the norm of dL/dh (unless g is NULL: the hooks took it), and u's own sum and spread where
+ * they are wanted (u after a normalization; else u is z or h). Each tensor is [batch, width];
  * slopes[i] points at layer i's PReLU slope (HEALTH_PRELU only); per_unit is scratch space for
  * width counts; where[i * COLUMNS + column] is the slot of layer i's number in that column. */
 KERNEL int ds_hidden(int layers, int64_t batch, int64_t width, const float *const *z,
@@ -253,6 +254,11 @@ KERNEL int ds_hidden(int layers, int64_t batch, int64_t width, const float *cons
             PUT(out, at[COL_H_SPREAD], (float)sqrt(squares));
         }
         if (g) PUT(out, at[COL_DH_NORM], (float)sqrt(squares_copy(g[i], NULL, n)));
+        if (at[COL_U_SUM] != -1 || at[COL_U_SPREAD] != -1) {
+            moments_of(u[i], n, width, &sum, &squares);
+            PUT_WANTED(out, at[COL_U_SUM], (float)sum);
+            PUT_WANTED(out, at[COL_U_SPREAD], (float)sqrt(squares));
+        }
     }
     return 0;
 }

@@ -27,9 +27,10 @@ enum {
 /* Columns of ds_hidden's `where` table, one row per layer: the slot in `out` of each of a hidden
  * layer's reductions (-1: not wanted), named as depthscope.probe.metrics names them. */
 enum { COL_Z_SUM, COL_Z_SPREAD, COL_H_SUM, COL_H_SPREAD, COL_HEALTHY, COL_LIVE, COL_DH_NORM,
-       COLUMNS };
-#define COLUMN_NAMES \
-    {"sum(z)", "spread(z)", "sum(h)", "spread(h)", "healthy(u)", "live(u)", "norm(dh)"}
+       COL_U_SUM, COL_U_SPREAD, COLUMNS };
+#define COLUMN_NAMES                                                                      \
+    {"sum(z)",  "spread(z)", "sum(h)", "spread(h)", "healthy(u)", "live(u)", "norm(dh)", \
+     "sum(u)", "spread(u)"}
 
 /* ds_readout's `where`: the slots of its numbers. */
 enum { READ_ACCURACY, READ_SUM, READ_SPREAD, READ_DH_NORM, READOUT_SLOTS };

@@ -34,6 +34,8 @@ from depthscope.probe.metrics import (
     TINY,
     U_HEALTHY,
     U_LIVE,
+    U_SPREAD,
+    U_SUM,
     Z_SPREAD,
     Z_SUM,
     Reduction,
@@ -53,6 +55,8 @@ HIDDEN_COLUMNS: tuple[Reduction, ...] = (
     U_HEALTHY,
     U_LIVE,
     DH_NORM,
+    U_SUM,
+    U_SPREAD,
 )
 READOUT_SLOTS: tuple[str | Reduction, ...] = ("accuracy", Z_SUM, Z_SPREAD, DH_NORM)
 

@@ -133,6 +133,7 @@ class NativeBackend:
             lib.histograms(rows, plan.lengths, plan.bins, plan.out, *plan.h_histograms)
             if g_at is not None:
                 lib.histograms(g_at, plan.lengths, plan.bins, plan.out, *plan.dh_histograms)
+            lib.histograms(u_at, plan.lengths, plan.bins, plan.out, *plan.u_histograms)
         out = plan.out
         out[plan.head] = step.loss.item()
         out[plan.head + 2] = float(step.clipped.item())
@@ -201,6 +202,7 @@ class _Plan:
             _histogram_rows(t.hist_hidden, rows, t.bins, [layers + i]) for i in hooked
         ]
         self.readout_hist = _histogram_rows(t.hist_readout, 2, t.bins, range(2))
+        self.u_histograms = _histogram_rows(t.hist_u, layers, t.bins, range(layers))
 
 
 def _histogram_rows(

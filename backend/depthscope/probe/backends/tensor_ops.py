@@ -25,6 +25,8 @@ from depthscope.probe.metrics import (
     H_SUM,
     U_HEALTHY,
     U_LIVE,
+    U_SPREAD,
+    U_SUM,
     Z_SPREAD,
     Z_SUM,
     Reduction,
@@ -128,6 +130,10 @@ class _Plan:
         self.h = x[h0 : h0 + layers].view(self.z.shape)
         self.mask = x[:masks].view(self.z.shape) if s.healthy else None
         self.u: Tensor | None = None  # the activation inputs, when a norm comes before them
+        # ... and then their own sums and spreads (else u is z or h, whose moments serve)
+        self.u_moments = (
+            (self._at(t.hidden[U_SUM]), self._at(t.hidden[U_SPREAD])) if s.u_is == "own" else None
+        )
         # the moments: sums of the mask rows (unless ReLU's per-unit counts give them), z and
         # h; spreads of z and h, and dL/dh's norms when it is in the buffer
         counted = s.healthy and not s.active_is_healthy
@@ -172,6 +178,10 @@ class _Plan:
         self.readout_histograms = RowHistograms(
             s.batch * s.outputs, t.bins, *histogram_views(self._at(t.hist_readout), 2, 0, 2)
         )
+        rows = layers if t.histograms else 0
+        self.u_histograms = RowHistograms(
+            s.n, t.bins, *histogram_views(self._at(t.hist_u), rows, 0, rows)
+        )
 
     def _at(self, span: Span) -> Tensor:
         return self.out[span.start : span.stop]
@@ -187,9 +197,20 @@ class _Plan:
             assert step.hidden_grads is not None
             filled += step.hidden_grads
         torch.cat(filled, out=self.filled)
+        wanted = self.histograms or self.mask is not None or self.u_moments is not None
+        u = self._inputs(taps, s.u_is) if wanted else None
         if self.histograms:  # first: the moments below centre z and h in place
             self._histograms(taps.logits, step.dlogits, backend)
-        self._health(taps, s.u_is)  # before centring too: the activation input may be z
+            assert u is not None
+            self.u_histograms(u.view(s.layers, -1))
+        if u is not None:
+            self._health(u)  # before centring too: the activation input may be z
+        if self.u_moments is not None:  # u is the probe's own copy: centred in place
+            assert u is not None
+            rows, (sums, spreads) = u.view(s.layers, -1), self.u_moments
+            torch.sum(rows, 1, out=sums)
+            rows.sub_(sums.unsqueeze(1), alpha=1.0 / rows.shape[1])
+            torch.linalg.vector_norm(rows, dim=1, out=spreads)
         self.moments()
         if not self.g_rows:  # dL/dh apart from the buffer: its norms
             if step.hidden_grads is not None:  # small layers: autograd returned them all
@@ -206,21 +227,24 @@ class _Plan:
         torch.stack([*scalars, out_mean, out_std, dlogits_norm], out=self.head).mul_(self.scale)
         backend.weight_groups.norms_(self.weights)
 
-    def _health(self, taps: Taps, u_is: str) -> None:
+    def _inputs(self, taps: Taps, u_is: str) -> Tensor:
+        """The activation inputs u, [layers, batch, units]: z's or h's rows of the hidden
+        buffer when u is one of them, else (a normalization first) copied into a buffer."""
+        if u_is == "z":
+            return self.z
+        if u_is == "h":
+            return self.h
+        if self.u is None:
+            self.u = torch.empty_like(self.z)
+        torch.cat(taps.u, out=self.u.view(-1, self.z.shape[-1]))
+        return self.u
+
+    def _health(self, u: Tensor) -> None:
         """The activation's masks over its inputs u: the healthy one into the mask rows of
         the hidden buffer (summed there with the moments, unless it is also the active
         mask), and per layer how many units are active (f' != 0) for at least one sample."""
         if self.mask is None:
             return
-        if u_is == "z":
-            u = self.z
-        elif u_is == "h":
-            u = self.h
-        else:  # a normalization before the activation
-            if self.u is None:
-                self.u = torch.empty_like(self.z)
-            u = self.u
-            torch.cat(taps.u, out=u.view(-1, self.z.shape[-1]))
         health = self.activation.health(u, self.acts, self.mask)
         if health.healthy is not None and health.healthy.data_ptr() != self.mask.data_ptr():
             self.mask.copy_(health.healthy)

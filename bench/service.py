@@ -1,0 +1,174 @@
+"""The service path: the same run through `POST /api/runs` as through `depthscope.train()`.
+
+Through the service a run trains in a worker process forked from the run manager's fork
+server, appends its records to the SQLite store in batches, and one SSE subscriber (this
+script, in a thread) reads every record as it is committed, until the stream's `end`. The time
+reported is the wall clock from the POST to the subscriber's `end`: what a user of the API
+waits. The other side is `depthscope.train(config)` in this process, one torch thread (as the
+worker uses), timed by the wall clock too. Runs are paired and interleaved; the ratio is the
+median of the per-pair ratios (target: within 1.1x). Beside it, the run's own duration as the
+store recorded it (started_at to finished_at): the worker's share, without the queue, the
+fork and the stream's last poll. Writes bench/results/service.json.
+
+    python bench/service.py [--quick] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import depthscope
+import httpx
+import torch
+from server import start_server  # bench/ is on sys.path when a bench script runs
+
+NETWORKS = [(10, 64, 128), (20, 128, 256), (50, 64, 128), (100, 32, 64)]  # depth, width, batch
+STEP_MS = {10: 1.0, 20: 9.0, 50: 5.0, 100: 5.5}  # about, on the CPU here: sizes the runs
+RUN_SECONDS, QUICK_SECONDS = 3.0, 1.0
+PAIRS, QUICK_PAIRS = 5, 2
+TARGET = 1.1
+
+
+def config(depth: int, width: int, batch: int, steps: int) -> dict[str, Any]:
+    """Every statistic at every step, held-out evaluation every 50 steps (no histograms)."""
+    return {
+        "model": {"depth": depth, "width": width, "activation": "relu", "init": "he_normal"},
+        "training": {"batch_size": batch, "steps": steps},
+        "recording": {"record_every": 1, "histogram_every": 0, "eval_every": 50},
+    }
+
+
+def subscribe(url: str, run_id: str, done: threading.Event, seen: list[int]) -> None:
+    """Read the run's event stream to its `end`, counting the records that arrive."""
+    with httpx.stream("GET", f"{url}/api/runs/{run_id}/events", timeout=120) as response:
+        event = ""
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event == "records":
+                seen[0] += len(json.loads(line[5:])["records"])
+            elif event == "end":
+                break
+    done.set()
+
+
+def through_service(url: str, body: dict[str, Any], db: Path) -> dict[str, float]:
+    started = time.perf_counter()
+    response = httpx.post(f"{url}/api/runs", json=body, timeout=30)
+    response.raise_for_status()
+    run_id = response.json()["id"]
+    done, seen = threading.Event(), [0]
+    reader = threading.Thread(target=subscribe, args=(url, run_id, done, seen), daemon=True)
+    reader.start()
+    if not done.wait(600):
+        raise RuntimeError(f"run {run_id} did not end")
+    wall = time.perf_counter() - started
+    status = httpx.get(f"{url}/api/runs/{run_id}", timeout=30).json()["status"]
+    if status != "completed" or seen[0] != body["training"]["steps"]:
+        raise RuntimeError(f"run {run_id}: {status}, {seen[0]} records streamed")
+    with sqlite3.connect(db) as con:
+        start, finish = con.execute(
+            "SELECT started_at, finished_at FROM runs WHERE id = ?", (run_id,)
+        ).fetchone()
+    return {"wall_s": wall, "worker_s": finish - start}
+
+
+def in_process(body: dict[str, Any]) -> float:
+    started = time.perf_counter()
+    result = depthscope.train(depthscope.RunConfig.model_validate(body))
+    assert result.status == "completed"
+    return time.perf_counter() - started
+
+
+def measure(
+    url: str, db: Path, network: tuple[int, int, int], seconds: float, pairs: int
+) -> dict[str, Any]:
+    depth, width, batch = network
+    steps = max(50, round(seconds * 1000 / STEP_MS[depth] / 50) * 50)
+    body = config(depth, width, batch, steps)
+    in_process(body), through_service(url, body, db)  # warm-up: imports, the fork server
+    trained, served, worker = [], [], []
+    for rep in range(pairs):
+        if rep % 2 == 0:
+            t, s = in_process(body), through_service(url, body, db)
+        else:
+            s, t = through_service(url, body, db), in_process(body)
+        trained.append(t)
+        served.append(s["wall_s"])
+        worker.append(s["worker_s"])
+    ratios = [s / t for s, t in zip(served, trained, strict=True)]
+    ratio = statistics.median(ratios)
+    return {
+        "network": f"{depth}/{width}/{batch}",
+        "steps": steps,
+        "pairs": pairs,
+        "train_s_median": statistics.median(trained),
+        "service_s_median": statistics.median(served),
+        "worker_s_median": statistics.median(worker),
+        "ratio_median": ratio,
+        "ratios": ratios,
+        "worker_over_train": statistics.median(worker) / statistics.median(trained),
+        "target": TARGET,
+        "meets_target": ratio <= TARGET,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs, two pairs, one network")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "service.json"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # as the worker does
+    networks = NETWORKS[:1] if args.quick else NETWORKS
+    seconds, pairs = (QUICK_SECONDS, QUICK_PAIRS) if args.quick else (RUN_SECONDS, PAIRS)
+    started = time.perf_counter()
+    results = []
+    with tempfile.TemporaryDirectory() as data:
+        proc, url = start_server(Path(data))
+        try:
+            for network in networks:
+                row = measure(url, Path(data) / "runs.db", network, seconds, pairs)
+                results.append(row)
+                print(
+                    f"{row['network']:<10} {row['steps']} steps: "
+                    f"train() {row['train_s_median']:.2f} s,"
+                    f" POST /api/runs to the stream's end {row['service_s_median']:.2f} s"
+                    f" (worker {row['worker_s_median']:.2f} s): ratio {row['ratio_median']:.3f}"
+                    f"{'' if row['meets_target'] else f'  (over {TARGET})'}",
+                    flush=True,
+                )
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    report = {
+        "what": "median per-pair ratio of wall time: the run through POST /api/runs (worker "
+        "process, store writes, one SSE subscriber to the end) / depthscope.train() in-process",
+        "config": "ReLU, He init, every statistic at every step, held-out eval every 50 steps",
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "load_average": list(os.getloadavg()),
+        },
+        "seconds": round(time.perf_counter() - started, 1),
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
