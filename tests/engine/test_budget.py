@@ -65,13 +65,13 @@ def test_budget_counts_a_registered_feature(monkeypatch: pytest.MonkeyPatch) -> 
     before = budget.estimate(config)
     monkeypatch.setattr(budget, "COSTS", dict(budget.COSTS))
     grid = Cost(flops=2.0 * budget.weights(config) * 10_000, resident=2**20)
-    budget.register_cost("boundary", lambda c: grid.times(c.training.steps))
+    budget.register_cost("grid_feature", lambda c: grid.times(c.training.steps))
     after = budget.estimate(config)
-    assert after.terms["boundary"] == grid.times(config.training.steps)
-    assert after.seconds == pytest.approx(before.seconds + after.terms["boundary"].seconds)
+    assert after.terms["grid_feature"] == grid.times(config.training.steps)
+    assert after.seconds == pytest.approx(before.seconds + after.terms["grid_feature"].seconds)
     assert after.bytes == before.bytes + 2**20
-    budget.register_cost("boundary", lambda c: Cost(flops=MAX_SECONDS / budget.SECONDS_PER_FLOP))
-    with pytest.raises(ValidationError, match=r"compute budget exceeded.*boundary"):
+    budget.register_cost("grid_feature", lambda c: Cost(flops=MAX_SECONDS / budget.SECONDS_PER_FLOP))
+    with pytest.raises(ValidationError, match=r"compute budget exceeded.*grid_feature"):
         RunConfig.model_validate({})
 
 
