@@ -406,3 +406,9 @@ def test_run_output_in_missing_directory_exits_2_before_training(
     out = tmp_path / "no" / "such" / "report.html"
     assert main(["run", str(write_config(tmp_path, SMALL)), "--out", str(out)]) == EXIT_USAGE
     assert f"no directory {out.parent}" in capsys.readouterr().err
+
+
+def test_run_prints_the_diagnosis(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["run", str(write_config(tmp_path, EXPLODING))])
+    out = capsys.readouterr().out
+    assert "critical: Training stopped: layer block1 went non-finite at step 0" in out

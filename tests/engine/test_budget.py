@@ -70,7 +70,8 @@ def test_budget_counts_a_registered_feature(monkeypatch: pytest.MonkeyPatch) -> 
     assert after.terms["grid_feature"] == grid.times(config.training.steps)
     assert after.seconds == pytest.approx(before.seconds + after.terms["grid_feature"].seconds)
     assert after.bytes == before.bytes + 2**20
-    budget.register_cost("grid_feature", lambda c: Cost(flops=MAX_SECONDS / budget.SECONDS_PER_FLOP))
+    huge = Cost(flops=MAX_SECONDS / budget.SECONDS_PER_FLOP)
+    budget.register_cost("grid_feature", lambda c: huge)
     with pytest.raises(ValidationError, match=r"compute budget exceeded.*grid_feature"):
         RunConfig.model_validate({})
 
