@@ -497,6 +497,7 @@ def test_sweep_left_running_by_a_stopped_server_is_interrupted(tmp_path: Path) -
         finally:
             app.state.manager.shutdown()  # as when the server stops: cells stay unfinished
             app.state.store.close()
+            app.state.lock.release()
 
     sweep_id = asyncio.run(start())
     restarted = create_app(settings)
@@ -507,6 +508,7 @@ def test_sweep_left_running_by_a_stopped_server_is_interrupted(tmp_path: Path) -
     finally:
         restarted.state.manager.shutdown()
         restarted.state.store.close()
+        restarted.state.lock.release()
 
 
 # -- presets --------------------------------------------------------------------------------------
