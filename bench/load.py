@@ -1,19 +1,28 @@
-"""Load benchmark: 2 runs training with 4 queued behind them, 50 SSE clients on one run, 20
-clients polling /series, a health prober and an RSS sampler on the server process.
+"""Load benchmark, in two phases on one server, with an RSS sampler on the server process.
 
-Checks that nothing is lost (every SSE client gets every record exactly once, in order, the same
-as the export), that /api/health stays responsive (p95) and that the server's memory stays
-bounded. Loopback only, fixed request counts, stops by itself (at the latest after the
-duration). Writes bench/results/load.json. Run from the repository root: `python bench/load.py`.
-tests/test_hardening_load.py runs a smaller version of the same scenario.
+1. Busy: 2 runs training with 4 queued behind them, 50 SSE clients on one run, 20 clients
+   polling /series, a health prober. Checks that nothing is lost (every SSE client gets every
+   record exactly once, in order, the same as the export), that /api/health stays responsive
+   (p95) and that the server's memory stays bounded.
+2. Idle clients: the documented maximum of SSE subscribers that never read (max_streams, 512,
+   spread over 8 loopback addresses to stay within the per-client cap of 64) and of exports
+   that never read (max_exports, 8; one more per address is answered 429), all on a finished
+   run with the largest records a config allows (depth 200, histograms every step). Measures
+   the server's peak memory while they hang, and how fast /api/health and /api/runs answer.
+
+Loopback only, fixed request counts, stops by itself (at the latest after the duration).
+Writes bench/results/load.json. Run from the repository root: `python bench/load.py`.
+tests/service/test_hardening_load.py runs a smaller version of the same scenarios.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
+import socket
 import statistics
 import tempfile
 import threading
@@ -42,6 +51,12 @@ class Scenario:
     poll_gap_s: float = 0.1
     health_gap_s: float = 0.05
     duration_s: float = 240.0  # hard stop
+    # phase 2: clients that never read
+    idle_streams: int = 512  # the default max_streams
+    idle_addresses: int = 8  # 127.0.0.1 … 127.0.0.8: 64 streams each, the per-client cap
+    idle_exports: int = 8  # the default max_exports (2 per address)
+    wide_steps: int = 300  # records of the finished run they read: depth 200, histograms
+    idle_hold_s: float = 15.0
 
 
 def config(steps: int, depth: int = 6, width: int = 32) -> dict[str, Any]:
@@ -172,12 +187,98 @@ async def scenario(url: str, server_pid: int, s: Scenario) -> dict[str, Any]:
     }
 
 
+def wide_config(steps: int) -> dict[str, Any]:
+    """The largest records a config allows: 201 layers, histograms on every step."""
+    return {
+        "model": {"depth": 200, "width": 8},
+        "training": {"steps": steps, "batch_size": 32},
+        "data": {"n_samples": 512},
+        "recording": {"histogram_every": 1, "eval_every": 0},
+    }
+
+
+def idle_request(url: str, path: str, address: str) -> tuple[socket.socket, str]:
+    """Send GET `path` from `address` on a socket with a tiny receive buffer, read only the
+    status line, and leave the rest unread (the server's transport fills and stays full)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.bind((address, 0))
+    sock.connect((host, int(port)))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    sock.settimeout(30)
+    status = sock.recv(12).decode(errors="replace")  # 'HTTP/1.1 200'
+    return sock, status[9:12]
+
+
+def timed_get(url: str, path: str) -> float:
+    started = time.perf_counter()
+    httpx.get(f"{url}{path}", timeout=120).raise_for_status()
+    return time.perf_counter() - started
+
+
+def idle_phase(url: str, server_pid: int, s: Scenario) -> dict[str, Any]:
+    """Phase 2: the documented maximum of non-reading streams and exports on one server."""
+    run_id = httpx.post(f"{url}/api/runs", json=wide_config(s.wide_steps), timeout=30).json()["id"]
+    deadline = time.monotonic() + s.duration_s
+    while httpx.get(f"{url}/api/runs/{run_id}", timeout=30).json()["status"] not in TERMINAL:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the wide run did not finish")
+        time.sleep(0.25)
+    record_bytes = len(httpx.get(f"{url}/api/runs/{run_id}/export", timeout=60).content)
+    baseline = rss_bytes(server_pid)
+    addresses = [f"127.0.0.{i + 1}" for i in range(s.idle_addresses)]
+    sockets: list[socket.socket] = []
+    statuses: list[str] = []
+    try:
+        for i in range(s.idle_streams):
+            sock, status = idle_request(
+                url, f"/api/runs/{run_id}/events", addresses[i % len(addresses)]
+            )
+            sockets.append(sock)
+            statuses.append(status)
+        export_statuses: list[str] = []
+        for i in range(s.idle_exports + len(addresses)):  # the last ones are beyond the caps
+            address = addresses[i % len(addresses)]
+            sock, status = idle_request(url, f"/api/runs/{run_id}/export", address)
+            sockets.append(sock)
+            export_statuses.append(status)
+        samples, health, listing = [], [], []
+        hold_until = time.monotonic() + s.idle_hold_s
+        while time.monotonic() < hold_until:
+            samples.append(rss_bytes(server_pid))
+            health.append(timed_get(url, "/api/health"))
+            listing.append(timed_get(url, "/api/runs"))
+            time.sleep(0.25)
+    finally:
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+    time.sleep(3)
+    return {
+        "idle_run_export_mb": record_bytes / 2**20,
+        "idle_streams_open": statuses.count("200"),
+        "idle_streams_refused": len(statuses) - statuses.count("200"),
+        "idle_exports_open": export_statuses.count("200"),
+        "idle_exports_429": export_statuses.count("429"),
+        "idle_rss_before_mb": baseline / 2**20,
+        "idle_rss_max_mb": max(samples) / 2**20,
+        "idle_rss_growth_mb": (max(samples) - baseline) / 2**20,
+        "idle_rss_after_mb": rss_bytes(server_pid) / 2**20,
+        "idle_health_max_ms": 1000 * max(health),
+        "idle_runs_list_max_ms": 1000 * max(listing),
+    }
+
+
 def run(s: Scenario) -> dict[str, Any]:
-    """Start a server on a fresh data dir, run the scenario, stop the server."""
+    """Start a server on a fresh data dir, run both phases, stop the server."""
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_server(Path(tmp))
         try:
-            return asyncio.run(scenario(url, proc.pid, s))
+            result = asyncio.run(scenario(url, proc.pid, s))
+            if s.idle_streams or s.idle_exports:
+                result.update(idle_phase(url, proc.pid, s))
+            return result
         finally:
             proc.terminate()
             proc.wait(15)

@@ -138,6 +138,8 @@ def test_run_over_budget_says_which_limit(
         "model.width=1024",
         "--set",
         "training.steps=100000",
+        "--set",
+        "recording.record_every=100",  # within the recording budget: the compute one speaks
     ]
     assert main(["run", str(write_config(tmp_path, SMALL)), *big]) == EXIT_USAGE
     assert "compute budget exceeded" in capsys.readouterr().err

@@ -274,9 +274,13 @@ def export_command(args: argparse.Namespace) -> int:
 
 def serve_command(args: argparse.Namespace) -> int:
     from depthscope.service.app import serve  # lazy: the run/export commands need no web stack
+    from depthscope.service.settings import StartupError
 
     where = {k: v for k in ("executor", "ray_address") if (v := getattr(args, k))}  # else env
-    serve(args.host, args.port, args.data_dir, token=args.token, **where)
+    try:
+        serve(args.host, args.port, args.data_dir, token=args.token, **where)
+    except StartupError as error:
+        raise CliError(str(error), EXIT_USAGE) from error
     return EXIT_OK
 
 

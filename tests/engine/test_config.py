@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from depthscope import RunConfig
 from depthscope.engine.activations import ACTIVATIONS, NORMS
-from depthscope.engine.config import MAX_BOUNDARY_FRAMES, MAX_RECORDED_CELLS, MAX_WORK
+from depthscope.engine.budget import MAX_SECONDS, duration
+from depthscope.engine.config import MAX_BOUNDARY_FRAMES, MAX_RECORDED_CELLS
 from depthscope.engine.data import DATASETS
 from depthscope.engine.inits import INITS
 from depthscope.engine.model import build_model
@@ -118,6 +119,8 @@ def test_config_integer_bounds(section: str, field: str, low: int, high: int) ->
             continue  # needs depth > 200, which is out of bounds itself
         if field == "batch_size":
             merged["data"] = {"n_samples": 100_000}
+        if field != "depth":  # depth 200 at the other fields' limits is over the time budget
+            merged["model"] = {**merged["model"], "depth": 1}
         RunConfig.model_validate(merged)
     for bad in (low - 1, high + 1):
         with pytest.raises(ValidationError) as exc:
@@ -206,11 +209,12 @@ def test_config_budget_error_names_limit_and_request() -> None:
         "model": {"depth": 200, "width": 1024},
         "training": {"steps": 100_000, "batch_size": 4096},
         "data": {"n_samples": 100_000},
+        "recording": {"record_every": 1000},
     }
     with pytest.raises(ValidationError, match="compute budget") as exc:
         RunConfig.model_validate(body)
     message = str(exc.value)
-    assert f"{MAX_WORK:.3g}" in message  # the limit
+    assert f"limit {duration(MAX_SECONDS)}" in message  # the limit
     requested = RunConfig.model_construct(
         model=RunConfig().model.model_copy(update=body["model"]),
         training=RunConfig().training.model_copy(update=body["training"]),
@@ -229,6 +233,9 @@ def test_config_recording_budget_names_the_limit() -> None:
         RunConfig.model_validate(body)
     assert f"{MAX_RECORDED_CELLS:,}" in str(exc.value)
     body["recording"] = {"record_every": 10}
+    with pytest.raises(ValidationError, match="compute budget"):  # 100k steps at depth 200
+        RunConfig.model_validate(body)
+    body["training"] = {"steps": 10_000, "batch_size": 1}
     RunConfig.model_validate(body)
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import time
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,12 @@ import torch
 from conftest import tiny_config
 from depthscope import RunConfig, StepRecord, train
 from depthscope.records import METRICS
+from depthscope.service import api as api_module
+from depthscope.service.security import StreamSlots
 from depthscope.service.status import TERMINAL
+from depthscope.service.store import RunStore
+from fastapi import FastAPI
+from test_stream import big_record
 
 pytestmark = pytest.mark.anyio
 
@@ -238,6 +244,70 @@ async def test_runs_diverged_reports_first_non_finite_and_exports_valid_json(
     records = json.loads(text)["records"]
     last = records[-1]["layers"][divergence["metric"]][divergence["layer_index"]]
     assert records[-1]["step"] == divergence["step"] and last is None
+
+
+async def test_series_metric_is_an_enum_in_the_schema_and_every_choice_answers(
+    client: httpx.AsyncClient,
+) -> None:
+    """Regression: `metric` was a free string in /openapi.json but an enum in the code, so a
+    schema-valid request got 422."""
+    schema = (await client.get("/openapi.json")).json()
+    params = schema["paths"]["/api/runs/{run_id}/series"]["get"]["parameters"]
+    metric = next(p for p in params if p["name"] == "metric")["schema"]
+    assert metric["enum"] == [*METRICS, "loss", "accuracy", "grad_norm_total"]
+    run = await finished_run(client, steps=3)
+    for name in metric["enum"]:
+        response = await client.get(f"/api/runs/{run['id']}/series", params={"metric": name})
+        assert response.status_code == 200, name
+
+
+async def test_every_body_taking_operation_documents_its_4xx(client: httpx.AsyncClient) -> None:
+    """Each status a body can cause (413, 415, 422) is in the schema of every operation that
+    takes one, so a schema-driven client knows them all."""
+    schema = (await client.get("/openapi.json")).json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            if "requestBody" in operation:
+                assert {"413", "415", "422"} <= set(operation["responses"]), (method, path)
+
+
+async def test_export_limits_concurrency_per_client_and_in_total(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Regression: every export client that never read held a 1000-record page; 120 of them
+    took the server to 6.4 GB."""
+    run = await finished_run(client, steps=3)
+    slots: StreamSlots = app.state.export_slots
+    settings = app.state.settings
+    for _ in range(settings.max_exports_per_client):
+        assert slots.acquire("127.0.0.1", "exports") is None
+    refused = await client.get(f"/api/runs/{run['id']}/export")
+    assert refused.status_code == 429 and "per client" in refused.json()["detail"]
+    assert refused.headers["retry-after"]
+    for i in range(settings.max_exports - settings.max_exports_per_client):
+        assert slots.acquire(f"10.0.0.{i}", "exports") is None
+    slots.release("127.0.0.1")
+    assert slots.acquire("10.0.0.99", "exports") is None  # the total is full again
+    crowded = await client.get(f"/api/runs/{run['id']}/export")
+    assert crowded.status_code == 429 and "8 exports" in crowded.json()["detail"]
+    slots.release("10.0.0.0")
+    served = await client.get(f"/api/runs/{run['id']}/export")
+    assert served.status_code == 200 and len(served.json()["records"]) == 3
+    assert slots.open_streams() == settings.max_exports - 1  # its own slot was given back
+
+
+def test_export_streams_byte_bounded_pages(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    store.create_run("r", {}, [f"block{i}" for i in range(1, 201)] + ["readout"])
+    store.append("r", [big_record(i) for i in range(40)])
+    row = store.get_run("r")
+    assert row is not None
+    chunks = list(api_module._export_json(store, row))
+    assert len(chunks) > 4
+    assert max(len(c) for c in chunks) <= api_module.EXPORT_PAGE_BYTES + 1
+    assert [r["step"] for r in json.loads("".join(chunks))["records"]] == list(range(40))
+    csv_rows = "".join(api_module._export_csv(store, row)).splitlines()
+    assert len(csv_rows) == 1 + 40 * 201
 
 
 def form_defaults(schema: dict[str, Any], dataset: str) -> dict[str, dict[str, Any]]:

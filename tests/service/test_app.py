@@ -65,7 +65,7 @@ def guarded(tmp_path: Path) -> FastAPI:
 async def test_app_token_guards_mutating_endpoints(guarded: FastAPI) -> None:
     transport = httpx.ASGITransport(app=guarded)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             body = {"training": {"steps": 1}, "data": {"n_samples": 256}}
             assert (await client.post("/api/runs", json=body)).status_code == 401
             wrong = {"Authorization": "Bearer nope"}

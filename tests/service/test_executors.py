@@ -196,7 +196,7 @@ async def health_and_sweep(app: FastAPI) -> None:
         "axes": [{"field": "training.lr", "values": [0.05, 0.1]}],
     }
     transport = httpx.ASGITransport(app=app)  # no lifespan: the fixture's Ray stays up
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         health = (await client.get("/api/health")).json()
         assert health["executor"] == {"kind": "ray", "nodes": 1, "cpus": 2.0, "address": "local"}
         created = await client.post("/api/sweeps", json=spec)

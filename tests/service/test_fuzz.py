@@ -39,7 +39,15 @@ def _fuzz_app() -> FastAPI:
     # temporary directory removed at exit.
     data = Path(tempfile.mkdtemp(prefix="depthscope-fuzz-"))
     atexit.register(shutil.rmtree, data, ignore_errors=True)
-    app = create_app(Settings(data_dir=data, max_queued_runs=10_000, max_stored_runs=10_000))
+    # schemathesis calls through Starlette's TestClient, whose Host is "testserver".
+    app = create_app(
+        Settings(
+            data_dir=data,
+            max_queued_runs=10_000,
+            max_stored_runs=10_000,
+            allowed_hosts=["localhost", "testserver"],
+        )
+    )
     app.state.manager.shutdown()  # accepted runs stay queued: the fuzzer never trains
     return app
 
@@ -71,7 +79,9 @@ class TestClient:
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         async def call() -> httpx.Response:
             transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://localhost"
+            ) as client:
                 return await client.request(method, url, **kwargs)
 
         return asyncio.run(call())

@@ -108,7 +108,7 @@ def test_worker_out_of_memory_fails_its_run_with_records_kept(
         add(writer, record)
 
     monkeypatch.setattr(worker_module.RecordWriter, "add", exhausted)
-    run_worker(str(store.path), "oom", config.model_dump_json(), threading.Event(), os.getpid())
+    run_worker(str(store.path), "oom", config.model_dump_json(), threading.Event())
     row = store.get_run("oom")
     assert row is not None and row.status == "failed" and row.n_records == 10
     assert row.error is not None and row.error.startswith("MemoryError: cannot allocate")

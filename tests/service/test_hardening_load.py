@@ -1,5 +1,5 @@
-"""Load, small: bench/load.py's scenario with fewer steps and clients — nothing lost, health
-responsive, server memory bounded."""
+"""Load, small: bench/load.py's scenarios with fewer steps and clients — nothing lost, health
+responsive, server memory bounded, also with clients that never read."""
 
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ def test_load_small_scenario_loses_nothing_and_stays_bounded() -> None:
         sse_clients=20,
         pollers=8,
         duration_s=40.0,
+        idle_streams=64,  # the per-client cap, all from one address
+        idle_addresses=1,
+        idle_exports=2,  # the per-client cap; one more is refused
+        wide_steps=40,
+        idle_hold_s=3.0,
     )
     result = bench.run(scenario)
     assert result["finished"] and result["statuses"] == ["completed"] * 6
@@ -44,3 +49,9 @@ def test_load_small_scenario_loses_nothing_and_stays_bounded() -> None:
     assert result["series_requests"] > 0 and result["series_non_200"] == 0
     assert result["health_p95_ms"] < 500  # generous: 2 shared cores, two runs training
     assert result["rss_growth_mb"] < 150
+    # Regression: 64 subscribers that never read took the server from 320 MB to 2.9 GB, and
+    # non-reading exports held a 1000-record page each. Now each pins one event or page.
+    assert result["idle_streams_open"] == 64 and result["idle_streams_refused"] == 0
+    assert result["idle_exports_open"] == 2 and result["idle_exports_429"] == 1
+    assert result["idle_rss_growth_mb"] < 64 * 0.5 + 2 * 3 + 40  # docs/operations.md's bound
+    assert result["idle_health_max_ms"] < 2000 and result["idle_runs_list_max_ms"] < 2000

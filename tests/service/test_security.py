@@ -12,7 +12,7 @@ import httpx
 import pytest
 from conftest import tiny_config
 from depthscope import RunConfig
-from depthscope.cli import build_parser
+from depthscope.cli import build_parser, main
 from depthscope.service import app as app_module
 from depthscope.service.app import create_app
 from depthscope.service.runs import RunManager, StoreFullError
@@ -71,7 +71,7 @@ async def guarded(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(Settings(data_dir=tmp_path, token="s3cret"))
     transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             yield client
     finally:
         app.state.manager.shutdown()
@@ -103,6 +103,62 @@ async def test_token_required_by_every_mutating_endpoint_and_the_stream(
     assert (await guarded.delete(f"/api/runs/{run_id}", headers=RIGHT)).status_code == 204
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer", "bEaReR"])
+async def test_token_bearer_scheme_is_case_insensitive(
+    guarded: httpx.AsyncClient, scheme: str
+) -> None:
+    """Regression: `Authorization: bearer T` (valid per RFC 7235) was refused."""
+    created = await guarded.post(
+        "/api/runs", json=tiny_config(5), headers={"Authorization": f"{scheme}  s3cret "}
+    )
+    assert created.status_code == 201, created.text
+
+
+@pytest.mark.parametrize(
+    "header", ["s3cret", "Basic s3cret", "Bearer", "Bearers3cret", "Token s3cret"]
+)
+async def test_token_without_the_bearer_scheme_is_refused(
+    guarded: httpx.AsyncClient, header: str
+) -> None:
+    """Regression: a bare `Authorization: T` was accepted."""
+    refused = await guarded.post(
+        "/api/runs", json=tiny_config(5), headers={"Authorization": header}
+    )
+    assert refused.status_code == 401
+
+
+async def test_token_query_parameter_only_on_the_event_stream(guarded: httpx.AsyncClient) -> None:
+    """Regression: `?token=` worked on POST and DELETE, putting the token in access logs."""
+    assert (await guarded.post("/api/runs?token=s3cret", json=tiny_config(5))).status_code == 401
+    run_id = await finished_run(guarded, RIGHT)
+    assert (await guarded.post(f"/api/runs/{run_id}/cancel?token=s3cret")).status_code == 401
+    assert (await guarded.delete(f"/api/runs/{run_id}?token=s3cret")).status_code == 401
+    stream = await guarded.get(f"/api/runs/{run_id}/events?token=s3cret")
+    assert stream.status_code == 200 and "event: end" in stream.text
+    assert (await guarded.get(f"/api/runs/{run_id}/events?token=nope")).status_code == 401
+
+
+@pytest.mark.parametrize("token", ["", "   ", " s3cret", "s3cret\n"])
+def test_blank_token_refuses_to_start(
+    token: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: `--token ""` silently disabled authentication."""
+    with pytest.raises(ValueError, match="token is empty"):
+        Settings(data_dir=tmp_path, token=token)
+    with pytest.raises(app_module.StartupError, match="refusing to start: token"):
+        app_module.serve("127.0.0.1", 8000, tmp_path, token=token)
+    assert main(["serve", "--data-dir", str(tmp_path), "--token", token]) == 2
+    assert "refusing to start" in capsys.readouterr().err
+
+
+def test_blank_token_from_the_environment_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DEPTHSCOPE_TOKEN", "")
+    with pytest.raises(app_module.StartupError, match="token"):
+        app_module.serve("127.0.0.1", 8000, tmp_path)
+
+
 @pytest.mark.parametrize(
     "path", ["/api/health", "/api/presets", "/api/schema", "/api/runs", "/", "/openapi.json"]
 )
@@ -128,7 +184,7 @@ async def test_cors_closed_by_default(client: httpx.AsyncClient) -> None:
 async def test_cors_allows_only_configured_origins(tmp_path: Path) -> None:
     app = create_app(Settings(data_dir=tmp_path, cors_origins=["https://lab.example"]))
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         other = await client.options("/api/runs", headers=PREFLIGHT)
         assert "access-control-allow-origin" not in other.headers
         ok = await client.options(
@@ -208,7 +264,7 @@ async def test_max_stored_runs_is_507_until_one_is_deleted(tmp_path: Path) -> No
     app = create_app(Settings(data_dir=tmp_path, max_stored_runs=2))
     app.state.manager.shutdown()  # runs stay queued: this is about counting, not training
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         ids = [(await client.post("/api/runs", json=tiny_config(5))).json()["id"] for _ in "ab"]
         full = await client.post("/api/runs", json=tiny_config(5))
         assert full.status_code == 507 and "max_stored_runs" in full.json()["detail"]
@@ -240,11 +296,12 @@ def test_serve_warns_loudly_on_public_bind_without_token(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     served: list[tuple[str, Settings]] = []
-    monkeypatch.setattr(
-        app_module.uvicorn,
-        "run",
-        lambda app, host, **_: served.append((host, app.state.settings)),
-    )
+
+    def run(app: FastAPI, host: str, **_: Any) -> None:
+        served.append((host, app.state.settings))
+        app.state.lock.release()  # as the server's lifespan does when it stops
+
+    monkeypatch.setattr(app_module.uvicorn, "run", run)
     monkeypatch.delenv("DEPTHSCOPE_TOKEN", raising=False)
     with caplog.at_level(logging.WARNING, logger="depthscope"):
         app_module.serve("0.0.0.0", 8000, tmp_path)  # the Docker image: still serves
@@ -255,6 +312,34 @@ def test_serve_warns_loudly_on_public_bind_without_token(
     app_module.serve("0.0.0.0", 8000, tmp_path)
     assert served[1][1].token == "from-env"  # an omitted token keeps the environment's
     assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    ("host", "added"), [("192.168.1.5", True), ("lab.example", True), ("0.0.0.0", False)]
+)
+def test_serve_answers_to_the_name_it_binds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, host: str, added: bool
+) -> None:
+    served: list[Settings] = []
+
+    def run(app: FastAPI, **_: Any) -> None:
+        served.append(app.state.settings)
+        app.state.lock.release()
+
+    monkeypatch.setattr(app_module.uvicorn, "run", run)
+    monkeypatch.setenv("DEPTHSCOPE_TOKEN", "s3cret")
+    app_module.serve(host, 8000, tmp_path)
+    assert (host in served[0].allowed_hosts) is added
+    assert {"localhost", "127.0.0.1", "::1"} <= set(served[0].allowed_hosts)
+
+
+def test_second_serve_on_a_busy_data_dir_refuses_to_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    busy = create_app(Settings(data_dir=tmp_path))
+    assert main(["serve", "--data-dir", str(tmp_path)]) == 2
+    assert "another depthscope server" in capsys.readouterr().err
+    busy.state.lock.release()
 
 
 def test_serve_default_binds_loopback() -> None:

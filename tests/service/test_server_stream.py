@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import sqlite3
 import statistics
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -133,3 +138,71 @@ def test_server_restart_marks_run_interrupted_with_records(
     assert steps == list(range(len(steps))) and len(steps) == run["records"]
     time.sleep(0.3)
     assert httpx.get(f"{url}/api/runs/{run_id}").json()["records"] == run["records"]
+
+
+def test_server_sigterm_ends_open_streams_with_a_final_event(
+    server_process: ServerProcess,
+) -> None:
+    """Regression: on SIGTERM open streams were cut mid-body. Now each gets a `shutdown`
+    event and a complete chunked body (httpx raises on a cut one)."""
+    url = server_process.start()
+    run_id = create(url, 100_000 // 32)
+    wait_for(url, run_id, lambda r: r["records"] >= 5)
+    events: list[Event] = []
+    with httpx.stream("GET", f"{url}/api/runs/{run_id}/events", timeout=30) as response:
+        lines = response.iter_lines()  # one iterator: a response streams once
+        events += read_events_from(lines, until="records")
+        assert server_process.process is not None
+        server_process.process.send_signal(signal.SIGTERM)
+        events += read_events_from(lines, until="shutdown")
+        assert list(lines) == []  # and then the body ends, cleanly
+    assert events[-1].event == "shutdown" and json.loads(events[-1].data)["reason"]
+    records, _ = map(int, events[-1].id.split("-"))
+    assert records == len(steps_of(events)) > 0  # its id resumes where the client is
+    # uvicorn shuts down gracefully, then re-raises the signal it caught
+    assert server_process.process.wait(15) in (0, -signal.SIGTERM)
+
+
+def test_server_killed_unreaped_stops_its_workers_at_once(server_process: ServerProcess) -> None:
+    """Regression: after a SIGKILL of the server, its workers kept writing while the dead
+    server lingered as a zombie (a pid probe still found it): 375 -> 1660 records."""
+    url = server_process.start()
+    run_id = create(url, 100_000 // 32)
+    wait_for(url, run_id, lambda r: r["records"] >= 20)
+    process = server_process.process
+    assert process is not None
+    process.kill()  # and do not reap it yet: it stays a zombie
+    db = server_process.data_dir / "runs.db"
+    time.sleep(0.3)
+    os.kill(process.pid, 0)  # still "exists"
+    first = stored_records(db, run_id)
+    time.sleep(1.0)
+    assert stored_records(db, run_id) == first  # nothing more lands once the server is gone
+    process.wait()
+    server_process.process = None
+
+
+def read_events_from(lines: Iterator[str], until: str) -> list[Event]:
+    """Events from an SSE body's lines, up to and including the first named `until`."""
+    events: list[Event] = []
+    fields: dict[str, str] = {}
+    for line in lines:
+        if line == "" and "data" in fields:
+            events.append(
+                Event(fields.get("event", "message"), fields.get("id", ""), fields["data"])
+            )
+            if events[-1].event == until:
+                break
+            fields = {}
+        elif line and not line.startswith(":"):
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+    return events
+
+
+def stored_records(db: Path, run_id: str) -> int:
+    with sqlite3.connect(db) as conn:
+        count: int = conn.execute(
+            "SELECT COUNT(*) FROM records WHERE run_id = ?", (run_id,)
+        ).fetchone()[0]
+    return count

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 from depthscope import RunConfig, iter_records
-from depthscope.service.store import STEP_COLUMN, RunStore
+from depthscope.service.store import STEP_COLUMN, RunStore, StaleEpochError
 
 
 @pytest.fixture
@@ -66,6 +66,44 @@ def test_store_delete_removes_rows_and_blocks(store: RunStore) -> None:
     assert store.records_since("r1", 0, 10) == []
     assert len(store.column("r1", "loss", 1)) == 0
     assert not store.delete_run("r1")
+
+
+def test_store_epoch_fence_refuses_a_stale_writers_records_and_status(tmp_path: Path) -> None:
+    """Regression: after a restart, a dead server's workers kept writing into runs already
+    marked interrupted (375 -> 1660 records)."""
+    records = list(iter_records(RunConfig.model_validate(tiny_config(steps=6))))
+    server = RunStore(tmp_path / "runs.db")
+    first = server.claim()
+    server.create_run("r1", {}, ["block1", "block2", "readout"])
+    server.transition("r1", "running", only_from=("queued",))
+    worker = RunStore(tmp_path / "runs.db", epoch=first)
+    worker.append("r1", records[:3])  # its own server's epoch: accepted
+    restarted = RunStore(tmp_path / "runs.db")
+    assert restarted.claim() == first + 1
+    assert restarted.recover() == ["r1"]
+    with pytest.raises(StaleEpochError, match=f"epoch {first}, the store {first + 1}"):
+        worker.append("r1", records[3:])
+    with pytest.raises(StaleEpochError):
+        worker.transition("r1", "completed", only_from=("interrupted", "running"))
+    row = restarted.get_run("r1")
+    assert row is not None and row.status == "interrupted" and row.n_records == 3
+    assert len(restarted.records_since("r1", 0, 100)) == 3  # nothing half-written either
+    restarted.append("r1", records[3:4])  # the owner itself still writes
+
+
+def test_store_records_page_is_bounded_by_bytes(store: RunStore) -> None:
+    records = list(iter_records(RunConfig.model_validate(tiny_config(steps=20))))
+    store.create_run("r1", {}, ["block1", "block2", "readout"])
+    store.append("r1", records)
+    every = store.records_since("r1", 0, 100)
+    budget = 3 * len(every[0])
+    page = store.records_page("r1", 0, budget)
+    assert sum(map(len, page)) <= budget < sum(map(len, every[: len(page) + 1]))  # full
+    assert len(store.records_page("r1", 0, 1)) == 1  # a record bigger than the page goes alone
+    assert store.records_page("r1", 20, 10**6) == []
+    pages = list(store.iter_pages("r1", budget))
+    assert [json.loads(r)["step"] for p in pages for r in p] == list(range(20))
+    assert all(sum(map(len, p)) <= budget for p in pages)
 
 
 def test_store_keeps_spectra_by_step_and_deletes_them(store: RunStore) -> None:

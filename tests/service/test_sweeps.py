@@ -445,7 +445,7 @@ def small_queue(tmp_path: Path) -> Iterator[FastAPI]:
 @pytest.fixture
 async def small_client(small_queue: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=small_queue)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         yield c
 
 
@@ -480,7 +480,7 @@ def test_sweep_left_running_by_a_stopped_server_is_interrupted(tmp_path: Path) -
         app = create_app(settings)
         try:
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://[::1]") as client:
                 body = {
                     "base": tiny_config(100_000 // 32),
                     "axes": [{"field": "training.seed", "values": [0, 1]}],
@@ -497,6 +497,7 @@ def test_sweep_left_running_by_a_stopped_server_is_interrupted(tmp_path: Path) -
         finally:
             app.state.manager.shutdown()  # as when the server stops: cells stay unfinished
             app.state.store.close()
+            app.state.lock.release()
 
     sweep_id = asyncio.run(start())
     restarted = create_app(settings)
@@ -507,6 +508,7 @@ def test_sweep_left_running_by_a_stopped_server_is_interrupted(tmp_path: Path) -
     finally:
         restarted.state.manager.shutdown()
         restarted.state.store.close()
+        restarted.state.lock.release()
 
 
 # -- presets --------------------------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
 import threading
+import time
 from multiprocessing import forkserver
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from depthscope.presets import BY_ID
 from depthscope.probe.backends import kernels
 from depthscope.service.executors import local
 from depthscope.service.store import RunStore
-from depthscope.service.worker import RecordWriter, ServerWatch, run_worker
+from depthscope.service.worker import RecordWriter, ServerLink, run_worker
 
 
 class _Appends:
@@ -47,7 +49,7 @@ def _queued(tmp_path: Path, config: RunConfig) -> tuple[RunStore, str]:
 
 def test_run_worker_completes_with_every_record(tmp_path: Path) -> None:
     store, config = _queued(tmp_path, RunConfig.model_validate(tiny_config(25)))
-    run_worker(str(store.path), "r", config, threading.Event(), os.getpid())
+    run_worker(str(store.path), "r", config, threading.Event())
     row = store.get_run("r")
     assert row is not None and row.status == "completed" and row.n_records == 25
     assert row.final is not None and row.final["step"] == 24 and row.error is None
@@ -55,7 +57,7 @@ def test_run_worker_completes_with_every_record(tmp_path: Path) -> None:
 
 def test_run_worker_reports_an_exception_as_failed(tmp_path: Path) -> None:
     store, _ = _queued(tmp_path, RunConfig.model_validate(tiny_config(3)))
-    run_worker(str(store.path), "r", '{"model": {"depth": -1}}', threading.Event(), os.getpid())
+    run_worker(str(store.path), "r", '{"model": {"depth": -1}}', threading.Event())
     row = store.get_run("r")
     assert row is not None and row.status == "failed"
     assert row.error is not None and row.error.startswith("ValidationError")
@@ -63,7 +65,7 @@ def test_run_worker_reports_an_exception_as_failed(tmp_path: Path) -> None:
 
 def test_run_worker_diverged_names_first_non_finite(tmp_path: Path) -> None:
     store, config = _queued(tmp_path, BY_ID["exploding"].config)
-    run_worker(str(store.path), "r", config, threading.Event(), os.getpid())
+    run_worker(str(store.path), "r", config, threading.Event())
     row = store.get_run("r")
     assert row is not None and row.status == "diverged" and row.divergence is not None
     d = row.divergence
@@ -75,17 +77,32 @@ def test_run_worker_stops_when_flagged(tmp_path: Path) -> None:
     store, config = _queued(tmp_path, RunConfig.model_validate(tiny_config(50)))
     stop = threading.Event()
     stop.set()
-    run_worker(str(store.path), "r", config, stop, os.getpid())
+    run_worker(str(store.path), "r", config, stop)
     row = store.get_run("r")
     assert row is not None and row.status == "cancelled" and row.n_records == 0
 
 
-def test_server_watch_notices_a_vanished_server() -> None:
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    assert ServerWatch(gone.pid, every_s=0).gone()
-    assert not ServerWatch(os.getpid(), every_s=0).gone()
-    assert not ServerWatch(None).gone()
+def test_server_link_reports_the_server_gone_when_its_end_closes() -> None:
+    ctx = multiprocessing.get_context("forkserver")
+    worker_end, server_end = ctx.Pipe(duplex=False)
+    link = ServerLink(worker_end)
+    time.sleep(0.05)
+    assert not link.gone()  # alive: nothing is ever sent, so the watcher keeps waiting
+    server_end.close()  # what the kernel does to every descriptor of a dead server
+    assert link.lost.wait(1)
+    assert not ServerLink(None).gone()
+
+
+def test_record_writer_writes_nothing_once_orphaned() -> None:
+    sink, orphaned = _Appends(), threading.Event()
+    writer = RecordWriter(sink, "r", orphaned.is_set)  # type: ignore[arg-type]
+    records = list(iter_records(RunConfig.model_validate(tiny_config(6))))
+    writer.add(records[0])
+    orphaned.set()
+    for record in records[1:]:
+        writer.add(record)
+    writer.flush()
+    assert sink.batches == [[0]]
 
 
 def loaded_after_import(module: str) -> str:

@@ -1,8 +1,8 @@
 """RunConfig: one typed, validated, bounded description of a run.
 
 Choices are drawn from the registries, so the JSON schema, the form built from it and the code
-never disagree. Every number has bounds, unknown fields are rejected, and a compute budget keeps
-any accepted request from exhausting the machine.
+never disagree. Every number has bounds, unknown fields are rejected, and a budget of time and
+memory (budget.py) keeps any accepted request from exhausting the machine.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from depthscope.engine import budget
 from depthscope.engine.activations import ACTIVATIONS, NORMS
 from depthscope.engine.data import (
     DATASETS,
@@ -32,9 +33,7 @@ from depthscope.engine.data import (
 from depthscope.engine.inits import INITS
 from depthscope.engine.optim import CLIPS, OPTIMIZERS
 
-# parameters × batch_size × steps: about 6 FLOPs each, so 4e11 is roughly a minute or two of
-# CPU time. The error names the limit and what the request asked for.
-MAX_WORK = 4e11
+# The time and memory a run may take are bounded in budget.py (MAX_SECONDS, MAX_BYTES).
 # recorded steps × layers: bounds what one run can write to the store and the stream.
 MAX_RECORDED_CELLS = 10_000_000
 # decision-boundary grids per run (each about 6 KB stored, one forward pass over 1,600 points).
@@ -197,6 +196,8 @@ class RunConfig(_Strict):
         return first + hidden + readout + m.depth * per_block_extra
 
     def work(self) -> float:
+        """parameters × batch_size × steps: the unit of a sweep's summed budget (sweeps.py). A
+        single run's own budget is budget.py's estimate of its time and memory."""
         return float(self.parameter_count()) * self.training.batch_size * self.training.steps
 
     def spectrum_at(self, step: int) -> bool:
@@ -209,7 +210,8 @@ class RunConfig(_Strict):
         return 2 + ((self.training.steps - 1) // every if every else 0)
 
     def recorded_steps(self) -> int:
-        return self.training.steps // self.recording.record_every + 1
+        """Steps the trainer records (every record_every, every evaluation, the last)."""
+        return budget.recorded_steps(self)
 
     def boundary_frames(self) -> int:
         """Scheduled decision-boundary grids (every boundary_every steps from 0, and the end);
@@ -233,17 +235,6 @@ class RunConfig(_Strict):
             )
         if m.norm == "batchnorm" and t.batch_size < 2:
             raise ValueError("training.batch_size must be at least 2 with model.norm='batchnorm'")
-        if self.work() > MAX_WORK:
-            raise ValueError(
-                f"compute budget exceeded: parameters × batch_size × steps = "
-                f"{self.parameter_count():,} × {t.batch_size} × {t.steps} = {self.work():.3g}, "
-                f"limit {MAX_WORK:.3g}; lower model.depth, model.width, training.batch_size "
-                f"or training.steps"
-            )
-        self._check_recording()
-        return self
-
-    def _check_recording(self) -> None:
         if self.spectrum_count() > MAX_SPECTRA + 2:
             every = self.recording.spectrum_every
             raise ValueError(
@@ -265,3 +256,5 @@ class RunConfig(_Strict):
                 f"{self.training.steps:,} steps, limit {MAX_BOUNDARY_FRAMES:,}; raise it, or 0 "
                 "for the last step only"
             )
+        budget.check(self)  # after the structural limits: time and memory
+        return self

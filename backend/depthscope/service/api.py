@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
+import anyio
 import orjson
 import torch
 from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, Response
@@ -21,7 +22,14 @@ from depthscope import __version__
 from depthscope.engine.config import RunConfig
 from depthscope.presets import DATASET_DEFAULTS, PRESETS
 from depthscope.records import METRICS
-from depthscope.service.deps import Authorized, BroadcasterDep, ManagerDep, SettingsDep, StoreDep
+from depthscope.service.deps import (
+    Authorized,
+    BroadcasterDep,
+    ManagerDep,
+    SettingsDep,
+    StoreDep,
+    StreamAuthorized,
+)
 from depthscope.service.runs import QueueFullError, StoreFullError
 from depthscope.service.schemas import (
     ExportOut,
@@ -31,9 +39,9 @@ from depthscope.service.schemas import (
     SeriesOut,
     problems,
 )
-from depthscope.service.security import SlotEventSource, StreamSlots
-from depthscope.service.series import downsample
-from depthscope.service.store import SCALARS, STEP_COLUMN, RunRow, RunStore, to_json
+from depthscope.service.security import SlotEventSource, SlotStreamingResponse, StreamSlots
+from depthscope.service.series import SERIES_METRICS, downsample
+from depthscope.service.store import STEP_COLUMN, RunRow, RunStore, to_json
 
 router = APIRouter(prefix="/api")
 RunId = Annotated[str, Path(max_length=64, description="an opaque run id")]
@@ -78,7 +86,7 @@ def schema() -> dict[str, Any]:
     status_code=201,
     dependencies=[Authorized],
     response_model=RunSummary,
-    responses=problems(401, 413, 422, 429, 507),
+    responses=problems(401, 413, 415, 422, 429, 507),
 )
 def create_run(
     manager: ManagerDep, config: Annotated[RunConfig | None, Body()] = None
@@ -139,9 +147,6 @@ def delete_run(store: StoreDep, manager: ManagerDep, run_id: RunId) -> Response:
     return Response(status_code=204)
 
 
-SERIES_METRICS = METRICS + SCALARS
-
-
 @router.get(
     "/runs/{run_id}/series",
     response_class=Response,
@@ -150,7 +155,14 @@ SERIES_METRICS = METRICS + SCALARS
 def series(
     store: StoreDep,
     run_id: RunId,
-    metric: Annotated[str, Query(max_length=64, description=f"one of {', '.join(SERIES_METRICS)}")],
+    metric: Annotated[
+        str,
+        Query(
+            max_length=64,
+            description="a per-layer metric, or a per-step scalar (one row)",
+            json_schema_extra={"enum": list(SERIES_METRICS)},
+        ),
+    ],
     max_points: Annotated[int, Query(ge=2, le=100_000)] = 1000,
 ) -> Response:
     """values[layer][i] per recorded step, at most max_points columns (see `downsample`).
@@ -185,12 +197,13 @@ def series(
     )
 
 
+SHUTDOWN_GRACE_S = 2.0
 EVENTS_OK = {"description": "Server-Sent Events", "content": {"text/event-stream": {}}}
 
 
 @router.get(
     "/runs/{run_id}/events",
-    dependencies=[Authorized],
+    dependencies=[StreamAuthorized],
     response_class=EventSourceResponse,
     responses={200: EVENTS_OK, **problems(401, 404, 422, 429)},
 )
@@ -208,9 +221,15 @@ async def events(
     refused = slots.acquire(client)
     if refused:
         raise HTTPException(429, refused, {"Retry-After": str(RETRY_AFTER_S)})
-    stream = broadcaster.events(run_id, last_event_id)
+    # On shutdown sse-starlette sets `shutdown`; the stream then sends a final `shutdown`
+    # event and ends, within the grace period, instead of being cut mid-body.
+    shutdown = anyio.Event()
     return SlotEventSource(
-        stream, ping=settings.keepalive_s, on_close=lambda: slots.release(client)
+        broadcaster.events(run_id, last_event_id, shutdown),
+        ping=settings.keepalive_s,
+        on_close=lambda: slots.release(client),
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE_S,
     )
 
 
@@ -224,23 +243,37 @@ EXPORT_OK = {
 @router.get(
     "/runs/{run_id}/export",
     response_class=StreamingResponse,
-    responses={200: EXPORT_OK, **NOT_FOUND},
+    responses={200: EXPORT_OK, **problems(404, 422, 429)},
 )
 def export(
-    store: StoreDep, run_id: RunId, format: Literal["json", "csv"] = "json"
+    request: Request, store: StoreDep, run_id: RunId, format: Literal["json", "csv"] = "json"
 ) -> StreamingResponse:
     row = _run(store, run_id)
+    slots: StreamSlots = request.app.state.export_slots
+    client = request.client.host if request.client else "unknown"
+    refused = slots.acquire(client, what="exports")
+    if refused:
+        raise HTTPException(429, refused, {"Retry-After": str(RETRY_AFTER_S)})
     chunks = _export_json(store, row) if format == "json" else _export_csv(store, row)
     media = "application/json" if format == "json" else "text/csv"
     name = f'attachment; filename="depthscope-{run_id}.{format}"'
-    return StreamingResponse(chunks, media_type=media, headers={"Content-Disposition": name})
+    return SlotStreamingResponse(
+        chunks,
+        media_type=media,
+        headers={"Content-Disposition": name},
+        on_close=lambda: slots.release(client),
+    )
+
+
+EXPORT_PAGE_BYTES = 2**20  # records read (and held) at once by one export
 
 
 def _export_json(store: RunStore, row: RunRow) -> Iterator[str]:
-    """{"run": summary, "records": [...]}: the stored wire JSON, streamed without re-encoding."""
+    """{"run": summary, "records": [...]}: the stored wire JSON, streamed without re-encoding,
+    one byte-bounded page per chunk."""
     yield '{"run":' + to_json(row.to_wire()) + ',"records":['
-    for i, record in enumerate(store.iter_records(row.id)):
-        yield ("," if i else "") + record
+    for i, page in enumerate(store.iter_pages(row.id, EXPORT_PAGE_BYTES)):
+        yield ("," if i else "") + ",".join(page)
     yield "]}"
 
 
@@ -252,7 +285,7 @@ def _export_csv(store: RunStore, row: RunRow) -> Iterator[str]:
     buffer = io.StringIO()
     out = csv.writer(buffer, lineterminator="\n")
     out.writerow(["step", "layer_index", "layer", *CSV_SCALARS, *METRICS])
-    for text in store.iter_records(row.id):
+    for text in store.iter_records(row.id, EXPORT_PAGE_BYTES):
         record = json.loads(text)
         scalars = [record.get(name) for name in CSV_SCALARS]
         for index, layer in enumerate(row.layers):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import mimetypes
 import re
 import threading
@@ -14,24 +13,25 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request, Response
-from fastapi.encoders import jsonable_encoder
+from fastapi import FastAPI, HTTPException, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from pydantic import ValidationError
 
 from depthscope import __version__
 from depthscope.service.api import router
+from depthscope.service.edge import Edge, HeadAsGet
+from depthscope.service.errors import invalid_request
 from depthscope.service.executors import ExecutorKind, make_executor
+from depthscope.service.ownership import DataDirBusyError, DataDirLock
 from depthscope.service.routes_analysis import router as analysis_router
 from depthscope.service.routes_explorer import router as explorer_router
 from depthscope.service.routes_metrics import router as metrics_router
 from depthscope.service.routes_sweeps import router as sweeps_router
 from depthscope.service.runs import RunManager
 from depthscope.service.security import SecurityHeaders, StreamSlots, exposure_warning, log
-from depthscope.service.settings import Settings
+from depthscope.service.settings import Settings, StartupError
 from depthscope.service.store import RunStore
 from depthscope.service.stream import Broadcaster
 from depthscope.service.sweep_store import Sweeps
@@ -39,11 +39,17 @@ from depthscope.service.sweep_store import Sweeps
 # A static name is one plain file name with a shipped extension (pyproject's package-data): no
 # slash, no leading dot, so nothing outside frontend/ and no Python source is ever served.
 STATIC_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}\.(html|js|css|svg|png)$")
+WILDCARD_BINDS = ("0.0.0.0", "::", "")
+SHUTDOWN_TIMEOUT_S = 5  # uvicorn's wait for open connections (streams end within 2 s)
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """Open the store (runs a dead server left active become `interrupted`), then wire it up."""
+    """Lock the data directory (one server owns it: DataDirBusyError otherwise), claim the
+    store (a new epoch: a dead server's workers can no longer write), mark the runs that
+    server left active `interrupted`, then wire everything up."""
+    lock = DataDirLock(settings.data_dir).acquire()
     store = RunStore(settings.db_path)
+    store.claim()
     store.recover()
     manager = RunManager(
         store,
@@ -54,7 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
         executor=make_executor(settings.executor, store, settings.ray_address),
         max_cells=settings.max_queued_cells,
     )
-    broadcaster = Broadcaster(store, settings.subscriber_buffer)
+    broadcaster = Broadcaster(store)
     sweeps = Sweeps(store, manager, settings.max_sweep_work)
 
     @asynccontextmanager
@@ -63,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         await broadcaster.close()
         manager.shutdown()
+        lock.release()
 
     # /docs is rebuilt below on local Swagger UI files; ReDoc has no offline bundle.
     app = FastAPI(
@@ -72,16 +79,17 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.state.settings, app.state.store = settings, store
+    app.state.settings, app.state.store, app.state.lock = settings, store, lock
     app.state.manager, app.state.broadcaster = manager, broadcaster
     app.state.sweeps = sweeps
     app.state.stream_slots = StreamSlots(settings.max_streams_per_client, settings.max_streams)
+    app.state.export_slots = StreamSlots(settings.max_exports_per_client, settings.max_exports)
     app.include_router(router)
     app.include_router(sweeps_router)
     app.include_router(explorer_router)  # boundaries, pause/advance/resume, lessons
     app.include_router(metrics_router)
     app.include_router(analysis_router)  # theory, spectra, diagnoses, init scans
-    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
     _mount_frontend(app)
     if settings.cors_origins:
         app.add_middleware(
@@ -90,25 +98,15 @@ def create_app(settings: Settings) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
         )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(
+        Edge,
+        max_bytes=settings.max_body_bytes,
+        allowed_hosts=settings.allowed_hosts,
+        allowed_origins=settings.cors_origins,
+    )
     app.add_middleware(SecurityHeaders)  # outermost: errors from the others get headers too
     return app
-
-
-async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
-    """FastAPI's 422, but a NaN or infinite input (JSON from Python clients may carry them) is
-    echoed as a string: the default handler would fail to encode it and answer 500."""
-    return JSONResponse({"detail": _finite(jsonable_encoder(error.errors()))}, status_code=422)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 # Swagger UI 5 (it reads OpenAPI 3.1) as the fastapi-offline package ships it; only its files.
@@ -162,46 +160,6 @@ def _file(path: Traversable, cache: str = "no-cache") -> Response:
     return Response(path.read_bytes(), media_type=kind, headers=headers)
 
 
-class BodyLimit:
-    """413 for request bodies over the limit, by Content-Length or while a chunked body
-    streams in, before any route parses it."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > self.max_bytes:
-            await _too_large(send, self.max_bytes)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise HTTPException(413, f"request body over {self.max_bytes} bytes")
-            return message
-
-        await self.app(scope, limited, send)
-
-
-async def _too_large(send: Send, limit: int) -> None:
-    body = f'{{"detail":"request body over {limit} bytes"}}'.encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 def serve(
     host: str,
     port: int,
@@ -210,11 +168,29 @@ def serve(
     executor: ExecutorKind | None = None,
     ray_address: str | None = None,
 ) -> None:
-    """Run the server (blocking). Other settings come from DEPTHSCOPE_* variables."""
+    """Run the server (blocking). Other settings come from DEPTHSCOPE_* variables. Raises
+    StartupError, before binding anything, for an empty token or a data dir in use."""
     # An explicit None would override DEPTHSCOPE_TOKEN (or _EXECUTOR, ...) from the environment.
     given: dict[str, Any] = {"token": token, "executor": executor, "ray_address": ray_address}
-    settings = Settings(data_dir=data_dir, **{k: v for k, v in given.items() if v is not None})
+    try:
+        settings = Settings(data_dir=data_dir, **{k: v for k, v in given.items() if v is not None})
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise StartupError(f"refusing to start: {problems}") from error
+    if host not in WILDCARD_BINDS and host.lower() not in settings.allowed_hosts:
+        # Bound to one name or address: requests naming it are this server's own.
+        settings = settings.model_copy(update={"allowed_hosts": [*settings.allowed_hosts, host]})
     warning = exposure_warning(host, settings.token)
     if warning:
         log.warning(warning)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    try:
+        app = create_app(settings)
+    except DataDirBusyError as error:
+        raise StartupError(str(error)) from error
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S,
+    )

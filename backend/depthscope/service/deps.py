@@ -33,16 +33,36 @@ def get_broadcaster(request: Request) -> Broadcaster:
     return broadcaster
 
 
-def require_token(request: Request) -> None:
-    """With a token configured, mutating endpoints and the stream need it, as a bearer header
-    or (for EventSource, which cannot set headers) a `token` query parameter."""
+def bearer(header: str) -> str | None:
+    """The credentials of an `Authorization: Bearer <token>` header (the scheme is
+    case-insensitive, RFC 7235); None for any other form, a bare token included."""
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    return credentials.strip()
+
+
+def _check(request: Request, allow_query: bool) -> None:
     expected = get_settings(request).token
     if expected is None:
         return
-    header = request.headers.get("authorization", "")
-    given = header.removeprefix("Bearer ").strip() or request.query_params.get("token", "")
-    if not secrets.compare_digest(given.encode(), expected.encode()):
+    given = bearer(request.headers.get("authorization", ""))
+    if given is None and allow_query:
+        given = request.query_params.get("token")
+    if given is None or not secrets.compare_digest(given.encode(), expected.encode()):
         raise HTTPException(401, "a valid token is required", {"WWW-Authenticate": "Bearer"})
+
+
+def require_token(request: Request) -> None:
+    """With a token configured, mutating endpoints need `Authorization: Bearer <token>`. A
+    `?token=` is not accepted here: URLs land in access logs."""
+    _check(request, allow_query=False)
+
+
+def require_stream_token(request: Request) -> None:
+    """Event streams (SSE) need the token too, as the header or, since a browser's
+    EventSource cannot set headers, a `token` query parameter."""
+    _check(request, allow_query=True)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -50,3 +70,4 @@ StoreDep = Annotated[RunStore, Depends(get_store)]
 ManagerDep = Annotated[RunManager, Depends(get_manager)]
 BroadcasterDep = Annotated[Broadcaster, Depends(get_broadcaster)]
 Authorized = Depends(require_token)
+StreamAuthorized = Depends(require_stream_token)

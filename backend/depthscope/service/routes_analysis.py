@@ -158,7 +158,7 @@ def diagnosis(store: StoreDep, run_id: RunId) -> Response:
     "/scans/init",
     dependencies=[Authorized],
     response_model=ScanOut,
-    responses=problems(401, 413, 422, 429),
+    responses=problems(401, 413, 415, 422, 429),
 )
 def scan(request: Annotated[ScanRequest | None, Body()] = None) -> Response:
     """One forward and backward pass per (sigma_w, sigma_b) cell at init; bounded by cells x

@@ -90,8 +90,9 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "a token is configured and the request lacks it",
         404: "no run (or sweep) with this id",
         413: "request body over max_body_bytes",
+        415: "a request body that is not application/json",
         422: "invalid input; `detail` names each wrong field",
-        429: "queue or stream limit reached; see Retry-After",
+        429: "queue, stream or export limit reached; see Retry-After",
         507: "the store holds max_stored_runs runs or max_store_bytes; delete some",
     }
     return {code: {"model": Problem, "description": reasons[code]} for code in codes}

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sse_starlette import EventSourceResponse
+from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("depthscope")
@@ -64,19 +65,19 @@ class SecurityHeaders:
 
 
 class StreamSlots:
-    """Counts open SSE streams, per client address and in total, so that no one client (or
-    crowd) can hold unbounded connections, queues and tailers. Used from the event loop only."""
+    """Counts open streams (SSE, exports), per client address and in total, so that no one
+    client (or crowd) can hold unbounded connections and buffers. Event loop only."""
 
     def __init__(self, per_client: int, total: int) -> None:
         self.per_client, self.total = per_client, total
         self._open: Counter[str] = Counter()
 
-    def acquire(self, client: str) -> str | None:
+    def acquire(self, client: str, what: str = "streams") -> str | None:
         """Take a slot for `client`; None on success, else why not (for a 429)."""
         if sum(self._open.values()) >= self.total:
-            return f"the server already serves {self.total} streams; retry later"
+            return f"the server already serves {self.total} {what}; retry later"
         if self._open[client] >= self.per_client:
-            return f"at most {self.per_client} open streams per client; close one first"
+            return f"at most {self.per_client} open {what} per client; close one first"
         self._open[client] += 1
         return None
 
@@ -91,6 +92,20 @@ class StreamSlots:
 
 class SlotEventSource(EventSourceResponse):
     """An EventSourceResponse that gives its stream slot back however the stream ends."""
+
+    def __init__(self, *args: Any, on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
+
+
+class SlotStreamingResponse(StreamingResponse):
+    """A StreamingResponse that gives its slot back however the body ends."""
 
     def __init__(self, *args: Any, on_close: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -17,7 +17,13 @@ import warnings
 import numpy as np
 import numpy.typing as npt
 
+from depthscope.records import METRICS
+from depthscope.service.store import SCALARS
+
 Floats = npt.NDArray[np.float32]
+# What `metric` may name: every per-layer metric, then the per-step scalars. The one list the
+# route validates against and /openapi.json declares as the parameter's enum.
+SERIES_METRICS: tuple[str, ...] = (*METRICS, *SCALARS)
 
 
 def downsample(

@@ -13,7 +13,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +46,16 @@ CREATE TABLE IF NOT EXISTS blocks (
     run_id TEXT NOT NULL, metric TEXT NOT NULL, start_seq INTEGER NOT NULL,
     n INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (run_id, metric, start_seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', 0);
 """
+
+
+class StaleEpochError(Exception):
+    """A write from a process of an earlier server: a newer server owns the store now."""
+
+    def __init__(self, mine: int, current: int) -> None:
+        super().__init__(f"write refused: this writer has epoch {mine}, the store {current}")
 
 
 def to_json(value: Any) -> str:
@@ -153,10 +162,14 @@ def scalar_block(records: Sequence[StepRecord], name: str) -> npt.NDArray[np.flo
 
 class RunStore(BoundaryTables):
     """One per process. Connections are per thread: SQLite in WAL mode lets readers run beside
-    the one writer, and `timeout` makes a writer wait for another's commit instead of failing."""
+    the one writer, and `timeout` makes a writer wait for another's commit instead of failing.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    Ownership: each server start `claim()`s the store, which increments its epoch. A store
+    opened with an `epoch` (a worker's) checks it inside every write transaction and refuses
+    the write (StaleEpochError) once a newer server has claimed the store."""
+
+    def __init__(self, path: Path, epoch: int | None = None) -> None:
+        self.path, self.epoch = path, epoch
         self._local = threading.local()
         path.parent.mkdir(parents=True, exist_ok=True)
         db = self._db()
@@ -182,7 +195,23 @@ class RunStore(BoundaryTables):
         return db
 
     def _tx(self) -> _Transaction:
-        return _Transaction(self._db())
+        return _Transaction(self._db(), self._fence)
+
+    def _fence(self, db: sqlite3.Connection) -> None:
+        if self.epoch is None:
+            return
+        current: int = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
+        if current != self.epoch:
+            raise StaleEpochError(self.epoch, current)
+
+    def claim(self) -> int:
+        """Make this store the owner's: a new epoch, which every earlier writer lacks."""
+        self.epoch = None  # the claim itself is not fenced
+        with self._tx() as db:
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'epoch'")
+            epoch: int = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
+        self.epoch = epoch
+        return epoch
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, for tables other modules keep in the same file (sweeps)."""
@@ -344,11 +373,34 @@ class RunStore(BoundaryTables):
         )
         return [r[0] for r in rows]
 
-    def iter_records(self, run_id: str, page: int = 1000) -> Iterator[str]:
+    def records_page(self, run_id: str, seq: int, max_bytes: int) -> list[str]:
+        """Records seq, seq+1, … while they total at most `max_bytes` of JSON (always at least
+        one, if there is one): rows are read one at a time, so no more is ever held."""
+        cursor = self._db().execute(
+            "SELECT data FROM records WHERE run_id = ? AND seq >= ? ORDER BY seq", (run_id, seq)
+        )
+        page: list[str] = []
+        size = 0
+        try:
+            for (data,) in cursor:
+                if page and size + len(data) > max_bytes:
+                    break
+                page.append(data)
+                size += len(data)
+        finally:
+            cursor.close()
+        return page
+
+    def iter_pages(self, run_id: str, max_bytes: int) -> Iterator[list[str]]:
+        """Every record of a run, in pages of at most `max_bytes` (see `records_page`)."""
         seq = 0
-        while batch := self.records_since(run_id, seq, page):
-            yield from batch
-            seq += len(batch)
+        while page := self.records_page(run_id, seq, max_bytes):
+            yield page
+            seq += len(page)
+
+    def iter_records(self, run_id: str, max_bytes: int = 2**20) -> Iterator[str]:
+        for page in self.iter_pages(run_id, max_bytes):
+            yield from page
 
     def put_spectrum(self, run_id: str, step: int, values: Sequence[float]) -> None:
         """One Jacobian spectrum (singular values, largest first), in its own transaction."""
@@ -384,13 +436,19 @@ class RunStore(BoundaryTables):
 
 class _Transaction:
     """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on error: the writer takes the lock up front so two
-    writers queue on `timeout` instead of failing with a deadlock midway."""
+    writers queue on `timeout` instead of failing with a deadlock midway. The fence runs first,
+    under that lock, so no claim can slip between the check and the write."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    def __init__(self, db: sqlite3.Connection, fence: Callable[[sqlite3.Connection], None]) -> None:
+        self.db, self.fence = db, fence
 
     def __enter__(self) -> sqlite3.Connection:
         self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.fence(self.db)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
         return self.db
 
     def __exit__(self, exc_type: object, *_: object) -> None:

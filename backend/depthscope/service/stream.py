@@ -1,11 +1,15 @@
 """Broadcaster: live Server-Sent Events per run — one store tailer per run, fanned out.
 
-Every subscriber first catches up from the store (from its Last-Event-ID), then follows the
-run's tailer, which polls the store, coalesces new records into at most ~30 `records` events a
-second and hands each to every subscriber's bounded queue. A subscriber whose queue is full is
-dropped (its stream ends; the browser reconnects with Last-Event-ID and catches up from the
-store), so a slow client never holds back data, other clients or training. Event ids are
-"<records delivered>-<status version>", so a resume has no gap and no duplicate.
+Each subscriber has its own cursor (records seen, status version seen). It catches up from the
+store, then follows the run's tailer: one poller per watched run that reads the store from
+*its own* position (where the store was when it started, never a client's claim), coalesces
+new records into at most ~30 updates a second and keeps the latest few MiB of them in a window
+shared by every subscriber. A subscriber that falls behind the window reads the store itself,
+in pages of at most MAX_EVENT_BYTES, at the pace its connection takes them: the transport's
+backpressure holds the rest in SQLite, so a client that never reads pins one page, never a
+backlog, and nobody (training, other clients) waits for it. Event ids are
+"<records delivered>-<status version>", so a resume has no gap and no duplicate; an id past
+the run's actual state is clamped to it.
 """
 
 from __future__ import annotations
@@ -14,16 +18,21 @@ import asyncio
 import contextlib
 import functools
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import anyio
 from sse_starlette import ServerSentEvent
 
 from depthscope.service.store import RunRow, RunStore, to_json
 
-POLL_S = 0.005  # how often a tailer looks for new records: small next to the 33 ms below
-MIN_EVENT_INTERVAL_S = 1 / 30  # records events are coalesced to at most ~30 a second
-MAX_RECORDS_PER_EVENT = 500  # a long backlog goes out in several events
+POLL_S = 0.005  # how often a tailer looks for news: small next to the 33 ms below
+MIN_EVENT_INTERVAL_S = 1 / 30  # live records are coalesced to at most ~30 updates a second
+MAX_EVENT_BYTES = 64 * 1024  # records JSON in one event (a single bigger record goes alone)
+TAIL_PAGES_PER_TICK = 8  # a tailer behind the store reads up to this many events per tick
+WINDOW_BYTES = 4 * 2**20  # the latest live updates a run's tailer keeps for its subscribers
+RECONNECT_MS = 5000  # the `retry` a closing server asks EventSource clients to wait
 
 
 @dataclass(frozen=True)
@@ -45,10 +54,15 @@ class Position:
         except ValueError:
             return cls()  # no or foreign id: start from the beginning
 
+    def clamp(self, run: RunRow) -> Position:
+        """A claim past what the run has (records or a status version from the future) is
+        clamped to the run's actual state: the client gets what follows, and `end` if done."""
+        return Position(min(self.records, run.n_records), min(self.version, run.status_version))
+
 
 @dataclass(frozen=True)
 class Update:
-    """One tick of news: records start..start+len-1 and, if it changed, the run summary."""
+    """Records start..start+len-1 and the run summary read just before them."""
 
     start: int
     records: list[str]
@@ -65,16 +79,15 @@ class Update:
 
 
 async def read_update(store: RunStore, run_id: str, pos: Position) -> Update:
-    """Read news past `pos`. The summary is read before the records: the worker commits its
-    last records before its final status, so a terminal summary means no record is missing."""
+    """Read news past `pos`, at most MAX_EVENT_BYTES of records. The summary is read before
+    the records: a worker commits its last records before its final status, so a terminal
+    summary means no record is missing."""
     run = await asyncio.to_thread(store.get_run, run_id)
     if run is None:
         return Update(pos.records, [], None)
     records: list[str] = []
     if run.n_records > pos.records:
-        records = await asyncio.to_thread(
-            store.records_since, run_id, pos.records, MAX_RECORDS_PER_EVENT
-        )
+        records = await asyncio.to_thread(store.records_page, run_id, pos.records, MAX_EVENT_BYTES)
     return Update(pos.records, records, run)
 
 
@@ -90,104 +103,161 @@ def status_event(run: RunRow, pos: Position, kind: str = "status") -> ServerSent
     return ServerSentEvent(data=to_json(run.to_wire()), event=kind, id=pos.event_id)
 
 
+def farewell_event(pos: Position) -> ServerSentEvent:
+    """The last event of a stream the server closes while shutting down."""
+    data = to_json({"reason": "the server is shutting down; reconnect to resume"})
+    return ServerSentEvent(data=data, event="shutdown", id=pos.event_id, retry=RECONNECT_MS)
+
+
 @dataclass(eq=False)
 class _Subscriber:
-    queue: asyncio.Queue[Update | None]  # None: the tailer has stopped
-    dropped: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # set on each tailer update
+    leaving: bool = False  # the server is shutting down
 
 
 @dataclass(eq=False)
 class _Tail:
     run_id: str
-    pos: Position
+    pos: Position  # how far the tailer has read the store
+    run: RunRow | None  # the latest summary it read
+    window: deque[Update] = field(default_factory=deque)  # contiguous, at most WINDOW_BYTES
+    window_bytes: int = 0
     subscribers: set[_Subscriber] = field(default_factory=set)
+    done: bool = False  # stopped: the run ended or went, nobody watches, or the server closes
     task: asyncio.Task[None] | None = None
+
+    def publish(self, update: Update) -> None:
+        if update.records:
+            self.window.append(update)
+            self.window_bytes += len(update.payload)
+            while self.window_bytes > WINDOW_BYTES and len(self.window) > 1:
+                self.window_bytes -= len(self.window.popleft().payload)
+        self.run = update.run
+        self.wake_all()
+
+    def wake_all(self) -> None:
+        for sub in self.subscribers:
+            sub.wake.set()
+
+    def behind(self, pos: Position) -> bool:
+        return pos.records < self.pos.records or pos.version < self.pos.version
+
+    def news(self, pos: Position) -> Update | None:
+        """The window's update holding the record after `pos` (scanning from the newest, where
+        caught-up subscribers are), a status-only update, or None: read the store."""
+        if pos.records < self.pos.records:
+            following = None
+            for update in reversed(self.window):
+                if update.start <= pos.records:
+                    return update if update.end > pos.records else following
+                following = update
+            return None
+        if pos.version < self.pos.version and self.run is not None:
+            return Update(pos.records, [], self.run)
+        return None
 
 
 class Broadcaster:
-    def __init__(self, store: RunStore, buffer: int) -> None:
-        self.store, self.buffer = store, buffer
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
         self._tails: dict[str, _Tail] = {}
+        self._closed = False
 
     async def events(
-        self, run_id: str, last_event_id: str | None
+        self, run_id: str, last_event_id: str | None, shutdown: anyio.Event | None = None
     ) -> AsyncIterator[ServerSentEvent]:
-        """The SSE stream of one client: catch up, then follow live, then `end`."""
-        pos = Position.parse(last_event_id)
-        sub = _Subscriber(asyncio.Queue(self.buffer))
-        joined = refill = False
+        """The SSE stream of one client: catch up, follow live, then `end` (or, when the
+        server shuts down first, a `shutdown` event)."""
+        run = await asyncio.to_thread(self.store.get_run, run_id)
+        if run is None:
+            return
+        pos = Position.parse(last_event_id).clamp(run)
+        sub, tail = _Subscriber(), self._watch(run)
+        tail.subscribers.add(sub)
+        relay = asyncio.create_task(_relay(shutdown, sub)) if shutdown is not None else None
         try:
-            while True:
-                if joined and not refill:
-                    if sub.dropped and sub.queue.empty():
-                        return  # too slow: the client resumes from its Last-Event-ID
-                    queued = await sub.queue.get()
-                    if queued is None:
-                        return  # the tailer stopped early: the client resumes from the store
-                    update = queued
-                    if update.start > pos.records:  # never expected; fill from the store
-                        update = await read_update(self.store, run_id, pos)
-                else:  # catching up from the store
-                    update = await read_update(self.store, run_id, pos)
-                refill = False
+            update: Update | None = await read_update(self.store, run_id, pos)
+            while update is not None:
                 pos, out, finished = _apply(update, pos)
                 for event in out:
                     yield event
                 if finished:
                     return
-                if not joined and not update.records:
-                    # Caught up: follow the tailer, and read the store once more, since the
-                    # tailer may have passed news along just before we joined.
-                    self._join(run_id, sub, pos)
-                    joined = refill = True
+                update = await self._next(tail, sub, pos, stalled=not out)
+            yield farewell_event(pos)
         finally:
-            self._leave(run_id, sub)
-
-    def _join(self, run_id: str, sub: _Subscriber, pos: Position) -> None:
-        tail = self._tails.get(run_id)
-        if tail is None:
-            tail = self._tails[run_id] = _Tail(run_id, pos)
-            tail.task = asyncio.create_task(self._follow(tail), name=f"tail-{run_id}")
-        tail.subscribers.add(sub)
-
-    def _leave(self, run_id: str, sub: _Subscriber) -> None:
-        tail = self._tails.get(run_id)
-        if tail is not None:
             tail.subscribers.discard(sub)
+            if relay is not None:
+                relay.cancel()
+
+    async def _next(
+        self, tail: _Tail, sub: _Subscriber, pos: Position, stalled: bool
+    ) -> Update | None:
+        """What this subscriber reads next: from the tailer's window, from the store when it
+        is behind the window, or, when it has everything, after the tailer's next update.
+        None: the server is closing. `stalled`: the last update brought nothing new."""
+        while not sub.leaving and not self._closed:
+            if not stalled:
+                if tail.done:
+                    return await read_update(self.store, tail.run_id, pos)
+                news = tail.news(pos)
+                if news is not None:
+                    return news
+                if tail.behind(pos):
+                    return await read_update(self.store, tail.run_id, pos)
+            elif tail.done:
+                return None  # closed under a run that is still going
+            sub.wake.clear()
+            await sub.wake.wait()
+            stalled = False
+        return None
+
+    def _watch(self, run: RunRow) -> _Tail:
+        start = Position(run.n_records, run.status_version)  # the store's, never a client's
+        if run.terminal:  # nothing will change: its subscribers read the store alone
+            return _Tail(run.id, start, run, done=True)
+        tail = self._tails.get(run.id)
+        if tail is None or tail.done:
+            tail = self._tails[run.id] = _Tail(run.id, start, run)
+            tail.task = asyncio.create_task(self._follow(tail), name=f"tail-{run.id}")
+        return tail
 
     async def _follow(self, tail: _Tail) -> None:
         """The one poller of a run's records while anyone is watching."""
         last_emit = 0.0
         try:
-            while tail.subscribers:
+            while tail.subscribers and not self._closed:
                 await asyncio.sleep(POLL_S)
+                cursor = await asyncio.to_thread(self.store.cursor, tail.run_id)
+                if cursor is None:
+                    tail.publish(Update(tail.pos.records, [], None))
+                    return
+                if (cursor.n_records, cursor.status_version) == (
+                    tail.pos.records,
+                    tail.pos.version,
+                ):
+                    if cursor.status.terminal:
+                        return  # everything is read: subscribers finish from the window or store
+                    continue
                 wait = last_emit + MIN_EVENT_INTERVAL_S - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                update = await read_update(self.store, tail.run_id, tail.pos)
-                run = update.run
-                stale = run is not None and run.status_version <= tail.pos.version
-                if stale and not update.records:
-                    continue
                 last_emit = time.monotonic()
-                tail.pos, _, finished = _apply(update, tail.pos)
-                for sub in list(tail.subscribers):
-                    try:
-                        sub.queue.put_nowait(update)
-                    except asyncio.QueueFull:
-                        sub.dropped = True
-                        tail.subscribers.discard(sub)
-                if finished:
-                    return
+                for _ in range(TAIL_PAGES_PER_TICK):
+                    update = await read_update(self.store, tail.run_id, tail.pos)
+                    tail.pos, _, _ = _apply(update, tail.pos)
+                    tail.publish(update)
+                    if update.run is None or tail.pos.records >= update.run.n_records:
+                        break
         finally:
+            tail.done = True
             if self._tails.get(tail.run_id) is tail:
                 del self._tails[tail.run_id]
-            for sub in tail.subscribers:  # left behind by an error or close(): let them go
-                sub.dropped = True
-                with contextlib.suppress(asyncio.QueueFull):
-                    sub.queue.put_nowait(None)
+            tail.wake_all()
 
     async def close(self) -> None:
+        """Stop every tailer; their subscribers get a `shutdown` event and their streams end."""
+        self._closed = True
         tasks = [t.task for t in self._tails.values() if t.task is not None]
         for task in tasks:
             task.cancel()
@@ -196,14 +266,20 @@ class Broadcaster:
                 await task
 
 
+async def _relay(shutdown: anyio.Event, sub: _Subscriber) -> None:
+    await shutdown.wait()
+    sub.leaving = True
+    sub.wake.set()
+
+
 def _apply(update: Update, pos: Position) -> tuple[Position, list[ServerSentEvent], bool]:
     """The events `update` means for a client at `pos`, its new position, and whether the
     stream is over. Records it already has are skipped, so overlaps never duplicate."""
     events: list[ServerSentEvent] = []
     skip = max(0, pos.records - update.start)
     fresh = update.records[skip:]
-    if fresh:
-        pos = Position(max(pos.records, update.start) + len(fresh), pos.version)
+    if fresh and update.start <= pos.records:
+        pos = Position(pos.records + len(fresh), pos.version)
         data = update.payload if skip == 0 else records_payload(fresh)
         events.append(records_event(data, pos))
     run = update.run

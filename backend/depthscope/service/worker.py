@@ -3,14 +3,19 @@
 A worker writes only through the store, so the server learns everything (records, boundary
 frames, pauses, the final status, a crash's reason) from the database; if the process dies
 without a word, the run manager marks the run failed from the exit code. Orders come the other
-way through shared memory (service/control.py), read before every step.
+way through shared memory (service/control.py), read before every step. A worker whose server
+is gone stops at once and writes nothing more (ServerLink); one that misses it is still refused
+by the store's epoch fence.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import threading
 import time
 import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Protocol
 
@@ -22,7 +27,7 @@ from depthscope.engine.trainer import RunResult, Trainer
 from depthscope.records import StepRecord
 from depthscope.service.control import RunControl
 from depthscope.service.status import RunStatus
-from depthscope.service.store import RunStore
+from depthscope.service.store import RunStore, StaleEpochError
 
 # A batch is committed when this long has passed since the last commit, or it grows this large:
 # short enough for live charts (record-to-client latency), long enough that fast runs commit
@@ -37,10 +42,13 @@ class StopFlag(Protocol):
 
 
 class RecordWriter:
-    """Buffers records and appends them to the store in batches."""
+    """Buffers records and appends them to the store in batches; once `orphaned()` says the
+    server is gone, it drops what it holds instead."""
 
-    def __init__(self, store: RunStore, run_id: str) -> None:
-        self.store, self.run_id = store, run_id
+    def __init__(
+        self, store: RunStore, run_id: str, orphaned: Callable[[], bool] = lambda: False
+    ) -> None:
+        self.store, self.run_id, self.orphaned = store, run_id, orphaned
         self.buffer: list[StepRecord] = []
         self.last_flush = 0.0  # so the first record is committed at once
 
@@ -51,9 +59,9 @@ class RecordWriter:
             self.flush(now)
 
     def flush(self, now: float | None = None) -> None:
-        if self.buffer:
+        if self.buffer and not self.orphaned():
             self.store.append(self.run_id, self.buffer)
-            self.buffer = []
+        self.buffer = []
         self.last_flush = time.monotonic() if now is None else now
 
     def add_spectrum(self, step: int, values: list[float]) -> None:
@@ -62,31 +70,33 @@ class RecordWriter:
 
     def add_boundary(self, frame: BoundaryFrame) -> None:
         """A boundary frame goes to the store at once, in its own (small) transaction."""
+        if self.orphaned():
+            return
         classes = None if frame.classes is None else frame.classes.numpy()
         self.store.put_boundary(self.run_id, frame.step, frame.prob.numpy(), classes)
 
 
-class ServerWatch:
-    """Whether the server process still exists, asked at most every `every_s` seconds.
+class ServerLink:
+    """Whether the server that started this run is gone.
 
-    A worker's parent is the fork server, which can outlive a killed server; so the worker
-    watches the server itself, and an orphan stops instead of writing past a restart."""
+    The server holds the only write end of a pipe and never writes to it; every worker gets
+    the read end. When the server dies, however it dies (SIGKILL, OOM, even while it lingers
+    unreaped as a zombie), the kernel closes its descriptors and the read end reports EOF. A
+    thread blocked on it notices at once. (The worker's parent is the fork server, which may
+    outlive the server, so neither a parent-death signal nor the parent pid would tell.)"""
 
-    def __init__(self, server_pid: int | None, every_s: float = 0.2) -> None:
-        self.pid, self.every_s, self.next_check = server_pid, every_s, 0.0
+    def __init__(self, server: Connection | None) -> None:
+        self.lost = threading.Event()
+        if server is not None:
+            threading.Thread(target=self._watch, args=(server,), daemon=True).start()
+
+    def _watch(self, server: Connection) -> None:
+        with contextlib.suppress(OSError):
+            server.poll(None)  # nothing is ever sent: returns on EOF only
+        self.lost.set()
 
     def gone(self) -> bool:
-        now = time.monotonic()
-        if self.pid is None or now < self.next_check:
-            return False
-        self.next_check = now + self.every_s
-        try:
-            os.kill(self.pid, 0)  # signal 0: an existence check, nothing is sent
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+        return self.lost.is_set()
 
 
 class Gate:
@@ -96,7 +106,7 @@ class Gate:
     status `paused` with the exact steps done; leaving it marks the run `running` again."""
 
     def __init__(
-        self, trainer: Trainer, writer: RecordWriter, stop: StopFlag, server: ServerWatch
+        self, trainer: Trainer, writer: RecordWriter, stop: StopFlag, server: ServerLink
     ) -> None:
         self.trainer, self.writer, self.stop, self.server = trainer, writer, stop, server
         self.control = stop if isinstance(stop, RunControl) else None
@@ -133,15 +143,16 @@ def train_into(
     run_id: str,
     config: RunConfig,
     stop: StopFlag,
-    server_pid: int | None = None,
+    link: ServerLink | None = None,
 ) -> RunResult:
     """Train `config`, committing its records, boundary frames and spectra as they come; returns the
     trainer's result. A RunControl as `stop` also pauses and advances the run."""
-    writer = RecordWriter(store, run_id)
+    link = link or ServerLink(None)
+    writer = RecordWriter(store, run_id, link.gone)
     trainer = Trainer(config)
     if trainer.boundary is not None:
         store.put_boundary_layout(run_id, trainer.boundary.layout.to_wire())
-    gate = Gate(trainer, writer, stop, ServerWatch(server_pid))
+    gate = Gate(trainer, writer, stop, link)
     try:
         return trainer.run(writer.add, gate, writer.add_boundary, writer.add_spectrum)
     finally:
@@ -149,22 +160,42 @@ def train_into(
 
 
 def run_worker(
-    db_path: str, run_id: str, config_json: str, stop: StopFlag, server_pid: int
+    db_path: str,
+    run_id: str,
+    config_json: str,
+    stop: StopFlag,
+    server: Connection | None = None,
+    epoch: int | None = None,
 ) -> None:
-    """Process entry point. The manager already marked the run `running`."""
+    """Process entry point. The manager already marked the run `running`. Every write is
+    fenced by `epoch`: after a restart, the new server's store refuses this worker's."""
     # One thread per run: with several runs on a few cores, more threads only contend.
     torch.set_num_threads(1)
-    store = RunStore(Path(db_path))
+    store = RunStore(Path(db_path), epoch=epoch)
+    link = ServerLink(server)
+    try:
+        _train_and_report(store, run_id, config_json, stop, link)
+    except StaleEpochError:
+        pass  # a newer server owns the store: this run is its `interrupted` one now
+    finally:
+        store.close()
+
+
+def _train_and_report(
+    store: RunStore, run_id: str, config_json: str, stop: StopFlag, link: ServerLink
+) -> None:
     try:
         config = RunConfig.model_validate_json(config_json)
-        result = train_into(store, run_id, config, stop, server_pid)
+        result = train_into(store, run_id, config, stop, link)
+    except StaleEpochError:
+        raise
     except Exception as exc:  # any failure is this run's, reported with its reason
-        store.transition(run_id, RunStatus.FAILED, error=failure_message(exc))
+        if not link.gone():
+            store.transition(run_id, RunStatus.FAILED, error=failure_message(exc))
         return
-    if result.status == "cancelled" and not stop.is_set():
-        return  # orphaned: the restarted server has marked this run interrupted
+    if link.gone():
+        return  # orphaned: the restarted server marks this run interrupted
     report(store, run_id, result)
-    store.close()
 
 
 def failure_message(exc: BaseException) -> str:

@@ -4,6 +4,9 @@ Each run trains in its own process (multiprocessing `forkserver`, torch preloade
 start costs tens of milliseconds), so an exception, an out-of-memory kill or a `kill -9` costs
 that run alone. The worker writes its records and outcome to the store itself; if the process
 dies without a word, the run manager marks the run failed with the reason read from its exit code.
+Every worker gets the read end of a pipe whose only write end this process holds (the server's
+link: its closing, by exit or death, tells the workers to stop) and the store's epoch, which
+fences its writes.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from typing import Any
 
@@ -33,12 +37,18 @@ class LocalJob:
     """A run's worker process and its RunControl (stop, pause, advance through shared memory)."""
 
     def __init__(
-        self, ctx: ForkServerContext, control: RunControl, db_path: str, run_id: str, config: str
+        self,
+        ctx: ForkServerContext,
+        control: RunControl,
+        store: RunStore,
+        link: Connection,
+        run_id: str,
+        config: str,
     ) -> None:
         self.control = control
         self.process = ctx.Process(
             target=run_worker,
-            args=(db_path, run_id, config, control, os.getpid()),
+            args=(str(store.path), run_id, config, control, link, store.epoch),
             name=f"depthscope-run-{run_id}",
             daemon=True,
         )
@@ -71,8 +81,11 @@ class LocalExecutor:
     can_pause = True
 
     def __init__(self, store: RunStore) -> None:
-        self.db_path = str(store.path)
+        self.store = store
         self._ctx = _context()
+        # The server's end of the link every worker watches (worker.ServerLink): never written
+        # to, and only this process holds it.
+        self._link, self._link_end = self._ctx.Pipe(duplex=False)
 
     def warm_up(self) -> None:
         """Start the fork server now (it imports torch: seconds), not on the first run."""
@@ -84,13 +97,16 @@ class LocalExecutor:
         return RunControl(self._ctx)
 
     def prepare(self, run_id: str, config_json: str, control: RunControl | None) -> LocalJob:
-        return LocalJob(self._ctx, control or self.control(), self.db_path, run_id, config_json)
+        control = control or self.control()
+        return LocalJob(self._ctx, control, self.store, self._link, run_id, config_json)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "nodes": 1, "cpus": os.cpu_count()}
 
     def shutdown(self) -> None:
-        """Nothing held beyond the jobs, which the run manager kills."""
+        """Close the link: every worker left sees it and stops writing (the run manager kills
+        the jobs too)."""
+        self._link_end.close()
 
 
 def exit_reason(code: int | None) -> str:
