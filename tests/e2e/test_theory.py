@@ -50,7 +50,7 @@ def test_theory_diagnosis_shows_above_the_heatmap_and_in_the_run_list(
         assert finding["message"] in text
     assert "switch to the ReLU family with He init" in text
     page.wait_for_function(
-        "id => document.querySelector(`tr[data-run='${id}'] .status`)"
+        "id => document.querySelector(`[data-run='${id}'] .status`)"
         "?.title.includes('block1 receives')",
         arg=run_id,
     )

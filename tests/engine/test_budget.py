@@ -266,3 +266,24 @@ def test_budget_rates_are_ordered_sensibly() -> None:
     ):
         bigger = {**small, section: {**small[section], field: small[section][field] * factor}}
         assert budget.estimate(build(bigger)).seconds > budget.estimate(build(small)).seconds
+
+
+def test_budget_counts_the_jacobian_spectra_a_worker_takes() -> None:
+    """Two spectra by default, one more per spectrum_every; none for a network too large."""
+
+    def spectra(**recording: int) -> float:
+        config = RunConfig.model_validate(
+            {
+                "model": {"depth": 30, "width": 256},
+                "training": {"steps": 100, "batch_size": 8},
+                "recording": recording,
+            }
+        )
+        return budget.estimate(config).terms["spectra"].seconds
+
+    two, eleven = spectra(), spectra(spectrum_every=10)
+    assert two > 0 and eleven == pytest.approx(two * 11 / 2)  # steps 0, 10, ..., 90 and 99
+    wide = RunConfig.model_validate(
+        {"model": {"depth": 20, "width": 1024}, "training": {"steps": 1, "batch_size": 1}}
+    )
+    assert budget.estimate(wide).terms["spectra"].seconds == 0  # skipped: 4 x 19 x 1024^3
