@@ -52,6 +52,11 @@ export const api = {
   resume: (id) => request("POST", `${runPath(id)}/resume`),
   advance: (id, steps) => request("POST", `${runPath(id)}/advance`, { steps }),
   lessons: () => getJSON("/api/lessons"),
+  // The analysis routes (routes_analysis.py): theory, spectra, diagnoses, the init scan.
+  runTheory: (id) => getJSON(`${runPath(id)}/theory`),
+  spectrum: (id) => getJSON(`${runPath(id)}/spectrum`),
+  diagnosis: (id) => getJSON(`${runPath(id)}/diagnosis`),
+  scan: (body) => request("POST", "/api/scans/init", body),
 };
 
 /**

@@ -20,6 +20,9 @@ import { BoundaryPanel } from "./boundary.js";
 import { RunControls } from "./controls.js";
 import { LessonPanel } from "./lesson.js";
 import { SweepView } from "./sweep.js";
+import { AnalysisCache, DiagnosisPanel, profileOverlay } from "./analysis.js";
+import { PhasePanel } from "./phase.js";
+import { SpectrumPanel } from "./spectrum.js";
 
 const MAX_SHOWN = 4;
 
@@ -99,6 +102,7 @@ function redrawAll() {
   s.request("status", drawStatus, 200);
   s.request("controls", () => app.controls?.render(shownRuns()), 100);
   s.request("boundary", () => app.boundary?.render(shownRuns()[0], app.state, byId), 250);
+  s.request("analysis", () => renderAnalysis(byId), 250);
   if (empty) return; // hidden charts are not drawn: Plotly would size them for a hidden box
   // The heatmap follows every frame; the other charts redraw fully, so a few times a second.
   const ifShown = (draw) => () => shownRuns().length && draw(shownRuns());
@@ -107,9 +111,16 @@ function redrawAll() {
   s.request("hist", ifShown((runs) => app.histogram.render(runs[0], app.state, byId)), 500);
 }
 
+/** The diagnosis above the heatmap and the spectrum, for the first shown run (analysis.js). */
+function renderAnalysis(byId) {
+  app.diagnosis?.render(shownRuns()[0], byId);
+  app.spectrum?.render(shownRuns()[0], byId);
+}
+
 /** The run list and the status lines, in one go: both show progress from the same source. */
 function drawStatus() {
   app.runList.render(app.state.runs);
+  app.diagnosis?.decorate($("run-table"), app.runs.list());
   const els = { list: $("run-status"), banner: $("divergence"), legend: $("legend-note"), csv: $("export-csv"), json: $("export-json") };
   renderStatus(els, shownRuns(), app.state, (id) => app.runs.progress(id), label);
   renderConfigDiff($("config-diff"), shownRuns(), app.state, label);
@@ -164,6 +175,7 @@ async function deleteRun(id) {
   const name = label(id);
   setState({ runs: app.state.runs.filter((x) => x !== id) });
   const r = await app.runs.remove(id);
+  app.analysis?.forget(id);
   if (!r.ok && r.status !== 404) console.warn(`delete ${id}: ${r.status} ${describeError(r.data)}`);
   else app.toast.show(`Deleted ${name}.`);
 }
@@ -282,6 +294,23 @@ function wireSweeps() {
   app.sweeps.load().catch((err) => console.warn("no sweeps", err));
 }
 
+/** The analysis views: diagnosis, theory over the profile, spectrum, phase diagram. */
+function wireAnalysis(schema) {
+  const fetchers = { diagnosis: api.diagnosis, theory: api.runTheory, spectrum: api.spectrum };
+  app.analysis = new AnalysisCache(fetchers, (kind) => {
+    redrawAll();
+    if (kind === "diagnosis") app.diagnosis.decorate($("run-table"), app.runs.list());
+  });
+  app.diagnosis = new DiagnosisPanel($("diagnosis"), app.analysis);
+  app.spectrum = new SpectrumPanel({ div: $("spectrum"), note: $("spectrum-note") }, app.analysis);
+  app.profile.overlay = profileOverlay(app.analysis, $("profile-theory"));
+  const activations = schema.$defs?.ModelConfig?.properties?.activation?.enum ?? ["tanh", "relu"];
+  app.phase = new PhasePanel(
+    { form: $("phase-form"), div: $("phase"), note: $("phase-note") },
+    { scan: api.scan, start: startRun, base: () => app.form.values(), activations },
+  );
+}
+
 async function main() {
   const [schema, presets, health] = await Promise.all([api.schema(), api.presets(), api.health().catch(() => null)]);
   if (health?.version) $("version").textContent = `v${health.version}`;
@@ -310,6 +339,7 @@ async function main() {
   renderGuide($("guide"));
   wireExplorer(presets, await api.lessons().catch(() => []));
   wireSweeps();
+  wireAnalysis(schema);
   bindControls();
   await app.runs.load(); // the one list fetch; shown runs then follow their streams
   setState({});

@@ -43,6 +43,7 @@ export class ProfilePanel {
     this.output = output;
     this.latest = latest;
     this.revision = 0;
+    this.overlay = null; // (runs, state) -> extra traces (analysis.js: the theory at step 0)
     slider.addEventListener("input", () => onStep(Number(slider.value)));
     latest.addEventListener("click", () => onStep(-1));
   }
@@ -77,6 +78,7 @@ export class ProfilePanel {
         hovertemplate: `%{text}<br>${state.metric} = %{customdata}<extra>${label(run)}</extra>`,
       });
     });
+    if (this.overlay) traces.push(...this.overlay(runs, state));
     const deepest = runs.reduce((a, r) => (r.layers.length > a.length ? r.layers : a), []);
     const at = steps.length ? `step ${steps[0]}` : "no data yet";
     this.output.value = state.step < 0 ? `latest: ${at}` : at;

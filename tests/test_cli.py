@@ -406,3 +406,10 @@ def test_run_output_in_missing_directory_exits_2_before_training(
     out = tmp_path / "no" / "such" / "report.html"
     assert main(["run", str(write_config(tmp_path, SMALL)), "--out", str(out)]) == EXIT_USAGE
     assert f"no directory {out.parent}" in capsys.readouterr().err
+
+
+def test_run_prints_the_diagnosis(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["run", str(write_config(tmp_path, EXPLODING))])
+    printed = capsys.readouterr()
+    where = printed.err.split("diverged: ", 1)[1].splitlines()[0]  # the server's one sentence
+    assert f"critical: Training stopped: {where}." in printed.out

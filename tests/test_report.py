@@ -130,3 +130,26 @@ def test_render_report_summary_is_readable() -> None:
     page = render_report({}, ["readout"], [fake_record(0, 1, 1.0)], outcome)
     assert "<th>status</th><td>completed</td>" in page
     assert "<td>loss 0.1235, val_accuracy -</td>" in page
+
+
+def test_report_shows_the_diagnosis_with_its_numbers() -> None:
+    """A vanishing-gradient run (the deep naive sigmoid, short) reports it in words."""
+    config = RunConfig.model_validate(
+        {
+            **SMALL,
+            "model": {"depth": 8, "width": 16, "activation": "sigmoid", "init": "normal"},
+        }
+    )
+    records = [r.to_wire() for r in iter_records(config)]
+    layers = [f"block{i}" for i in range(1, 9)] + ["readout"]
+    page = render_report(config.model_dump(), layers, records, {"status": "completed"})
+    assert "<h2>Diagnosis</h2>" in page
+    assert "vanishing gradients" in page and "block1 receives" in page
+    assert "switch to the ReLU family with He init" in page
+
+
+def test_report_without_findings_says_so(small_run: tuple[RunConfig, list[dict[str, Any]]]) -> None:
+    config, records = small_run
+    layers = ["block1", "block2", "block3", "readout"]
+    page = render_report(config.model_dump(), layers, records, {"status": "completed"})
+    assert "<h2>Diagnosis</h2>" in page

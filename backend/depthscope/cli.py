@@ -201,7 +201,10 @@ def run_command(args: argparse.Namespace) -> int:
             )
     except OSError as error:
         raise CliError(f"cannot write {error.filename}: {error.strerror}") from error
-    return finish_message(result)
+    code = finish_message(result)
+    for finding in report.findings_of(config.model_dump(), trainer.layer_names, records, outcome):
+        print(f"{finding.severity}: {finding.message}")
+    return code
 
 
 def finish_message(result: RunResult) -> int:

@@ -17,6 +17,8 @@ from typing import Any
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from depthscope.analysis.diagnosis import Finding, diagnose
+from depthscope.analysis.trace import Trace
 from depthscope.probe.metrics import BY_NAME, REGISTRY, Metric
 
 # A heatmap per metric of the registry, in its order; a metric on the "log" scale (norms and
@@ -147,6 +149,41 @@ def _summary_html(config: Mapping[str, Any], outcome: Mapping[str, Any]) -> str:
     )
 
 
+SEVERITY_COLOURS = {"critical": "#b00020", "warning": "#a15c00", "info": "#335"}
+
+
+def findings_of(
+    config: Mapping[str, Any],
+    layers: list[str],
+    records: Sequence[Mapping[str, Any]],
+    outcome: Mapping[str, Any],
+) -> list[Finding]:
+    """The run's diagnosis from its wire records (depthscope.analysis.diagnosis)."""
+    if not records:
+        return []
+    trace = Trace.from_records(records, layers, config, outcome.get("divergence"))
+    return diagnose(trace)
+
+
+def _diagnosis_html(findings: Sequence[Finding]) -> str:
+    if not findings:
+        return (
+            "<section><h2>Diagnosis</h2><p>No finding: nothing crossed a threshold.</p></section>"
+        )
+    items = "".join(
+        f"<li><strong style='color:{SEVERITY_COLOURS[f.severity]}'>{html.escape(f.severity)}"
+        f" · {html.escape(f.kind.replace('_', ' '))}</strong>: {html.escape(f.message)}"
+        + (
+            "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in f.suggestions) + "</ul>"
+            if f.suggestions
+            else ""
+        )
+        + "</li>"
+        for f in findings
+    )
+    return f"<section><h2>Diagnosis</h2><ul>{items}</ul></section>"
+
+
 def render_report(
     config: Mapping[str, Any],
     layers: list[str],
@@ -176,6 +213,7 @@ def render_report(
         "<style>body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:1200px}"
         "th{text-align:left;padding-right:1rem}td{font-family:monospace}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>{_summary_html(config, outcome)}{note}"
+        + _diagnosis_html(findings_of(config, layers, records, outcome))
         + "".join(f"<section>{d}</section>" for d in divs)
         + "</body></html>\n"
     )

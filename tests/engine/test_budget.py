@@ -65,15 +65,14 @@ def test_budget_counts_a_registered_feature(monkeypatch: pytest.MonkeyPatch) -> 
     before = budget.estimate(config)
     monkeypatch.setattr(budget, "COSTS", dict(budget.COSTS))
     grid = Cost(flops=2.0 * budget.weights(config) * 10_000, resident=2**20)
-    budget.register_cost("feature_grid", lambda c: grid.times(c.training.steps))
+    budget.register_cost("grid_feature", lambda c: grid.times(c.training.steps))
     after = budget.estimate(config)
-    assert after.terms["feature_grid"] == grid.times(config.training.steps)
-    assert after.seconds == pytest.approx(before.seconds + after.terms["feature_grid"].seconds)
+    assert after.terms["grid_feature"] == grid.times(config.training.steps)
+    assert after.seconds == pytest.approx(before.seconds + after.terms["grid_feature"].seconds)
     assert after.bytes == before.bytes + 2**20
-    budget.register_cost(
-        "feature_grid", lambda c: Cost(flops=MAX_SECONDS / budget.SECONDS_PER_FLOP)
-    )
-    with pytest.raises(ValidationError, match=r"compute budget exceeded.*feature_grid"):
+    huge = Cost(flops=MAX_SECONDS / budget.SECONDS_PER_FLOP)
+    budget.register_cost("grid_feature", lambda c: huge)
+    with pytest.raises(ValidationError, match=r"compute budget exceeded.*grid_feature"):
         RunConfig.model_validate({})
 
 
@@ -197,26 +196,26 @@ torch.set_num_threads(1)  # as in a worker
 from depthscope import RunConfig
 from depthscope.engine.trainer import Trainer
 from depthscope.service.store import RunStore
-from depthscope.service.worker import RecordWriter
+from depthscope.service.worker import train_into
 def status(key):  # VmHWM: this process's peak (ru_maxrss would carry the forking parent's)
     line = next(x for x in open("/proc/self/status") if x.startswith(key))
     return int(line.split()[1]) * 1024
 config = RunConfig.model_validate_json(sys.argv[1])  # validated: the budget accepts it
 store = RunStore(Path(tempfile.mkdtemp()) / "runs.db")
 store.create_run("r", {}, [])
-writer = RecordWriter(store, "r")  # records are stored as a worker stores them
 base, start = status("VmRSS"), time.process_time()
-trainer = Trainer(config)
-built, ran = time.process_time() - start, 0
-def stop():
-    global ran
-    if ran >= 2 and time.process_time() - start > 3:
-        return True
-    ran += 1
-    return False
-trainer.run(writer.add, stop)
-writer.flush()
-per_step = (time.process_time() - start - built) / ran
+Trainer(config)  # what building the run costs, once
+built = time.process_time() - start
+class Stop:  # a few seconds of steps, at least two
+    def __init__(self):
+        self.start, self.asked = time.process_time(), 0
+    def is_set(self):
+        self.asked += 1
+        return self.asked > 3 and time.process_time() - self.start > 3 + built
+stop = Stop()
+result = train_into(store, "r", config, stop)  # everything a worker does: records, frames, spectra
+spent = time.process_time() - stop.start - built
+per_step = spent / max(1, result.steps_done)
 peak = status("VmHWM") - base
 print(json.dumps({"seconds": built + per_step * config.training.steps, "bytes": peak}))
 """
@@ -276,3 +275,24 @@ def test_budget_counts_decision_boundary_grids_of_2d_classification_runs() -> No
     teacher = budget.estimate(build({**every, "data": {"dataset": "teacher"}}))
     assert planar.seconds > 50 * rare.terms["boundary"].seconds > 0
     assert teacher.terms["boundary"] == Cost()  # regression: no boundary is drawn
+
+
+def test_budget_counts_the_jacobian_spectra_a_worker_takes() -> None:
+    """Two spectra by default, one more per spectrum_every; none for a network too large."""
+
+    def spectra(**recording: int) -> float:
+        config = RunConfig.model_validate(
+            {
+                "model": {"depth": 30, "width": 256},
+                "training": {"steps": 100, "batch_size": 8},
+                "recording": recording,
+            }
+        )
+        return budget.estimate(config).terms["spectra"].seconds
+
+    two, eleven = spectra(), spectra(spectrum_every=10)
+    assert two > 0 and eleven == pytest.approx(two * 11 / 2)  # steps 0, 10, ..., 90 and 99
+    wide = RunConfig.model_validate(
+        {"model": {"depth": 20, "width": 1024}, "training": {"steps": 1, "batch_size": 1}}
+    )
+    assert budget.estimate(wide).terms["spectra"].seconds == 0  # skipped: 4 x 19 x 1024^3

@@ -24,6 +24,8 @@ DESIGN_DEFAULTS = {
         "activation": "relu",
         "init": "he_normal",
         "init_std": 0.1,
+        "init_gain": 1.0,
+        "bias_std": 0.0,
         "norm": "none",
         "norm_position": "pre_activation",
         "residual_every": 0,
@@ -41,7 +43,13 @@ DESIGN_DEFAULTS = {
         "device": "cpu",
     },
     "data": {"dataset": "spirals", "n_samples": 2048, "noise": 0.1, "input_dim": 2},
-    "recording": {"record_every": 1, "histogram_every": 10, "eval_every": 50, "boundary_every": 50},
+    "recording": {
+        "record_every": 1,
+        "histogram_every": 10,
+        "eval_every": 50,
+        "boundary_every": 50,
+        "spectrum_every": 0,
+    },
 }
 
 # (section, field, lowest accepted, highest accepted); a value just outside must fail.
@@ -58,10 +66,13 @@ BOUNDS: list[tuple[str, str, float, float]] = [
     ("recording", "histogram_every", 0, 100_000),
     ("recording", "eval_every", 0, 100_000),
     ("recording", "boundary_every", 0, 100_000),
+    ("recording", "spectrum_every", 0, 100_000),
 ]
 # float fields: (section, field, exclusive lower bound or None, inclusive lower, upper)
 FLOAT_BOUNDS: list[tuple[str, str, float, float]] = [
     ("model", "init_std", 0.0, 10.0),
+    ("model", "init_gain", 0.0, 10.0),
+    ("model", "bias_std", -1e-9, 10.0),
     ("training", "lr", 0.0, 10.0),
     ("training", "clip_value", 0.0, 1e6),
     ("training", "weight_decay", -1e-9, 1.0),
@@ -335,3 +346,20 @@ def test_config_boundary_frames_are_bounded_naming_the_field() -> None:
         ).boundary_frames()
         == 1
     )
+
+
+def test_config_spectra_are_bounded_naming_spectrum_every() -> None:
+    RunConfig.model_validate({"training": {"steps": 1000}, "recording": {"spectrum_every": 10}})
+    with pytest.raises(ValidationError, match=r"recording\.spectrum_every") as exc:
+        RunConfig.model_validate({"training": {"steps": 1000}, "recording": {"spectrum_every": 9}})
+    assert "limit 100" in str(exc.value)
+
+
+def test_config_spectrum_steps_are_the_first_every_kth_and_the_last() -> None:
+    config = RunConfig.model_validate(
+        {"training": {"steps": 12}, "recording": {"spectrum_every": 5}}
+    )
+    assert [s for s in range(12) if config.spectrum_at(s)] == [0, 5, 10, 11]
+    assert config.spectrum_count() == 4
+    only_ends = RunConfig.model_validate({"training": {"steps": 12}})
+    assert [s for s in range(12) if only_ends.spectrum_at(s)] == [0, 11]

@@ -251,3 +251,35 @@ def test_trainer_cuda_waits_for_the_device_once_per_step(
             torch.cuda.set_sync_debug_mode("default")
     syncs = [f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
     assert len(syncs) == last.step - first.step, syncs
+
+
+def test_trainer_hands_spectra_to_their_callback_on_their_steps() -> None:
+    cfg = config(recording={"record_every": 4, "spectrum_every": 5, "eval_every": 0})
+    spectra: list[tuple[int, list[float]]] = []
+    records = []
+    Trainer(cfg).run(records.append, on_spectrum=lambda step, v: spectra.append((step, v)))
+    assert [step for step, _ in spectra] == [0, 5, 10, 11]
+    assert [r.step for r in records] == [0, 4, 8, 11]  # spectra do not add records
+    first = spectra[0][1]
+    assert len(first) == 4 * 16 and first == sorted(first)[::-1]
+
+
+def test_trainer_without_a_spectrum_callback_computes_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """depthscope.train() costs what its records cost: no Jacobian is built."""
+    trainer = Trainer(config(recording={"spectrum_every": 2}))
+    monkeypatch.setattr(trainer, "spectrum", lambda: pytest.fail("spectrum computed"))
+    trainer.run(lambda _r: None)
+
+
+def test_trainer_skips_spectra_above_the_size_limit() -> None:
+    cfg = RunConfig.model_validate(
+        {"model": {"depth": 60, "width": 512}, "training": {"steps": 1, "batch_size": 8}}
+    )
+    trainer = Trainer(cfg)
+    assert trainer.spectrum_skipped is not None and "limit" in trainer.spectrum_skipped
+    assert trainer.spectrum() is None
+    spectra: list[int] = []
+    trainer.run(lambda _r: None, on_spectrum=lambda step, _v: spectra.append(step))
+    assert spectra == []

@@ -128,6 +128,7 @@ def test_ray_run_stores_the_records_the_trainer_produces(ray_manager: RunManager
     stored = [json.loads(r) for r in ray_manager.store.iter_records(run.id)]
     assert stored == json.loads(json.dumps(expected))  # the same records, in order, once each
     assert row.final is not None and row.final["loss"] == expected[-1]["loss"]
+    assert [step for step, _ in ray_manager.store.spectra(run.id)] == [0, 29]  # spectra came too
 
 
 @pytest.mark.slow

@@ -104,3 +104,15 @@ def test_store_records_page_is_bounded_by_bytes(store: RunStore) -> None:
     pages = list(store.iter_pages("r1", budget))
     assert [json.loads(r)["step"] for p in pages for r in p] == list(range(20))
     assert all(sum(map(len, p)) <= budget for p in pages)
+
+
+def test_store_keeps_spectra_by_step_and_deletes_them(store: RunStore) -> None:
+    store.create_run("r1", {}, ["block1", "block2", "readout"])
+    store.put_spectrum("r1", 5, [2.5, 1.0, 1e-49])
+    store.put_spectrum("r1", 0, [1.5, 0.5, 0.25])
+    spectra = store.spectra("r1")
+    assert [step for step, _ in spectra] == [0, 5]
+    np.testing.assert_array_equal(spectra[0][1], np.array([1.5, 0.5, 0.25], dtype=np.float32))
+    assert spectra[1][1][2] == 0.0  # float32: what is below its range underflows
+    store.delete_run("r1")
+    assert store.spectra("r1") == []

@@ -2,7 +2,7 @@
 
 Every part of a run that does work adds a `Cost` term, by name, to `COSTS`: training steps,
 the probe on recorded steps and histograms, held-out evaluation, initialization, the data,
-decision-boundary grids.
+decision-boundary grids, Jacobian spectra.
 A feature that runs forward passes of its own (a decision-boundary grid, a spectrum, a theory
 check) registers its term with `register_cost`, and its work is then counted and bounded like
 the rest. A term counts four kinds of work, each at a rate measured on the reference machine
@@ -307,6 +307,26 @@ def boundary(config: RunConfig) -> Cost:
     return once.times(config.boundary_frames())
 
 
+def spectra(config: RunConfig) -> Cost:
+    """The Jacobian spectra a worker takes (analysis/spectrum.py): per spectrum, J pushed
+    through blocks 2..D at a few inputs (a width x width product per block and input), then
+    one SVD per input in float64; at step 0, every spectrum_every steps and the last."""
+    from depthscope.analysis.spectrum import SPECTRUM_INPUTS, spectrum_skip_reason
+
+    m = config.model
+    if spectrum_skip_reason(m.depth, m.width, SPECTRUM_INPUTS) is not None:
+        return Cost()
+    jac = SPECTRUM_INPUTS * float(m.width) ** 2  # entries of the inputs' Jacobians
+    once = Cost(
+        # batched width x width products (about a third of a large one's rate here), SVDs
+        flops=6.0 * jac * m.width * (m.depth - 1) + 30.0 * jac * m.width,
+        elements=6 * jac * m.depth,
+        launches=8 * m.depth + 20,
+        transient=4 * jac * 8,  # J, the block's product and their float64 copies
+    )
+    return once.times(config.spectrum_count())
+
+
 for _name, _term in [
     ("training", training),
     ("recording", recording),
@@ -314,5 +334,6 @@ for _name, _term in [
     ("initialization", initialization),
     ("data", data),
     ("boundary", boundary),
+    ("spectra", spectra),
 ]:
     register_cost(_name, _term)

@@ -38,6 +38,9 @@ from depthscope.engine.optim import CLIPS, OPTIMIZERS
 MAX_RECORDED_CELLS = 10_000_000
 # decision-boundary grids per run (each about 6 KB stored, one forward pass over 1,600 points).
 MAX_BOUNDARY_FRAMES = 5_000
+# Jacobian spectra per run (each about a second at the largest size computed; see
+# depthscope.analysis.spectrum)
+MAX_SPECTRA = 100
 
 
 def choice(registry: Mapping[str, object], what: str) -> Any:
@@ -82,6 +85,15 @@ class ModelConfig(_Strict):
     activation: Activation = "relu"
     init: Init = "he_normal"
     init_std: float = Field(0.1, gt=0, le=10, description="weight std for init='normal'")
+    init_gain: float = Field(
+        1.0,
+        gt=0,
+        le=10,
+        description="sigma_w for init='scaled_normal': weights ~ N(0, init_gain^2 / fan_in)",
+    )
+    bias_std: float = Field(
+        0.0, ge=0, le=10, description="sigma_b for init='scaled_normal': biases ~ N(0, bias_std^2)"
+    )
     norm: Norm = "none"
     norm_position: Literal["pre_activation", "post_activation"] = "pre_activation"
     residual_every: int = Field(
@@ -149,6 +161,12 @@ class RecordingConfig(_Strict):
         le=100_000,
         description="decision-boundary grid every k steps (2-D inputs); 0 = only at the end",
     )
+    spectrum_every: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="singular values of dh_D/dh_1 every k steps; 0 = at step 0 and the last step",
+    )
 
 
 class RunConfig(_Strict):
@@ -182,6 +200,15 @@ class RunConfig(_Strict):
         single run's own budget is budget.py's estimate of its time and memory."""
         return float(self.parameter_count()) * self.training.batch_size * self.training.steps
 
+    def spectrum_at(self, step: int) -> bool:
+        """Whether the Jacobian spectrum is taken before `step`."""
+        every = self.recording.spectrum_every
+        return step == 0 or step == self.training.steps - 1 or (every > 0 and step % every == 0)
+
+    def spectrum_count(self) -> int:
+        every = self.recording.spectrum_every
+        return 2 + ((self.training.steps - 1) // every if every else 0)
+
     def recorded_steps(self) -> int:
         """Steps the trainer records (every record_every, every evaluation, the last)."""
         return budget.recorded_steps(self)
@@ -208,6 +235,13 @@ class RunConfig(_Strict):
             )
         if m.norm == "batchnorm" and t.batch_size < 2:
             raise ValueError("training.batch_size must be at least 2 with model.norm='batchnorm'")
+        if self.spectrum_count() > MAX_SPECTRA + 2:
+            every = self.recording.spectrum_every
+            raise ValueError(
+                f"recording.spectrum_every ({every}) asks for {self.spectrum_count()} Jacobian "
+                f"spectra over {self.training.steps} steps, limit {MAX_SPECTRA} plus the first "
+                f"and last; raise recording.spectrum_every (0 = first and last step only)"
+            )
         cells = self.recorded_steps() * self.n_layers
         if cells > MAX_RECORDED_CELLS:
             raise ValueError(
@@ -218,8 +252,9 @@ class RunConfig(_Strict):
         if self.boundary_frames() > MAX_BOUNDARY_FRAMES:
             raise ValueError(
                 f"recording.boundary_every ({self.recording.boundary_every}) gives "
-                f"{self.boundary_frames():,} decision-boundary grids over {t.steps:,} steps, "
-                f"limit {MAX_BOUNDARY_FRAMES:,}; raise it, or 0 for the last step only"
+                f"{self.boundary_frames():,} decision-boundary grids over "
+                f"{self.training.steps:,} steps, limit {MAX_BOUNDARY_FRAMES:,}; raise it, or 0 "
+                "for the last step only"
             )
         budget.check(self)  # after the structural limits: time and memory
         return self

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from depthscope.engine.activations import ACTIVATIONS, NORMS
-from depthscope.engine.inits import INITS
+from depthscope.engine.inits import INITS, InitParams
 from depthscope.records import layer_names
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def build_model(config: ModelConfig, input_dim: int, output_dim: int, seed: int)
         torch.manual_seed(seed)
         net = DeepNet(input_dim, output_dim, config)
     g = torch.Generator().manual_seed(seed + 1)
-    init = INITS[config.init]
+    init, params = INITS[config.init], InitParams.of(config)
     for layer in net.linears:
-        init(layer, config.init_std, g)
+        init(layer, params, g)
     return net

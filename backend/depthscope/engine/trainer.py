@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional
 
+from depthscope.analysis.spectrum import SPECTRUM_INPUTS, singular_values, spectrum_skip_reason
 from depthscope.engine.boundary import MAX_EXTRA_FRAMES, BoundaryFrame, BoundaryGrid
 from depthscope.engine.config import RunConfig
 from depthscope.engine.data import Dataset, make_dataset
@@ -60,6 +61,8 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.probe = Probe(self.model)
         self._layer_names = self.model.layer_names  # made once: checked after every record
+        m = config.model
+        self.spectrum_skipped = spectrum_skip_reason(m.depth, m.width, SPECTRUM_INPUTS)
         self._not_clipped = torch.zeros((), dtype=torch.bool, device=self.device)
         self._batches = self._batch_indices(torch.Generator().manual_seed(seed + 2))
         self.boundary = BoundaryGrid.for_run(config, self.data)  # None unless 2-D with classes
@@ -100,6 +103,19 @@ class Trainer:
             torch.nn.utils.clip_grad_value_(self.params, t.clip_value, foreach=True)
             return None if largest is None else largest > t.clip_value
         return self._not_clipped if record else None
+
+    def spectrum(self) -> list[float] | None:
+        """Singular values of dh_D/dh_1 at the first training inputs, with the weights the
+        next step's forward pass uses; None where the network is too large (see
+        spectrum_skip_reason) or the Jacobian is not finite."""
+        if self.spectrum_skipped is not None:
+            return None
+        return singular_values(self.model, self.data.x_train[:SPECTRUM_INPUTS])
+
+    def _emit_spectrum(self, step: int, on_spectrum: Callable[[int, list[float]], None]) -> None:
+        values = self.spectrum()
+        if values is not None:
+            on_spectrum(step, values)
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float | None, float | None]:
@@ -161,10 +177,13 @@ class Trainer:
         self,
         should_stop: Callable[[], bool] = lambda: False,
         on_boundary: Callable[[BoundaryFrame], None] | None = None,
+        on_spectrum: Callable[[int, list[float]], None] | None = None,
     ) -> Generator[StepRecord, None, RunResult]:
         """Train, yielding each recorded step. `should_stop` is asked before every step, with
         the weights between updates (the service pauses a run inside it). `on_boundary` gets
-        a frame before every `boundary_every`-th step and after the last one."""
+        a frame before every `boundary_every`-th step and after the last one; `on_spectrum`
+        (step, singular values of dh_D/dh_1) before step 0, every `spectrum_every`-th step and
+        the last one. Without them neither is computed: a run costs what its records cost."""
         rec = self.config.recording
         steps = self.config.training.steps
 
@@ -181,6 +200,8 @@ class Trainer:
                     boundary()
                 is_last = step == steps - 1
                 evaluate = is_last or (rec.eval_every > 0 and step % rec.eval_every == 0)
+                if on_spectrum is not None and self.config.spectrum_at(step):
+                    self._emit_spectrum(step, on_spectrum)
                 record = is_last or evaluate or step % rec.record_every == 0
                 histograms = rec.histogram_every > 0 and step % rec.histogram_every == 0
                 result = self._step(
@@ -202,9 +223,10 @@ class Trainer:
         on_record: Callable[[StepRecord], None],
         should_stop: Callable[[], bool] = lambda: False,
         on_boundary: Callable[[BoundaryFrame], None] | None = None,
+        on_spectrum: Callable[[int, list[float]], None] | None = None,
     ) -> RunResult:
         """Drive `records()` to the end, handing each record to `on_record`."""
-        gen = self.records(should_stop, on_boundary)
+        gen = self.records(should_stop, on_boundary, on_spectrum)
         while True:
             try:
                 record = next(gen)

@@ -25,6 +25,7 @@ from depthscope.service.edge import Edge, HeadAsGet
 from depthscope.service.errors import invalid_request
 from depthscope.service.executors import ExecutorKind, make_executor
 from depthscope.service.ownership import DataDirBusyError, DataDirLock
+from depthscope.service.routes_analysis import router as analysis_router
 from depthscope.service.routes_explorer import router as explorer_router
 from depthscope.service.routes_metrics import router as metrics_router
 from depthscope.service.routes_sweeps import router as sweeps_router
@@ -87,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(sweeps_router)
     app.include_router(explorer_router)  # boundaries, pause/advance/resume, lessons
     app.include_router(metrics_router)
+    app.include_router(analysis_router)  # theory, spectra, diagnoses, init scans
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
     _mount_frontend(app)
     _document_body_errors(app)

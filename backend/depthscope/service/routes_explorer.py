@@ -140,7 +140,7 @@ def pause_run(store: StoreDep, manager: ManagerDep, run_id: RunId) -> dict[str, 
     "/runs/{run_id}/advance",
     dependencies=[Authorized],
     response_model=RunSummary,
-    responses=CONTROL_RESPONSES,
+    responses={**CONTROL_RESPONSES, **problems(413, 415)},
 )
 def advance_run(
     store: StoreDep,

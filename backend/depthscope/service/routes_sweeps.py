@@ -89,7 +89,7 @@ def _sweep(view: dict[str, Any] | None, sweep_id: str) -> dict[str, Any]:
     status_code=201,
     dependencies=[Authorized],
     response_model=SweepOut,
-    responses=problems(401, 413, 422, 429, 507),
+    responses=problems(401, 413, 415, 422, 429, 507),
 )
 def create_sweep(sweeps: SweepsDep, spec: SweepSpec) -> dict[str, Any]:
     """One run per point of the product of the axes, queued behind single runs."""

@@ -39,6 +39,9 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS records (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, step INTEGER NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS spectra (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (run_id, step)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blocks (
     run_id TEXT NOT NULL, metric TEXT NOT NULL, start_seq INTEGER NOT NULL,
     n INTEGER NOT NULL, data BLOB NOT NULL,
@@ -334,6 +337,7 @@ class RunStore(BoundaryTables):
         with self._tx() as db:
             db.execute("DELETE FROM records WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM blocks WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM spectra WHERE run_id = ?", (run_id,))
             self._delete_boundaries(db, run_id)
             return db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount == 1
 
@@ -397,6 +401,22 @@ class RunStore(BoundaryTables):
     def iter_records(self, run_id: str, max_bytes: int = 2**20) -> Iterator[str]:
         for page in self.iter_pages(run_id, max_bytes):
             yield from page
+
+    def put_spectrum(self, run_id: str, step: int, values: Sequence[float]) -> None:
+        """One Jacobian spectrum (singular values, largest first), in its own transaction."""
+        blob = np.asarray(values, dtype=np.float32).tobytes()
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO spectra (run_id, step, data) VALUES (?,?,?)",
+                (run_id, step, blob),
+            )
+
+    def spectra(self, run_id: str) -> list[tuple[int, npt.NDArray[np.float32]]]:
+        """(step, singular values) of every Jacobian spectrum the run recorded, by step."""
+        rows = self._db().execute(
+            "SELECT step, data FROM spectra WHERE run_id = ? ORDER BY step", (run_id,)
+        )
+        return [(int(r[0]), np.frombuffer(r[1], dtype=np.float32)) for r in rows]
 
     def column(self, run_id: str, metric: str, width: int) -> npt.NDArray[Any]:
         """All blocks of one column, in order: steps → [N] int64, a metric → [N, width]."""

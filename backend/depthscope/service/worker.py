@@ -64,6 +64,10 @@ class RecordWriter:
         self.buffer = []
         self.last_flush = time.monotonic() if now is None else now
 
+    def add_spectrum(self, step: int, values: list[float]) -> None:
+        """A Jacobian spectrum goes to the store at once, in its own (small) transaction."""
+        self.store.put_spectrum(self.run_id, step, values)
+
     def add_boundary(self, frame: BoundaryFrame) -> None:
         """A boundary frame goes to the store at once, in its own (small) transaction."""
         if self.orphaned():
@@ -141,7 +145,7 @@ def train_into(
     stop: StopFlag,
     link: ServerLink | None = None,
 ) -> RunResult:
-    """Train `config`, committing its records and boundary frames as they come; returns the
+    """Train `config`, committing its records, boundary frames and spectra as they come; returns the
     trainer's result. A RunControl as `stop` also pauses and advances the run."""
     link = link or ServerLink(None)
     writer = RecordWriter(store, run_id, link.gone)
@@ -150,7 +154,7 @@ def train_into(
         store.put_boundary_layout(run_id, trainer.boundary.layout.to_wire())
     gate = Gate(trainer, writer, stop, link)
     try:
-        return trainer.run(writer.add, gate, writer.add_boundary)
+        return trainer.run(writer.add, gate, writer.add_boundary, writer.add_spectrum)
     finally:
         writer.flush()  # also on an exception: keep every record the run produced
 

@@ -17,7 +17,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -38,10 +38,12 @@ INFO_TTL_S = 5.0  # how stale the cluster size in /api/health may be
 
 @dataclass(frozen=True)
 class Batch:
-    """Records as the task flushes them, with the boundary frames made meanwhile."""
+    """Records as the task flushes them, with the boundary frames and Jacobian spectra
+    (step, singular values) made meanwhile."""
 
     records: list[StepRecord]
     frames: list[BoundaryFrame]
+    spectra: list[tuple[int, list[float]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,15 @@ def train_batches(config_json: str) -> Iterator[Item]:
     torch.set_num_threads(1)  # one core per task, as Ray accounts for it
     batch: list[StepRecord] = []
     frames: list[BoundaryFrame] = []
+    spectra: list[tuple[int, list[float]]] = []
     last_flush = 0.0  # so the first record goes out at once
     try:
         trainer = Trainer(RunConfig.model_validate_json(config_json))
         if trainer.boundary is not None:
             yield Layout(trainer.boundary.layout.to_wire())
-        records = trainer.records(on_boundary=frames.append)
+        records = trainer.records(
+            on_boundary=frames.append, on_spectrum=lambda step, v: spectra.append((step, v))
+        )
         while True:
             try:
                 record = next(records)
@@ -87,13 +92,14 @@ def train_batches(config_json: str) -> Iterator[Item]:
             batch.append(record)
             now = time.monotonic()
             if now - last_flush >= FLUSH_INTERVAL_S or len(batch) >= FLUSH_MAX_RECORDS:
-                yield Batch(batch, frames[:])
+                yield Batch(batch, frames[:], spectra[:])
                 batch, last_flush = [], now
-                frames.clear()  # the trainer appends to this very list
+                frames.clear()  # the trainer appends to these very lists
+                spectra.clear()
     except Exception as exc:  # any failure is this run's, reported with its reason
         outcome = TaskFailure(failure_message(exc))
-    if batch or frames:
-        yield Batch(batch, frames)
+    if batch or frames or spectra:
+        yield Batch(batch, frames, spectra)
     yield outcome
 
 
@@ -218,12 +224,14 @@ class RayJob:
             self._done.set()
 
     def _store(self, writer: RecordWriter, batch: Batch) -> StepRecord | None:
-        """Into the store as a local worker writes: the records, then the frames."""
+        """Into the store as a local worker writes: the records, then the frames and spectra."""
         for record in batch.records:
             writer.add(record)
         writer.flush()
         for frame in batch.frames:
             writer.add_boundary(frame)
+        for step, values in batch.spectra:
+            writer.add_spectrum(step, values)
         return batch.records[-1] if batch.records else None
 
     def _end(

@@ -1,0 +1,2 @@
+"""Analysis: mean-field theory, Jacobian spectra, init scans and diagnoses of runs (numeric core;
+no HTTP, no store)."""
