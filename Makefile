@@ -52,6 +52,7 @@ bench: $(STAMP) chromium
 	$(PY) bench/stream.py
 	$(PY) bench/render.py
 	$(PY) bench/load.py
+	$(PY) bench/budget.py
 	$(PY) bench/tables.py --readme
 
 screenshots: $(STAMP) chromium

@@ -60,7 +60,7 @@ def test_budget_counts_evaluation_and_recording() -> None:
 
 
 def test_budget_counts_a_registered_feature(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A feature with passes of its own (a boundary grid, say) adds its cost by name."""
+    """A feature with passes of its own (a grid, a spectrum) adds its cost by name."""
     config = build({})
     before = budget.estimate(config)
     monkeypatch.setattr(budget, "COSTS", dict(budget.COSTS))
@@ -196,26 +196,26 @@ torch.set_num_threads(1)  # as in a worker
 from depthscope import RunConfig
 from depthscope.engine.trainer import Trainer
 from depthscope.service.store import RunStore
-from depthscope.service.worker import RecordWriter
+from depthscope.service.worker import train_into
 def status(key):  # VmHWM: this process's peak (ru_maxrss would carry the forking parent's)
     line = next(x for x in open("/proc/self/status") if x.startswith(key))
     return int(line.split()[1]) * 1024
 config = RunConfig.model_validate_json(sys.argv[1])  # validated: the budget accepts it
 store = RunStore(Path(tempfile.mkdtemp()) / "runs.db")
 store.create_run("r", {}, [])
-writer = RecordWriter(store, "r")  # records are stored as a worker stores them
 base, start = status("VmRSS"), time.process_time()
-trainer = Trainer(config)
-built, ran = time.process_time() - start, 0
-def stop():
-    global ran
-    if ran >= 2 and time.process_time() - start > 3:
-        return True
-    ran += 1
-    return False
-trainer.run(writer.add, stop)
-writer.flush()
-per_step = (time.process_time() - start - built) / ran
+Trainer(config)  # what building the run costs, once
+built = time.process_time() - start
+class Stop:  # a few seconds of steps, at least two
+    def __init__(self):
+        self.start, self.asked = time.process_time(), 0
+    def is_set(self):
+        self.asked += 1
+        return self.asked > 3 and time.process_time() - self.start > 3 + built
+stop = Stop()
+result = train_into(store, "r", config, stop)  # everything a worker does: records, frames, spectra
+spent = time.process_time() - stop.start - built
+per_step = spent / max(1, result.steps_done)
 peak = status("VmHWM") - base
 print(json.dumps({"seconds": built + per_step * config.training.steps, "bytes": peak}))
 """
@@ -266,6 +266,15 @@ def test_budget_rates_are_ordered_sensibly() -> None:
     ):
         bigger = {**small, section: {**small[section], field: small[section][field] * factor}}
         assert budget.estimate(build(bigger)).seconds > budget.estimate(build(small)).seconds
+
+
+def test_budget_counts_decision_boundary_grids_of_2d_classification_runs() -> None:
+    every = {"recording": {"boundary_every": 1}, "training": {"steps": 200}}
+    planar = budget.estimate(build(every)).terms["boundary"]
+    rare = budget.estimate(build({**every, "recording": {"boundary_every": 100}}))
+    teacher = budget.estimate(build({**every, "data": {"dataset": "teacher"}}))
+    assert planar.seconds > 50 * rare.terms["boundary"].seconds > 0
+    assert teacher.terms["boundary"] == Cost()  # regression: no boundary is drawn
 
 
 def test_budget_counts_the_jacobian_spectra_a_worker_takes() -> None:

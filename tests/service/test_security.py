@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from conftest import tiny_config
@@ -16,10 +18,11 @@ from depthscope.cli import build_parser, main
 from depthscope.service import app as app_module
 from depthscope.service.app import create_app
 from depthscope.service.runs import RunManager, StoreFullError
-from depthscope.service.security import PAGE_CSP, StreamSlots, exposure_warning
+from depthscope.service.security import PAGE_CSP, StreamSlots, exposure_warning, until_shutdown
 from depthscope.service.settings import Settings
 from depthscope.service.store import RunStore
 from fastapi import FastAPI
+from sse_starlette import ServerSentEvent
 
 pytestmark = pytest.mark.anyio
 
@@ -370,3 +373,42 @@ def test_max_store_bytes_refuses_new_runs_with_the_size(tmp_path: Path) -> None:
     with pytest.raises(StoreFullError, match="max_store_bytes"):
         full.submit(config)
     store.close()
+
+
+async def test_token_query_parameter_also_on_the_sweep_stream_only(
+    guarded: httpx.AsyncClient,
+) -> None:
+    body = {"base": tiny_config(3), "axes": [{"field": "training.seed", "values": [0]}]}
+    assert (await guarded.post("/api/sweeps?token=s3cret", json=body)).status_code == 401
+    created = await guarded.post("/api/sweeps", json=body, headers=RIGHT)
+    assert created.status_code == 201, created.text
+    sweep_id = created.json()["id"]
+    deadline = time.monotonic() + 60
+    while (await guarded.get(f"/api/sweeps/{sweep_id}")).json()["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert (await guarded.get(f"/api/sweeps/{sweep_id}/events")).status_code == 401
+    stream = await guarded.get(f"/api/sweeps/{sweep_id}/events?token=s3cret")
+    assert stream.status_code == 200 and "event: end" in stream.text
+
+
+async def test_until_shutdown_ends_a_stream_with_a_last_event() -> None:
+    """Regression: on SIGTERM the sweep stream was cut mid-body; it now says goodbye."""
+
+    async def forever() -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(data="1", event="cell")
+        await asyncio.sleep(3600)
+        yield ServerSentEvent(data="never", event="cell")
+
+    shutdown = anyio.Event()
+    stream = until_shutdown(forever(), shutdown)
+    assert (await stream.__anext__()).event == "cell"
+    later = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0.05)
+    shutdown.set()
+    last = await asyncio.wait_for(later, 5)
+    assert last.event == "shutdown" and last.retry == 5000
+    with pytest.raises(StopAsyncIteration):
+        await stream.__anext__()
+    finished = until_shutdown(forever(), anyio.Event())  # content that ends, ends the stream
+    assert (await finished.__anext__()).data == "1"

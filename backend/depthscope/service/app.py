@@ -91,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(analysis_router)  # theory, spectra, diagnoses, init scans
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
     _mount_frontend(app)
+    _document_body_errors(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -107,6 +108,37 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(SecurityHeaders)  # outermost: errors from the others get headers too
     return app
+
+
+def _document_body_errors(app: FastAPI) -> None:
+    """/openapi.json lists, on every operation that takes a body (whichever router added it),
+    the statuses the request edge answers for bodies: 413, 415 and 422."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = plain()
+        problem = {
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        }
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if "requestBody" in operation:
+                    responses = operation.setdefault("responses", {})
+                    for code, why in BODY_ERRORS.items():
+                        responses.setdefault(code, {"description": why, **problem})
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+BODY_ERRORS = {
+    "413": "request body over max_body_bytes",
+    "415": "a request body that is not application/json",
+    "422": "invalid input; `detail` names each wrong field",
+}
 
 
 # Swagger UI 5 (it reads OpenAPI 3.1) as the fastapi-offline package ships it; only its files.

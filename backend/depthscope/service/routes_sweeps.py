@@ -7,14 +7,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from depthscope.service.deps import Authorized, SettingsDep
+from depthscope.service.deps import Authorized, SettingsDep, StreamAuthorized
 from depthscope.service.runs import QueueFullError, StoreFullError
 from depthscope.service.schemas import problems
-from depthscope.service.security import SlotEventSource, StreamSlots
+from depthscope.service.security import SlotEventSource, StreamSlots, until_shutdown
 from depthscope.service.status import TERMINAL, RunStatus
 from depthscope.service.store import to_json
 from depthscope.service.sweep_store import Sweeps
@@ -146,7 +147,7 @@ EVENTS_OK = {"description": "Server-Sent Events", "content": {"text/event-stream
 
 @router.get(
     "/sweeps/{sweep_id}/events",
-    dependencies=[Authorized],
+    dependencies=[StreamAuthorized],  # ?token= too: a browser's EventSource sends no header
     response_class=EventSourceResponse,
     responses={200: EVENTS_OK, **problems(401, 404, 422, 429)},
 )
@@ -162,10 +163,13 @@ async def sweep_events(
     refused = slots.acquire(client)
     if refused:
         raise HTTPException(429, refused, {"Retry-After": str(RETRY_AFTER_S)})
+    shutdown = anyio.Event()  # set by sse-starlette on SIGTERM: a last event, a clean end
     return SlotEventSource(
-        cell_events(sweeps, sweep_id),
+        until_shutdown(cell_events(sweeps, sweep_id), shutdown),
         ping=settings.keepalive_s,
         on_close=lambda: slots.release(client),
+        shutdown_event=shutdown,
+        shutdown_grace_period=2.0,
     )
 
 

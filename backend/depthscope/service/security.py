@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
+import json
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from sse_starlette import EventSourceResponse
+import anyio
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -102,6 +106,34 @@ class SlotEventSource(EventSourceResponse):
             await super().__call__(scope, receive, send)
         finally:
             self.on_close()
+
+
+async def until_shutdown(
+    content: AsyncIterator[ServerSentEvent], shutdown: anyio.Event
+) -> AsyncIterator[ServerSentEvent]:
+    """`content`'s events until `shutdown` is set (sse-starlette sets it when the server is
+    told to stop), then a last `shutdown` event, so the stream ends cleanly, not cut mid-body.
+    For streams of a few events a second (the run stream has its own, cheaper, way)."""
+    events = aiter(content)
+    stopping = asyncio.ensure_future(shutdown.wait())
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(events))
+            await asyncio.wait({step, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                step.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await step
+                reason = {"reason": "the server is shutting down; reconnect later"}
+                yield ServerSentEvent(data=json.dumps(reason), event="shutdown", retry=5000)
+                return
+            try:
+                event = step.result()
+            except StopAsyncIteration:
+                return
+            yield event
+    finally:
+        stopping.cancel()
 
 
 class SlotStreamingResponse(StreamingResponse):
