@@ -163,7 +163,9 @@ def test_histogram_of_the_activation_input_with_its_percentiles(explorer: Explor
     explorer.page.select_option("#hist-kind", "preact")
     explorer.page.wait_for_function(
         "() => document.querySelector('#histogram').data?.length === 4"
-        " && document.querySelector('#histogram').data[1].y.length > 2",
+        " && document.querySelector('#histogram').data[1].y.length > 2"
+        # the switch of kind has been drawn, not still the h histogram from before it
+        " && document.querySelector('#histogram').innerText.includes('activation input u')",
         timeout=15_000,
     )
     traces = explorer.page.evaluate(
