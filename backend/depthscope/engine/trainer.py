@@ -195,7 +195,7 @@ class Trainer:
         with self.probe:
             for step in range(steps):
                 if should_stop():
-                    return RunResult("cancelled", step, _final(last))
+                    return RunResult("cancelled", step, final_of(last))
                 if rec.boundary_every and step % rec.boundary_every == 0:
                     boundary()
                 is_last = step == steps - 1
@@ -214,9 +214,9 @@ class Trainer:
                 yield result
                 divergence = first_non_finite(result, self.layer_names)
                 if divergence is not None:
-                    return RunResult("diverged", step + 1, _final(last), divergence)
+                    return RunResult("diverged", step + 1, final_of(last), divergence)
         boundary()
-        return RunResult("completed", steps, _final(last))
+        return RunResult("completed", steps, final_of(last))
 
     def run(
         self,
@@ -236,7 +236,8 @@ class Trainer:
             on_record(record)
 
 
-def _final(record: StepRecord | None) -> dict[str, Any]:
+def final_of(record: StepRecord | None) -> dict[str, Any]:
+    """A run's `final` summary from its last record (empty before the first)."""
     if record is None:
         return {}
     return {

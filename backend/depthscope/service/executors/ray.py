@@ -25,7 +25,7 @@ from ray.exceptions import RayError, TaskCancelledError
 
 from depthscope.engine.boundary import BoundaryFrame
 from depthscope.engine.config import RunConfig
-from depthscope.engine.trainer import RunResult
+from depthscope.engine.trainer import RunResult, final_of
 from depthscope.records import StepRecord
 from depthscope.service.control import RunControl
 from depthscope.service.executors import ExecutorKind
@@ -248,20 +248,7 @@ class RayJob:
             )
         else:
             steps = 0 if last is None else last.step + 1
-            report(self.store, self.run_id, RunResult("cancelled", steps, _final(last)))
-
-
-def _final(record: StepRecord | None) -> dict[str, Any]:
-    """The `final` of a run cancelled here, as the trainer writes it for one it stopped."""
-    if record is None:
-        return {}
-    return {
-        "step": record.step,
-        "loss": record.loss,
-        "accuracy": record.accuracy,
-        "val_loss": record.val_loss,
-        "val_accuracy": record.val_accuracy,
-    }
+            report(self.store, self.run_id, RunResult("cancelled", steps, final_of(last)))
 
 
 def _describe(error: RayError) -> str:
