@@ -49,14 +49,23 @@ function element(tag, props = {}, ...children) {
   return e;
 }
 
-/** The findings as a list: severity and kind, the message with its numbers, the fixes. */
+/** The findings as a list: severity and kind, the message with its numbers, the fixes. One
+ *  cause often shows as several findings (vanishing gradients, no learning, tiny updates) with
+ *  the same fixes: each fix is listed once, under the first finding that calls for it. */
 export function findingItems(findings) {
+  const listed = new Set();
   return findings.map((f) => {
     const head = element("strong", { className: "kind", textContent: `${f.severity} · ${f.kind.replaceAll("_", " ")}` });
     const item = element("li", { className: `finding ${f.severity}` }, head, ": ", f.message);
     item.dataset.kind = f.kind;
-    if (f.suggestions.length) {
-      item.append(element("ul", { className: "fixes" }, ...f.suggestions.map((s) => element("li", { textContent: s }))));
+    const fresh = f.suggestions.filter((s) => !listed.has(s));
+    fresh.forEach((s) => listed.add(s));
+    if (fresh.length) {
+      item.append(element("ul", { className: "fixes" }, ...fresh.map((s) => element("li", { textContent: s }))));
+    }
+    if (fresh.length < f.suggestions.length) {
+      const text = fresh.length ? "…and the fixes listed above." : "Fixes: those listed above.";
+      item.append(element("p", { className: "fixes-above", textContent: text }));
     }
     return item;
   });

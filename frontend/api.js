@@ -1,4 +1,4 @@
-/** The HTTP contract of DESIGN §6 as small async functions; the only module that talks to the server. */
+/** The HTTP contract of docs/api.md as small async functions; the only module that talks to the server. */
 
 async function request(method, path, body) {
   const init = { method, headers: {} };

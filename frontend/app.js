@@ -174,8 +174,8 @@ async function cancelRun(id) {
 async function deleteRun(id) {
   const name = label(id);
   setState({ runs: app.state.runs.filter((x) => x !== id) });
-  const r = await app.runs.remove(id);
   app.analysis?.forget(id);
+  const r = await app.runs.remove(id);
   if (!r.ok && r.status !== 404) console.warn(`delete ${id}: ${r.status} ${describeError(r.data)}`);
   else app.toast.show(`Deleted ${name}.`);
 }

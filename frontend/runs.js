@@ -89,11 +89,18 @@ export class Runs {
     this.shown.delete(id);
   }
 
+  /** Gone from the list at once, so that nothing asks the server about it while it deletes;
+   *  back in the list if the server refused. */
   async remove(id) {
     this.close(id);
-    const r = await api.remove(id);
-    if (r.ok || r.status === 404) this.summaries.delete(id);
+    const kept = this.summaries.get(id);
+    this.summaries.delete(id);
     this.onChange();
+    const r = await api.remove(id);
+    if (!r.ok && r.status !== 404 && kept) {
+      this.summaries.set(id, kept);
+      this.onChange();
+    }
     return r;
   }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -16,6 +17,7 @@ from depthscope.records import METRICS
 from depthscope.report import (
     MAX_COLUMNS,
     downsample_indices,
+    findings_of,
     heatmap_matrix,
     log10_or_none,
     profile_indices,
@@ -146,6 +148,13 @@ def test_report_shows_the_diagnosis_with_its_numbers() -> None:
     assert "<h2>Diagnosis</h2>" in page
     assert "vanishing gradients" in page and "block1 receives" in page
     assert "switch to the ReLU family with He init" in page
+    # Several findings share the cause, and so the fixes: each fix is written once.
+    findings = findings_of(config.model_dump(), layers, records, {"status": "completed"})
+    fixes = {s for f in findings for s in f.suggestions}
+    assert sum(len(f.suggestions) for f in findings) > len(fixes)  # the case this is about
+    for fix in fixes:
+        assert page.count(f"<li>{html.escape(fix)}</li>") == 1, fix
+    assert "listed above." in page
 
 
 def test_report_without_findings_says_so(small_run: tuple[RunConfig, list[dict[str, Any]]]) -> None:

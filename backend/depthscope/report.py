@@ -170,18 +170,25 @@ def _diagnosis_html(findings: Sequence[Finding]) -> str:
         return (
             "<section><h2>Diagnosis</h2><p>No finding: nothing crossed a threshold.</p></section>"
         )
-    items = "".join(
-        f"<li><strong style='color:{SEVERITY_COLOURS[f.severity]}'>{html.escape(f.severity)}"
-        f" · {html.escape(f.kind.replace('_', ' '))}</strong>: {html.escape(f.message)}"
-        + (
-            "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in f.suggestions) + "</ul>"
-            if f.suggestions
-            else ""
+    # One cause often shows as several findings with the same fixes: each is listed once,
+    # under the first finding that calls for it (as the explorer does).
+    listed: set[str] = set()
+    items = []
+    for f in findings:
+        fresh = [s for s in f.suggestions if s not in listed]
+        listed.update(fresh)
+        fixes = "".join(f"<li>{html.escape(s)}</li>" for s in fresh)
+        above = ""
+        if len(fresh) < len(f.suggestions):
+            above = "…and the fixes listed above." if fresh else "Fixes: those listed above."
+        items.append(
+            f"<li><strong style='color:{SEVERITY_COLOURS[f.severity]}'>{html.escape(f.severity)}"
+            f" · {html.escape(f.kind.replace('_', ' '))}</strong>: {html.escape(f.message)}"
+            + (f"<ul>{fixes}</ul>" if fixes else "")
+            + (f"<p>{above}</p>" if above else "")
+            + "</li>"
         )
-        + "</li>"
-        for f in findings
-    )
-    return f"<section><h2>Diagnosis</h2><ul>{items}</ul></section>"
+    return f"<section><h2>Diagnosis</h2><ul>{''.join(items)}</ul></section>"
 
 
 def render_report(

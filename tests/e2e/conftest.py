@@ -135,11 +135,12 @@ def page(browser: Any, console: Console) -> Iterator[Any]:
 
 @pytest.fixture
 def api(server_url: str) -> Iterator[httpx.Client]:
-    """A plain HTTP client for setup, references and cleanup; cancels what a test left running."""
+    """A plain HTTP client for setup, references and cleanup; cancels what a test left unfinished
+    (queued, running or paused: a paused run holds its worker)."""
     with httpx.Client(base_url=server_url, timeout=10) as client:
         yield client
         for run in client.get("/api/runs").json():
-            if run["status"] in ("queued", "running"):
+            if run["status"] in ("queued", "running", "paused"):
                 client.post(f"/api/runs/{run['id']}/cancel")
 
 

@@ -126,6 +126,30 @@ def start(api: httpx.Client, config: dict[str, Any]) -> str:
     return str(created.json()["id"])
 
 
+def start_paused(api: httpx.Client, config: dict[str, Any], steps: int = 0) -> dict[str, Any]:
+    """A run that stays alive until it is cancelled: started, paused (a queued run starts paused,
+    before step 0), then advanced exactly `steps` steps. Returns its summary once paused again.
+    Live tests use it so that nothing depends on how fast this machine trains."""
+    run_id = start(api, config)
+    paused = api.post(f"/api/runs/{run_id}/pause")
+    assert paused.status_code == 200, paused.text
+    return advance(api, run_id, steps) if steps else dict(paused.json())
+
+
+def advance(api: httpx.Client, run_id: str, steps: int, timeout: float = 60) -> dict[str, Any]:
+    """Train a paused run exactly `steps` more steps; its summary once it is paused again."""
+    before = int(api.get(f"/api/runs/{run_id}").json()["steps_done"])
+    sent = api.post(f"/api/runs/{run_id}/advance", json={"steps": steps})
+    assert sent.status_code == 200, sent.text
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        summary: dict[str, Any] = api.get(f"/api/runs/{run_id}").json()
+        if summary["status"] == "paused" and summary["steps_done"] == before + steps:
+            return summary
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not pause at step {before + steps}: {summary}")
+
+
 def wait_ended(api: httpx.Client, run_id: str, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

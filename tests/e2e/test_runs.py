@@ -8,7 +8,16 @@ from typing import Any
 
 import httpx
 
-from .e2e_helpers import INSTRUMENT, LONG, SMALL, Explorer, merged, start, wait_ended
+from .e2e_helpers import (
+    INSTRUMENT,
+    LONG,
+    SMALL,
+    Explorer,
+    merged,
+    start,
+    start_paused,
+    wait_ended,
+)
 
 
 def open_instrumented(explorer: Explorer, hash_: str = "") -> None:
@@ -25,7 +34,8 @@ SPARSE = merged(LONG, recording={"record_every": 25, "histogram_every": 0})
 
 
 def test_hiding_a_run_closes_its_event_source(explorer: Explorer, api: httpx.Client) -> None:
-    ids = [start(api, SPARSE) for _ in range(2)]
+    # Paused runs: their streams stay open however fast this machine would have finished them.
+    ids = [start_paused(api, SPARSE, steps=30)["id"] for _ in range(2)]
     open_instrumented(explorer, f"#runs={','.join(ids)}")
     explorer.wait_columns(0, timeout=60)
     assert sorted(open_streams(explorer)) == sorted(f"/api/runs/{i}/events" for i in ids)

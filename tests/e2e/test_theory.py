@@ -49,6 +49,11 @@ def test_theory_diagnosis_shows_above_the_heatmap_and_in_the_run_list(
     for finding in expected:
         assert finding["message"] in text
     assert "switch to the ReLU family with He init" in text
+    # Findings with one cause share their fixes: each fix shows once, later ones point above.
+    shown = page.eval_on_selector_all("#diagnosis .fixes li", "els => els.map(e => e.textContent)")
+    assert sorted(shown) == sorted({s for f in expected for s in f["suggestions"]})
+    if sum(len(f["suggestions"]) for f in expected) > len(shown):
+        assert page.locator("#diagnosis .fixes-above").count() > 0
     page.wait_for_function(
         "id => document.querySelector(`[data-run='${id}'] .status`)"
         "?.title.includes('block1 receives')",

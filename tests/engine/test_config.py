@@ -1,5 +1,6 @@
-"""RunConfig: the DESIGN §4 defaults, every bound, unknown fields and choices, non-finite
-numbers, wrong types, the cross-field rules and the compute budget, each error naming its field."""
+"""RunConfig: the documented defaults (docs/api.md), every bound, unknown fields and choices,
+non-finite numbers, wrong types, the cross-field rules and the compute budget, each error naming
+its field."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from depthscope.engine.model import build_model
 from depthscope.engine.optim import OPTIMIZERS
 from pydantic import ValidationError
 
-DESIGN_DEFAULTS = {
+DOCUMENTED_DEFAULTS = {
     "model": {
         "depth": 10,
         "width": 64,
@@ -96,7 +97,7 @@ def error_locations(exc: pytest.ExceptionInfo[ValidationError]) -> list[tuple[An
 
 
 def test_config_defaults_are_design_section_4() -> None:
-    assert RunConfig().model_dump() == DESIGN_DEFAULTS
+    assert RunConfig().model_dump() == DOCUMENTED_DEFAULTS
     assert RunConfig().n_layers == 11
 
 

@@ -1,4 +1,4 @@
-"""The HTTP API of DESIGN §6: thin routes over the store, the run manager and the broadcaster.
+"""The HTTP API of docs/api.md: thin routes over the store, the run manager and the broadcaster.
 
 Only this layer raises HTTPException; the core reports problems as plain exceptions.
 """

@@ -85,7 +85,7 @@ class RunRow:
         return self.status in TERMINAL
 
     def to_wire(self) -> dict[str, Any]:
-        """The run summary of DESIGN §6, plus divergence, records and start/finish times."""
+        """The run summary of docs/api.md, plus divergence, records and start/finish times."""
         return {
             "id": self.id,
             "status": self.status,
