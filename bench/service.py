@@ -5,10 +5,12 @@ server, appends its records to the SQLite store in batches, and one SSE subscrib
 script, in a thread) reads every record as it is committed, until the stream's `end`. The time
 reported is the wall clock from the POST to the subscriber's `end`: what a user of the API
 waits. The other side is `depthscope.train(config)` in this process, one torch thread (as the
-worker uses), timed by the wall clock too. Runs are paired and interleaved; the ratio is the
-median of the per-pair ratios (target: within 1.1x). Beside it, the run's own duration as the
-store recorded it (started_at to finished_at): the worker's share, without the queue, the
-fork and the stream's last poll. Writes bench/results/service.json.
+worker uses), timed by the wall clock too, asked for the decision-boundary frames and Jacobian
+spectra the service computes and stores beside the records (the same training work on both
+sides: what the ratio shows is the service's own cost). Runs are paired and interleaved; the
+ratio is the median of the per-pair ratios (target: within 1.1x). Beside it, the run's own
+duration as the store recorded it (started_at to finished_at): the worker's share, without the
+queue, the fork and the stream's last poll. Writes bench/results/service.json.
 
     python bench/service.py [--quick] [--out PATH]
 """
@@ -84,9 +86,16 @@ def through_service(url: str, body: dict[str, Any], db: Path) -> dict[str, float
 
 
 def in_process(body: dict[str, Any]) -> float:
+    """depthscope.train() computing what the service stores beside the records (boundary
+    frames, spectra), so that the ratio is the service's own cost, not theirs."""
+    frames: list[Any] = []
     started = time.perf_counter()
-    result = depthscope.train(depthscope.RunConfig.model_validate(body))
-    assert result.status == "completed"
+    result = depthscope.train(
+        depthscope.RunConfig.model_validate(body),
+        on_boundary=frames.append,
+        on_spectrum=lambda step, values: frames.append(values),
+    )
+    assert result.status == "completed" and frames
     return time.perf_counter() - started
 
 
@@ -154,7 +163,8 @@ def main() -> None:
             proc.wait(30)
     report = {
         "what": "median per-pair ratio of wall time: the run through POST /api/runs (worker "
-        "process, store writes, one SSE subscriber to the end) / depthscope.train() in-process",
+        "process, store writes, one SSE subscriber to the end) / depthscope.train() in-process "
+        "computing the same boundary frames and spectra",
         "config": "ReLU, He init, every statistic at every step, held-out eval every 50 steps",
         "machine": {
             "platform": platform.platform(),

@@ -11,10 +11,12 @@ import time
 from multiprocessing import forkserver
 from pathlib import Path
 
+import pytest
 from conftest import tiny_config
 from depthscope import RunConfig, StepRecord, iter_records
 from depthscope.presets import BY_ID
 from depthscope.probe.backends import kernels
+from depthscope.service import worker as worker_module
 from depthscope.service.executors import local
 from depthscope.service.store import RunStore
 from depthscope.service.worker import RecordWriter, ServerLink, run_worker
@@ -38,6 +40,52 @@ def test_record_writer_batches_and_keeps_order() -> None:
     assert [s for batch in sink.batches for s in batch] == list(range(40))
     assert len(sink.batches[0]) == 1  # the first record goes out at once
     assert len(sink.batches) < 40  # fast steps share transactions
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _SlowAppends(_Appends):
+    """A store whose every commit takes `cost` seconds of the clock."""
+
+    def __init__(self, clock: _Clock, cost: float) -> None:
+        super().__init__()
+        self.clock, self.cost, self.spent = clock, cost, 0.0
+
+    def append(self, run_id: str, records: list[StepRecord]) -> None:
+        super().append(run_id, records)
+        self.clock.now += self.cost
+        self.spent += self.cost
+
+
+@pytest.mark.parametrize("cost", [0.0001, 0.002, 0.02])
+def test_record_writer_commits_take_a_bounded_share_of_the_time(
+    cost: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Driven by a fake clock: steps of 1 ms, commits of `cost`. However slow a commit, the
+    # writer waits COMMIT_SHARE times as long before the next, so commits take at most about
+    # 1/COMMIT_SHARE of the time; cheap ones still go out every FLUSH_INTERVAL_S.
+    clock = _Clock()
+    monkeypatch.setattr(worker_module.time, "monotonic", clock)
+    sink = _SlowAppends(clock, cost)
+    writer = RecordWriter(sink, "r")  # type: ignore[arg-type]
+    record = next(iter_records(RunConfig.model_validate(tiny_config(1))))
+    began = clock.now
+    for _ in range(5000):
+        clock.now += 0.001
+        writer.add(record)
+    writer.flush()
+    assert sum(len(b) for b in sink.batches) == 5000
+    wait = max(worker_module.FLUSH_INTERVAL_S, worker_module.COMMIT_SHARE * cost)
+    gap = min(wait, worker_module.MAX_FLUSH_INTERVAL_S)  # a very slow disk: latency is capped
+    assert sink.spent / (clock.now - began) <= 1.1 * cost / gap
+    assert sink.spent / (clock.now - began) <= 1.1 / worker_module.COMMIT_SHARE or wait > gap
+    assert len(sink.batches) >= 0.8 * 5.0 / gap  # and no rarer than that: the charts stay live
 
 
 def _queued(tmp_path: Path, config: RunConfig) -> tuple[RunStore, str]:

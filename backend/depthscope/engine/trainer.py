@@ -254,9 +254,14 @@ def train(
     on_record: Callable[[StepRecord], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     on_boundary: Callable[[BoundaryFrame], None] | None = None,
+    on_spectrum: Callable[[int, list[float]], None] | None = None,
 ) -> RunResult:
-    """Train `config` to the end, handing each record to `on_record`; no server needed."""
-    return Trainer(config).run(on_record or (lambda _record: None), should_stop, on_boundary)
+    """Train `config` to the end, handing each record to `on_record` (and, when asked for,
+    decision-boundary frames and Jacobian spectra to theirs, as the service stores them); no
+    server needed."""
+    return Trainer(config).run(
+        on_record or (lambda _record: None), should_stop, on_boundary, on_spectrum
+    )
 
 
 def iter_records(config: RunConfig) -> Iterator[StepRecord]:

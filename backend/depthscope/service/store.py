@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from depthscope.records import METRICS, Divergence, StepRecord
 from depthscope.service.boundaries import BOUNDARY_SCHEMA, BoundaryTables
@@ -61,6 +62,13 @@ class StaleEpochError(Exception):
 def to_json(value: Any) -> str:
     """Compact JSON that refuses NaN/Infinity: they must have become null before this point."""
     return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+def record_json(record: StepRecord) -> str:
+    """A record's wire JSON, the same document `to_json` makes, by orjson: several times faster
+    on the long float lists of a deep net's record, which the worker encodes on the training
+    thread (the wire form has nulls already where a value was not finite)."""
+    return orjson.dumps(record.to_wire()).decode()
 
 
 @dataclass(frozen=True)
@@ -350,7 +358,7 @@ class RunStore(BoundaryTables):
             start = db.execute("SELECT n_records FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
             db.executemany(
                 "INSERT INTO records (run_id, seq, step, data) VALUES (?,?,?,?)",
-                [(run_id, start + i, r.step, to_json(r.to_wire())) for i, r in enumerate(records)],
+                [(run_id, start + i, r.step, record_json(r)) for i, r in enumerate(records)],
             )
             steps = np.array([r.step for r in records], dtype=np.int64)
             blocks = [(STEP_COLUMN, steps.tobytes())]

@@ -29,10 +29,15 @@ from depthscope.service.control import RunControl
 from depthscope.service.status import RunStatus
 from depthscope.service.store import RunStore, StaleEpochError
 
-# A batch is committed when this long has passed since the last commit, or it grows this large:
-# short enough for live charts (record-to-client latency), long enough that fast runs commit
-# tens of records per transaction instead of one.
-FLUSH_INTERVAL_S = 0.008
+# A batch is committed when it has waited long enough since the last commit, or grows this large.
+# Long enough: FLUSH_INTERVAL_S at least (short enough for live charts: bench/stream.py), and
+# COMMIT_SHARE times the last commit's own duration, so that committing takes at most about
+# 1/COMMIT_SHARE of the training thread's time however big the records (a deep net's commit
+# costs a millisecond or two, its step a few: bench/service.py), up to MAX_FLUSH_INTERVAL_S (a
+# very slow disk then costs more time rather than more latency).
+FLUSH_INTERVAL_S = 0.01
+COMMIT_SHARE = 25
+MAX_FLUSH_INTERVAL_S = 0.25
 FLUSH_MAX_RECORDS = 512
 PARKED_POLL_S = 0.2  # a paused worker wakes at once on news, and this often to watch the server
 
@@ -51,18 +56,22 @@ class RecordWriter:
         self.store, self.run_id, self.orphaned = store, run_id, orphaned
         self.buffer: list[StepRecord] = []
         self.last_flush = 0.0  # so the first record is committed at once
+        self.interval = FLUSH_INTERVAL_S
 
     def add(self, record: StepRecord) -> None:
         self.buffer.append(record)
         now = time.monotonic()
-        if now - self.last_flush >= FLUSH_INTERVAL_S or len(self.buffer) >= FLUSH_MAX_RECORDS:
-            self.flush(now)
+        if now - self.last_flush >= self.interval or len(self.buffer) >= FLUSH_MAX_RECORDS:
+            self.flush()
 
-    def flush(self, now: float | None = None) -> None:
+    def flush(self) -> None:
+        began = time.monotonic()
         if self.buffer and not self.orphaned():
             self.store.append(self.run_id, self.buffer)
+            took = time.monotonic() - began
+            self.interval = min(MAX_FLUSH_INTERVAL_S, max(FLUSH_INTERVAL_S, COMMIT_SHARE * took))
         self.buffer = []
-        self.last_flush = time.monotonic() if now is None else now
+        self.last_flush = time.monotonic()
 
     def add_spectrum(self, step: int, values: list[float]) -> None:
         """A Jacobian spectrum goes to the store at once, in its own (small) transaction."""
