@@ -155,11 +155,13 @@ export class HeatmapPanel {
     const home = { x: [fig.left, fig.left + fig.span], y: [-0.5, rows - 0.5] };
     const shapes = this.marksFor(plot);
     const signature = JSON.stringify([layout.title.text, layout.annotations, traces[1].marker, rows]);
-    plot.self = true;
     if (plot.signature === signature) {
       const image = layout.images[0];
       const update = { "images[0].source": image.source, "images[0].x": image.x, "images[0].sizex": image.sizex };
-      if (!plot.zoom) update["xaxis.range"] = home.x;
+      // The range every time, the user's zoom when there is one: a rebuild still in flight
+      // when they zoomed cannot leave its own range behind.
+      update["xaxis.range"] = plot.zoom?.x ?? home.x;
+      if (plot.zoom) update["yaxis.range"] = plot.zoom.y;
       if (JSON.stringify(shapes) !== plot.shapes) update.shapes = shapes;
       Plotly.relayout(plot.div, update).catch(lost); // the plot may be rebuilt meanwhile
     } else {
@@ -171,7 +173,6 @@ export class HeatmapPanel {
       plot.signature = signature;
       if (!plot.listening) this.listen(plot);
     }
-    plot.self = false;
     plot.shapes = JSON.stringify(shapes);
     plot.ranges = plot.zoom ?? home;
   }
@@ -179,9 +180,10 @@ export class HeatmapPanel {
   listen(plot) {
     plot.listening = true;
     plot.div.on("plotly_relayout", (e) => {
-      // Our own updates may report after they return (the image loads asynchronously);
-      // they are the ones that carry the image source.
-      if (plot.self || "images[0].source" in e || e.autosize || !plot.ranges) return;
+      // Our own updates may report after they return, or while another is applied (the image
+      // loads asynchronously): they are told apart by what they carry, the image source (live
+      // updates) or only shapes (marks); a zoom or pan by the user carries neither.
+      if ("images[0].source" in e || e.autosize || !plot.ranges) return;
       if (e["xaxis.autorange"] || e["yaxis.autorange"]) plot.zoom = null;
       else {
         const x = rangeIn(e, "xaxis", plot.ranges.x);
@@ -249,9 +251,7 @@ export class HeatmapPanel {
     const shapes = this.marksFor(plot);
     if (JSON.stringify(shapes) === plot.shapes) return;
     plot.shapes = JSON.stringify(shapes);
-    plot.self = true;
     Plotly.relayout(plot.div, { shapes }).catch(lost);
-    plot.self = false;
   }
 
   keyboard(event, plot) {

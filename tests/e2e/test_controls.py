@@ -11,9 +11,11 @@ import httpx
 
 from .e2e_helpers import Explorer
 
+# The most steps a run may have: it trains for a minute or more, so it is still running when the
+# page's buttons are pressed, however fast this machine is (each test cancels it at the end).
 LONG = {
     "model": {"depth": 3, "width": 8},
-    "training": {"steps": 100_000 // 16, "batch_size": 16},
+    "training": {"steps": 100_000, "batch_size": 16},
     "data": {"dataset": "moons", "n_samples": 512},
 }
 
