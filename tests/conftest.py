@@ -79,8 +79,11 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, max_concurrent_runs=2, max_queued_runs=2)
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """Two runs at once, two queued; a test's `@pytest.mark.settings(field=value)` changes more."""
+    marker = request.node.get_closest_marker("settings")
+    changed = marker.kwargs if marker else {}
+    return Settings(data_dir=tmp_path, max_concurrent_runs=2, max_queued_runs=2, **changed)
 
 
 @pytest.fixture

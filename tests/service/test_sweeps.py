@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ from depthscope.service.sweeps import (
     sweep_status,
 )
 from depthscope.sweep_presets import SWEEP_PRESETS
-from fastapi import FastAPI
 
 LR_NORM = [
     {"field": "training.lr", "values": [0.05, 1.0]},
@@ -431,46 +430,29 @@ async def test_sweep_events_send_each_cell_then_end(client: httpx.AsyncClient) -
     assert data[4]["status"] == "completed" and len(data[4]["cells"]) == 4
 
 
-@pytest.fixture
-def small_queue(tmp_path: Path) -> Iterator[FastAPI]:
-    settings = Settings(
-        data_dir=tmp_path, max_concurrent_runs=2, max_queued_runs=2, max_queued_cells=3
-    )
-    app = create_app(settings)
-    yield app
-    app.state.manager.shutdown()
-    app.state.store.close()
-
-
-@pytest.fixture
-async def small_client(small_queue: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=small_queue)
-    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
-        yield c
-
-
+@pytest.mark.settings(max_queued_cells=3)
 @pytest.mark.anyio
 async def test_sweep_past_the_cell_queue_is_429_and_single_runs_keep_their_limit(
-    small_client: httpx.AsyncClient,
+    client: httpx.AsyncClient,
 ) -> None:
     long = tiny_config(100_000 // 32)
     four = [{"field": "training.seed", "values": [0, 1, 2, 3]}]
-    refused = await small_client.post("/api/sweeps", json={"base": long, "axes": four})
+    refused = await client.post("/api/sweeps", json={"base": long, "axes": four})
     assert refused.status_code == 429 and refused.headers["Retry-After"]
     assert "at most 3 cells" in refused.json()["detail"]
-    assert (await small_client.get("/api/runs")).json() == []
-    assert (await small_client.get("/api/sweeps")).json() == []
+    assert (await client.get("/api/runs")).json() == []
+    assert (await client.get("/api/sweeps")).json() == []
     two = [{"field": "training.seed", "values": [0, 1]}]
-    sweep = await create(small_client, {"base": long, "axes": two})
+    sweep = await create(client, {"base": long, "axes": two})
     deadline = time.monotonic() + 60
-    while (await small_client.get(f"/api/sweeps/{sweep['id']}")).json()["counts"] != {"running": 2}:
+    while (await client.get(f"/api/sweeps/{sweep['id']}")).json()["counts"] != {"running": 2}:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
-    statuses = [(await small_client.post("/api/runs", json=long)).status_code for _ in range(3)]
+    statuses = [(await client.post("/api/runs", json=long)).status_code for _ in range(3)]
     assert statuses == [201, 201, 429]  # both slots taken by cells: 2 queued, then the 429
-    for run in (await small_client.get("/api/runs")).json():
-        await small_client.post(f"/api/runs/{run['id']}/cancel")
-    assert (await wait_sweep(small_client, sweep["id"]))["status"] == "cancelled"
+    for run in (await client.get("/api/runs")).json():
+        await client.post(f"/api/runs/{run['id']}/cancel")
+    assert (await wait_sweep(client, sweep["id"]))["status"] == "cancelled"
 
 
 def test_sweep_left_running_by_a_stopped_server_is_interrupted(tmp_path: Path) -> None:

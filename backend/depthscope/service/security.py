@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("depthscope")
@@ -94,8 +94,9 @@ class StreamSlots:
         return sum(self._open.values())
 
 
-class SlotEventSource(EventSourceResponse):
-    """An EventSourceResponse that gives its stream slot back however the stream ends."""
+class _GivesSlotBack(Response):
+    """A response that calls `on_close` (gives its slot back) however its body ends: sent,
+    cut by the client, or failed. Put first among the bases of a concrete response class."""
 
     def __init__(self, *args: Any, on_close: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -106,6 +107,10 @@ class SlotEventSource(EventSourceResponse):
             await super().__call__(scope, receive, send)
         finally:
             self.on_close()
+
+
+class SlotEventSource(_GivesSlotBack, EventSourceResponse):
+    """An event stream that gives its stream slot back however it ends."""
 
 
 async def until_shutdown(
@@ -136,18 +141,8 @@ async def until_shutdown(
         stopping.cancel()
 
 
-class SlotStreamingResponse(StreamingResponse):
-    """A StreamingResponse that gives its slot back however the body ends."""
-
-    def __init__(self, *args: Any, on_close: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.on_close()
+class SlotStreamingResponse(_GivesSlotBack, StreamingResponse):
+    """A streamed body (an export) that gives its slot back however it ends."""
 
 
 def is_loopback(host: str) -> bool:
