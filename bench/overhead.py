@@ -17,8 +17,10 @@ ratio of each side's fastest run (load only ever adds time). Cases per network:
     every step, histograms /10    ... and histograms every 10 steps              (<= 1.45x)
     every 10th step               record_every = 10: mostly unrecorded steps     (<= 1.05x)
 
-Beside them, with the probe off, DeepNet's forward pass against the same nn.Sequential's (a
-check of the bench's premise that the two networks cost the same). On the CPU the probe uses
+Beside them, two references with the probe off, which tell the probe's cost from the rest of
+depthscope's: DeepNet's forward pass against the same nn.Sequential's (DeepNet's must cost no
+more), and depthscope's training loop with nothing recorded against the plain loop (a run no
+user can ask for: the last step is always recorded). On the CPU the probe uses
 its C kernels where they were built, as a user's run does; --tensor-ops measures its tensor-op
 backend instead (DEPTHSCOPE_NATIVE=0). With --device cuda the ratio is of wall-clock time.
 
@@ -53,6 +55,7 @@ CASES = {  # name: (record_every, histogram_every, target)
     "every step, histograms every 10": (1, 10, 1.45),
     "every 10th step": (10, 0, 1.05),
 }
+WITHOUT_PROBE = "nothing recorded (reference)"  # no target: the loop without the probe
 TENSOR_OPS_AIM = 1.6  # the tensor-op backend's aim, every case
 EVAL_EVERY = 50
 N_SAMPLES, INPUT_DIM, CLASSES, HELD_OUT, LR = 2048, 2, 2, 0.2, 0.05
@@ -153,6 +156,18 @@ def config(
 
 def depthscope_run(cfg: Any) -> None:
     depthscope.train(cfg)
+
+
+def unprobed_run(cfg: Any) -> None:
+    """depthscope's loop with the probe left out: the trainer's unrecorded step at every step
+    and the held-out evaluation on the plain loop's schedule (the trainer's own internals: no
+    config asks for this)."""
+    trainer = Trainer(cfg)
+    steps = cfg.training.steps
+    for step in range(steps):
+        trainer._step(step, next(trainer._batches), False, False, False)
+        if step % EVAL_EVERY == 0 or step == steps - 1:
+            trainer.evaluate()
 
 
 # -- timing ------------------------------------------------------------------------------------
@@ -285,6 +300,28 @@ def measure(
             f"{'' if row['meets_target'] else f'  (over {aim})'}",
             flush=True,
         )
+    cfg = config(depth, width, batch, activation, "every step", steps, args.device)
+    reference = paired(
+        lambda: plain_run(depth, width, batch, activation, steps, args.device),
+        lambda: unprobed_run(cfg),
+        args.pairs,
+        args.device,
+    )
+    rows.append(
+        {
+            "network": f"{depth}/{width}/{batch}",
+            "activation": activation,
+            "case": WITHOUT_PROBE,
+            "steps_per_run": steps,
+            "pairs": args.pairs,
+            **reference,
+        }
+    )
+    print(
+        f"{depth}/{width}/{batch} {activation}: depthscope's loop, nothing recorded / plain "
+        f"{reference['ratio_median']:.3f}",
+        flush=True,
+    )
     return rows
 
 
@@ -325,6 +362,10 @@ def main() -> None:
                 )
                 print(f"{name}: DeepNet forward / nn.Sequential forward {ratio:.3f}", flush=True)
     info["load_average_at_end"] = list(os.getloadavg())
+    results, unprobed = (
+        [r for r in results if r["case"] != WITHOUT_PROBE],
+        [r for r in results if r["case"] == WITHOUT_PROBE],
+    )
     worst = {
         case: max((r["ratio_median"] for r in results if r["case"] == case), default=None)
         for case in CASES
@@ -339,6 +380,12 @@ def main() -> None:
         "worst_ratio": worst,
         "targets": {case: target for case, (_, _, target) in CASES.items()},
         "results": results,
+        "without_probe": {
+            "what": "depthscope's training loop with nothing recorded (every step unrecorded, "
+            "held-out evaluation on the plain schedule) / the plain baseline: what depthscope "
+            "costs apart from the probe",
+            "results": unprobed,
+        },
         "deepnet_forward": {
             "what": "DeepNet's forward / nn.Sequential's, probe off (no taps, norm or residual)",
             "results": forward,

@@ -3,12 +3,14 @@ seeding, and the taps the probe reads."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
 import torch
+from depthscope.engine.activations import ACTIVATIONS, NORMS
 from depthscope.engine.config import ModelConfig
-from depthscope.engine.model import DeepNet, Taps, build_model
+from depthscope.engine.model import DeepNet, Taps, build_model, direct_call
 from torch import nn
 
 
@@ -44,6 +46,55 @@ def test_model_runs_like_the_same_sequential_without_taps() -> None:
     chain = nn.Sequential(*[m for b in model.blocks for m in b.children()], model.readout)
     x = torch.randn(4, 3)
     assert torch.equal(model(x), chain(x))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [spec.make for spec in ACTIVATIONS.values()]
+    + [partial(NORMS[n], 6) for n in NORMS]
+    + [lambda: nn.Linear(6, 4), lambda: nn.Linear(6, 4, bias=False), lambda: nn.ReLU(True)],
+    ids=[*ACTIVATIONS, *NORMS, "linear", "linear-no-bias", "relu-inplace"],
+)
+@pytest.mark.parametrize("training", [True, False])
+def test_direct_call_computes_what_the_module_does(make: Any, training: bool) -> None:
+    """Every module DeepNet is made of, called directly, gives the module's own output and the
+    same gradients for its input and parameters, in training and in eval mode."""
+    module = make().train(training)
+    if isinstance(module, nn.PReLU):
+        with torch.no_grad():
+            module.weight.fill_(0.3)
+    x = torch.randn(8, 6, generator=torch.Generator().manual_seed(0)) * 3
+    outputs, grads = [], []
+    for call in (module, direct_call(module)):
+        xi = x.clone().requires_grad_()
+        out = call(xi.clone())  # an in-place module must not write into xi
+        module.zero_grad(set_to_none=True)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append([xi.grad, *(p.grad for p in module.parameters())])
+    assert torch.equal(outputs[0], outputs[1])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+
+
+def test_model_calls_follow_new_parameters_after_a_conversion() -> None:
+    """A conversion (`.double()`, `.to()`) may give the modules new Parameter objects (it does
+    when PyTorch is told to overwrite them); the direct calls are bound again, so the model
+    computes with the new ones."""
+    overwrite = torch.__future__.get_overwrite_module_params_on_conversion()
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        model = net(activation="prelu", norm="batchnorm")
+        before = model.readout.weight
+        model = model.double()
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(overwrite)
+    assert model.readout.weight is not before
+    x = torch.randn(4, 3, dtype=torch.float64)
+    assert model(x).dtype == torch.float64
+    with torch.no_grad():
+        model.readout.weight.zero_()
+        model.readout.bias.fill_(2.0)
+    assert torch.equal(model(x), torch.full((4, 2), 2.0, dtype=torch.float64))
 
 
 def test_model_bias_off_removes_every_bias() -> None:

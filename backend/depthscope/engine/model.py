@@ -4,18 +4,25 @@ skips, and a linear readout.
 The probe reads each block's pre-activation z, activation input u and output h through a
 `Taps` object it attaches for the steps it records: three list appends per block, which costs
 far less than three Python forward hooks per block would at depth 100. A step no one records,
-without residual skips, runs the modules as one flat chain, exactly as `nn.Sequential` would:
-no Identity modules (an unused norm, the linear activation), no per-block bookkeeping.
+without residual skips, runs the modules as one flat chain, as `nn.Sequential` would: no
+Identity modules (an unused norm, the linear activation), no per-block bookkeeping.
+
+Both paths call each module's tensor op directly (`direct_call`): `nn.Module.__call__` is there
+for hooks, which DeepNet's modules never have, and `Linear.forward` only looks its parameters
+up and hands them to `F.linear`. The two layers cost about 3 µs a module, 0.5 ms a forward pass
+at depth 100: a tenth of a training step there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional
 
 from depthscope.engine.activations import ACTIVATIONS, NORMS
 from depthscope.engine.inits import INITS, InitParams
@@ -43,6 +50,33 @@ def same_tensors(a: Sequence[Tensor], b: Sequence[Tensor]) -> bool:
 
 
 Parts = tuple[nn.Module, nn.Module | None, nn.Module | None, nn.Module | None]
+Call = Callable[[Tensor], Tensor]
+Calls = tuple[Call, Call | None, Call | None, Call | None]  # a block's Parts, as direct calls
+
+# The tensor op each kind of module computes, bound to the module's parameters and settings;
+# a module of any other kind (the norms, an in-place activation) is called through its forward.
+_DIRECT: dict[type[nn.Module], Callable[[Any], Call]] = {
+    nn.Linear: lambda m: partial(functional.linear, weight=m.weight, bias=m.bias),
+    nn.ReLU: lambda m: torch.relu,
+    nn.Sigmoid: lambda m: torch.sigmoid,
+    nn.Tanh: lambda m: torch.tanh,
+    nn.SELU: lambda m: torch.selu,
+    nn.GELU: lambda m: partial(functional.gelu, approximate=m.approximate),
+    nn.PReLU: lambda m: partial(functional.prelu, weight=m.weight),
+    nn.LeakyReLU: lambda m: partial(functional.leaky_relu, negative_slope=m.negative_slope),
+    nn.ELU: lambda m: partial(functional.elu, alpha=m.alpha),
+    nn.SiLU: lambda m: functional.silu,
+}
+
+
+def direct_call(module: nn.Module) -> Call:
+    """The cheapest callable that computes `module(x)` in training and in eval mode alike: its
+    tensor op bound to its parameters (the same Parameter objects, which optimizers update in
+    place) or, for other kinds of module, its own forward. Module hooks do not run."""
+    make = _DIRECT.get(type(module))
+    if make is None or getattr(module, "inplace", False):
+        return module.forward
+    return make(module)
 
 
 class Block(nn.Module):
@@ -89,11 +123,21 @@ class DeepNet(nn.Module):
         self.residual_every = config.residual_every
         self.activation = config.activation
         self.taps: Taps | None = None
-        # The same modules, gathered once (plain tuples: not registered twice): per block its
-        # parts, and the whole network as the flat chain a step without taps or skips runs.
-        self._parts: tuple[Parts, ...] = tuple(b.parts() for b in self.block_list)
-        chain = [m for parts in self._parts for m in parts if m is not None]
-        self._chain: tuple[nn.Module, ...] = (*chain, self.readout)
+        self._bind()
+
+    def _bind(self) -> None:
+        """Gather the modules' direct calls (plain tuples: nothing registered twice): per block
+        its parts, and the whole network as the flat chain a step without taps or skips runs.
+        Made again after every `_apply` (`.to()`, `.cuda()`, `.double()`, …), which may give
+        the modules new parameters."""
+        self._parts: tuple[Calls, ...] = tuple(_calls(b.parts()) for b in self.block_list)
+        chain = [call for calls in self._parts for call in calls if call is not None]
+        self._chain: tuple[Call, ...] = (*chain, direct_call(self.readout))
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> DeepNet:
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        self._bind()
+        return self
 
     def tap(self, taps: Taps | None) -> None:
         """Start (or, with None, stop) filling `taps` in the forward passes. Straight into the
@@ -115,8 +159,8 @@ class DeepNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.taps is None and not self.residual_every:  # as nn.Sequential runs it
-            for module in self._chain:
-                x = module(x)
+            for call in self._chain:
+                x = call(x)
             return x
         return self._forward_with_taps_or_skips(x, self.taps)
 
@@ -139,10 +183,20 @@ class DeepNet(nn.Module):
                 taps.z.append(z)
                 taps.u.append(u)
                 taps.h.append(x)
-        logits: Tensor = self.readout(x)
+        logits: Tensor = self._chain[-1](x)
         if taps is not None:
             taps.logits = logits
         return logits
+
+
+def _calls(parts: Parts) -> Calls:
+    linear, pre_norm, act, post_norm = parts
+    return (
+        direct_call(linear),
+        None if pre_norm is None else direct_call(pre_norm),
+        None if act is None else direct_call(act),
+        None if post_norm is None else direct_call(post_norm),
+    )
 
 
 def build_model(config: ModelConfig, input_dim: int, output_dim: int, seed: int) -> DeepNet:

@@ -55,7 +55,9 @@ class Trainer:
         self.data: Dataset = make_dataset(config.data, seed).to(self.device)
         self.model: DeepNet = build_model(
             config.model, config.data.input_dim, self.data.output_dim, seed
-        ).to(self.device)
+        )
+        if self.device.type != "cpu":  # built on the CPU; `.to` walks every module (ms, deep)
+            self.model.to(self.device)
         t = config.training
         self.optimizer = OPTIMIZERS[t.optimizer](self.model.parameters(), t.lr, t.weight_decay)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
