@@ -137,6 +137,30 @@ def test_transfer_record_finishes_every_metric_on_the_host() -> None:
     assert r.histograms is None and r.known_finite
 
 
+def test_transfer_records_keep_their_numbers_after_the_next_read() -> None:
+    """The host reads every step into the same buffers; a record, and the reductions kept for
+    the next step's shift metrics, own their numbers."""
+    t = transfer()
+    ws = t.weight_slots
+
+    def step_numbers(scale: float) -> list[float]:
+        return fill(
+            t,
+            head=[scale, 0.5, 0.0, 1.0],
+            hidden={r: [scale, 2 * scale] for r in t.hidden},
+            readout={r: scale for r in t.readout},
+            weights=weight_numbers(ws, [scale] * 3, [1.0] * 3, [scale] * 3),
+        )
+
+    first, reduced = t.read(0, step_numbers(1.0), None)
+    kept = {name: list(values) for name, values in first.layers.items()}
+    kept_sums = reduced[Z_SUM].copy()
+    second, _ = t.read(1, step_numbers(3.0), reduced)
+    assert first.layers == kept and first.loss == 1.0
+    assert second.layers["preact_mean"] == [3.0 / N, 6.0 / N, 3.0 / (BATCH * OUTPUTS)]
+    assert (reduced[Z_SUM] == kept_sums).all() and reduced.previous is None
+
+
 def test_transfer_record_without_masks_or_others() -> None:
     """A linear activation: h is z, nothing saturates or dies, only the weights count."""
     t = transfer(h_is_z=True, healthy=False, active=False, others=False)

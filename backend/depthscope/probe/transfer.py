@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -178,6 +178,7 @@ class Transfer:
         self._index = np.array([self._positions(r) for r in REDUCTIONS], dtype=np.int64)
         self._n = np.array([s.n] * layers + [s.batch * s.outputs], dtype=np.float64)
         self._units = np.array([s.width] * layers + [s.outputs], dtype=np.float64)
+        self._values = np.empty((len(REGISTRY), layers + 1))  # every metric, every layer
 
     def _span(self, count: int) -> Span:
         self.size += count
@@ -241,9 +242,11 @@ class Transfer:
         reduced = self.reduced(flat, previous)
         head = self._ext[self.head.start : self.head.stop].tolist()
         loss, accuracy, clipped = head[:HEAD]
-        values = np.stack([metric.finish(reduced) for metric in REGISTRY])
+        values = self._values  # rows filled in place: np.stack's Python costs more, cold
+        for i, metric in enumerate(REGISTRY):
+            values[i] = metric.finish(reduced)
         all_finite = bool(np.isfinite(values).all())
-        rows: list[list[float]] = values.tolist()
+        rows: list[list[float]] = values.tolist()  # copies: the buffer is the next step's
         layers: dict[str, list[Number]] = {}
         for metric, row in zip(REGISTRY, rows, strict=True):
             layers[metric.name] = row if all_finite else [finite(v) for v in row]  # type: ignore[assignment]
@@ -258,7 +261,7 @@ class Transfer:
             histograms=self._histograms() if self.histograms else None,
             known_finite=all_finite and math.isfinite(loss) and math.isfinite(total),
         )
-        return record, replace(reduced, previous=None)
+        return record, Reduced(reduced.values, reduced.n, reduced.units)  # without its previous
 
     def _histograms(self) -> dict[str, Histogram]:
         """The step's histograms, from the buffer `reduced` copied in."""

@@ -13,6 +13,8 @@ from array import array
 from collections.abc import Sequence
 from types import ModuleType
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor
 
@@ -99,11 +101,12 @@ class NativeBackend:
             at = addresses(other_grads, keep)
             lib.total_norm(at, self.others_lengths, plan.out, plan.others_at)
 
-    def finish(self, step: StepTensors) -> array[float]:
+    def finish(self, step: StepTensors) -> npt.NDArray[np.float32]:
         """Everything else, after the update: per hidden layer the moments of z and h, the
         health counts over the activation inputs u and the norm of dL/dh (unless the hooks took
         it), the readout's numbers, the weights' update norms and the step's histograms; then
-        the whole buffer (host memory already), with the loss and `clipped` written in."""
+        the whole buffer (host memory already, as a numpy view), with the loss and `clipped`
+        written in."""
         plan, lib, s, keep = self._plan(), self.lib, self.structure, list[Tensor]()
         taps = step.taps
         z_at = addresses(taps.z, keep)
@@ -137,7 +140,7 @@ class NativeBackend:
         out = plan.out
         out[plan.head] = step.loss.item()
         out[plan.head + 2] = float(step.clipped.item())
-        return out
+        return plan.view
 
     def _readout(self, plan: _Plan, taps: Taps, step: StepTensors, keep: list[Tensor]) -> None:
         assert taps.logits is not None
@@ -172,6 +175,7 @@ class _Plan:
         s = t.structure
         layers = s.layers
         self.out = array("f", bytes(4 * t.size))
+        self.view = np.frombuffer(self.out, dtype=np.float32)  # the host reads it as numpy
         self.head = t.head.start
         self.others_at = t.head.start + HEAD
         self.bins, self.histograms = t.bins, t.histograms
