@@ -55,7 +55,6 @@ CASES = {  # name: (record_every, histogram_every, target)
     "every step, histograms every 10": (1, 10, 1.45),
     "every 10th step": (10, 0, 1.05),
 }
-WITHOUT_PROBE = "nothing recorded (reference)"  # no target: the loop without the probe
 TENSOR_OPS_AIM = 1.6  # the tensor-op backend's aim, every case
 EVAL_EVERY = 50
 N_SAMPLES, INPUT_DIM, CLASSES, HELD_OUT, LR = 2048, 2, 2, 0.2, 0.05
@@ -257,7 +256,8 @@ def machine(device: str) -> dict[str, Any]:
 
 def measure(
     network: tuple[int, int, int], activation: str, args: argparse.Namespace
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The network's row per case, and its reference row: depthscope's loop, nothing recorded."""
     depth, width, batch = network
     steps = run_steps(depth, width, batch, activation, args.device)
     rows = []
@@ -307,22 +307,19 @@ def measure(
         args.pairs,
         args.device,
     )
-    rows.append(
-        {
-            "network": f"{depth}/{width}/{batch}",
-            "activation": activation,
-            "case": WITHOUT_PROBE,
-            "steps_per_run": steps,
-            "pairs": args.pairs,
-            **reference,
-        }
-    )
     print(
         f"{depth}/{width}/{batch} {activation}: depthscope's loop, nothing recorded / plain "
         f"{reference['ratio_median']:.3f}",
         flush=True,
     )
-    return rows
+    unprobed = {
+        "network": f"{depth}/{width}/{batch}",
+        "activation": activation,
+        "steps_per_run": steps,
+        "pairs": args.pairs,
+        **reference,
+    }
+    return rows, unprobed
 
 
 def main() -> None:
@@ -344,13 +341,15 @@ def main() -> None:
     torch.set_num_threads(1)  # one training thread on both sides
     info = machine(args.device)
     started = time.perf_counter()
-    results, forward = [], []
+    results, unprobed, forward = [], [], []
     for depth, width, batch in NETWORKS:
         for activation in ACTIVATIONS:
             name = f"{depth}/{width}/{batch} {activation}"
             if args.only and not all(part in name for part in args.only.split()):
                 continue
-            results += measure((depth, width, batch), activation, args)
+            rows, reference = measure((depth, width, batch), activation, args)
+            results += rows
+            unprobed.append(reference)
             if args.device == "cpu":
                 ratio = forward_ratio(depth, width, batch, activation, args.pairs)
                 forward.append(
@@ -362,10 +361,6 @@ def main() -> None:
                 )
                 print(f"{name}: DeepNet forward / nn.Sequential forward {ratio:.3f}", flush=True)
     info["load_average_at_end"] = list(os.getloadavg())
-    results, unprobed = (
-        [r for r in results if r["case"] != WITHOUT_PROBE],
-        [r for r in results if r["case"] == WITHOUT_PROBE],
-    )
     worst = {
         case: max((r["ratio_median"] for r in results if r["case"] == case), default=None)
         for case in CASES

@@ -131,8 +131,9 @@ class DeepNet(nn.Module):
         Made again after every `_apply` (`.to()`, `.cuda()`, `.double()`, …), which may give
         the modules new parameters."""
         self._parts: tuple[Calls, ...] = tuple(_calls(b.parts()) for b in self.block_list)
+        self._readout_call = direct_call(self.readout)
         chain = [call for calls in self._parts for call in calls if call is not None]
-        self._chain: tuple[Call, ...] = (*chain, direct_call(self.readout))
+        self._chain: tuple[Call, ...] = (*chain, self._readout_call)
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> DeepNet:
         super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
@@ -183,7 +184,7 @@ class DeepNet(nn.Module):
                 taps.z.append(z)
                 taps.u.append(u)
                 taps.h.append(x)
-        logits: Tensor = self._chain[-1](x)
+        logits: Tensor = self._readout_call(x)
         if taps is not None:
             taps.logits = logits
         return logits
