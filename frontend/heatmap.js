@@ -55,10 +55,14 @@ export class HeatmapPanel {
     const key = [view, state.metric, ...shown.map((r) => r.id)].join("|");
     if (ratio) notes.push(this.renderRatio(shown[0], shown[1], state.metric, label, key));
     else {
-      if (key !== this.key || this.plots.some((p) => p.grid.stale)) {
+      if (key !== this.key) {
         this.build(shown.length, key);
         this.plots.forEach((p, i) => (p.grid = new Grid(shown[i], state.metric)));
-      } else for (const p of this.plots) p.grid.append();
+      } else {
+        // The same runs: columns that were compacted or reseeded are read again from the start
+        // (and all repainted), while the plot, and a zoom the user made on it, stay.
+        this.plots.forEach((p, i) => (p.grid.stale ? (p.grid = new Grid(shown[i], state.metric)) : p.grid.append()));
+      }
       this.drawRuns(view, state.metric, label);
     }
     this.setNote(notes.filter(Boolean).join(" "));

@@ -12,6 +12,7 @@ import pytest
 from depthscope.presets import PRESETS
 
 from .e2e_helpers import (
+    LONG,
     SMALL,
     Console,
     Explorer,
@@ -204,6 +205,25 @@ def test_histogram_of_the_activation_input_with_its_percentiles(explorer: Explor
     lo, hi = grid[0] - (grid[1] - grid[0]) / 2, grid[-1] + (grid[1] - grid[0]) / 2
     assert all(lo <= a and c <= hi for a, c in zip(low, high, strict=True))
     assert "activation input u" in explorer.page.inner_text("#histogram")
+
+
+def test_heatmap_keeps_a_zoom_when_old_columns_thin_out(
+    explorer: Explorer, api: httpx.Client
+) -> None:
+    # Past MAX_COLUMNS (2048) a run's columns are compacted, every other one kept: the heatmap
+    # repaints them on the same plot, and the zoom the user made stays where they put it.
+    run_id = start_paused(api, merged(LONG, recording={"eval_every": 0}), steps=20)["id"]
+    explorer.open(f"#runs={run_id}")
+    explorer.wait_columns(19, timeout=20)
+    plot = "document.querySelector('#heatmaps .plot')"
+    explorer.page.evaluate(
+        f"window.zoomed = {plot}; Plotly.relayout({plot}, {{'xaxis.range': [0, 5]}})"
+    )
+    advance(api, run_id, 2100)
+    explorer.page.wait_for_function(f"() => {plot}.heat.lastStep === 2119", timeout=30_000)
+    assert explorer.columns() < 2048  # compacted
+    assert explorer.page.evaluate(f"window.zoomed === {plot}")
+    assert explorer.page.evaluate(f"{plot}.layout.xaxis.range") == pytest.approx([0, 5], abs=0.01)
 
 
 def test_cancel_stops_the_run(explorer: Explorer, api: httpx.Client) -> None:
