@@ -239,8 +239,10 @@ class Broadcaster:
                     if cursor.status.terminal:
                         return  # everything is read: subscribers finish from the window or store
                     continue
+                # A run's last news (its final status, after its last records) goes out at
+                # once: nothing follows it to coalesce with, and its subscribers wait for `end`.
                 wait = last_emit + MIN_EVENT_INTERVAL_S - time.monotonic()
-                if wait > 0:
+                if wait > 0 and not cursor.status.terminal:
                     await asyncio.sleep(wait)
                 last_emit = time.monotonic()
                 for _ in range(TAIL_PAGES_PER_TICK):
