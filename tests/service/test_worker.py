@@ -88,6 +88,85 @@ def test_record_writer_commits_take_a_bounded_share_of_the_time(
     assert len(sink.batches) >= 0.8 * 5.0 / gap  # and no rarer than that: the charts stay live
 
 
+class _HeldAppends(_Appends):
+    """A store whose commits wait until `release` is set, as a disk that has stalled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release, self.entered = threading.Event(), threading.Event()
+        self.threads: set[str] = set()
+
+    def append(self, run_id: str, records: list[StepRecord]) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.entered.set()
+        assert self.release.wait(10)
+        super().append(run_id, records)
+
+    def close(self) -> None:
+        pass
+
+
+def test_background_writer_never_waits_on_a_stalled_store() -> None:
+    sink = _HeldAppends()
+    writer = RecordWriter(sink, "r", background=True)  # type: ignore[arg-type]
+    records = list(iter_records(RunConfig.model_validate(tiny_config(30))))
+    writer.add(records[0])  # the first goes out at once, and stalls there
+    assert sink.entered.wait(5)
+    began = time.monotonic()
+    for record in records[1:]:
+        writer.add(record)  # returns at once: the records gather in the buffer
+    assert time.monotonic() - began < 1 and sink.batches == []
+    sink.release.set()
+    writer.close()
+    # in order, every one; one batch in flight at a time, so the stall made the second big
+    assert [s for batch in sink.batches for s in batch] == list(range(30))
+    assert sink.batches[0] == [0] and len(sink.batches) == 2
+    assert sink.threads == {"depthscope-commits"}
+
+
+class _FailingAppends(_Appends):
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.fail_at = fail_at
+
+    def append(self, run_id: str, records: list[StepRecord]) -> None:
+        if len(self.batches) == self.fail_at:
+            raise OSError("disk I/O error")
+        super().append(run_id, records)
+
+    def close(self) -> None:
+        pass
+
+
+def test_background_writer_raises_a_failed_commit_on_the_training_thread() -> None:
+    sink = _FailingAppends(fail_at=1)
+    writer = RecordWriter(sink, "r", background=True)  # type: ignore[arg-type]
+    records = list(iter_records(RunConfig.model_validate(tiny_config(5))))
+    writer.add(records[0])
+    writer.flush()
+    writer.add(records[1])
+    with pytest.raises(OSError, match="disk I/O error"):
+        writer.flush()  # the second commit failed: said where training can act on it
+    writer.add_spectrum(1, [1.0])  # nothing is written after a failure
+    with pytest.raises(OSError):
+        writer.close()
+    assert sink.batches == [[0]]
+
+
+def test_train_into_commits_every_record_and_frame_before_it_returns(tmp_path: Path) -> None:
+    config = RunConfig.model_validate(
+        {**tiny_config(40), "recording": {"boundary_every": 10, "spectrum_every": 10}}
+    )
+    store, _ = _queued(tmp_path, config)
+    result = worker_module.train_into(store, "r", config, threading.Event())
+    assert result.status == "completed"
+    row = store.get_run("r")
+    assert row is not None and row.n_records == 40 and row.steps_done == 40
+    assert [step for step, _ in store.spectra("r")] == [0, 10, 20, 30, 39]
+    assert len(store.boundary_steps("r")) == config.boundary_frames() == 5
+    assert "depthscope-commits" not in {t.name for t in threading.enumerate()}  # it has gone
+
+
 def _queued(tmp_path: Path, config: RunConfig) -> tuple[RunStore, str]:
     store = RunStore(tmp_path / "runs.db")
     store.create_run("r", config.model_dump(), [])

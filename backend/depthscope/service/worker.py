@@ -2,7 +2,8 @@
 
 A worker writes only through the store, so the server learns everything (records, boundary
 frames, pauses, the final status, a crash's reason) from the database; if the process dies
-without a word, the run manager marks the run failed from the exit code. Orders come the other
+without a word, the run manager marks the run failed from the exit code. Its writes are made on a
+thread of their own (Committer), so training never waits on the disk. Orders come the other
 way through shared memory (service/control.py), read before every step. A worker whose server
 is gone stops at once and writes nothing more (ServerLink); one that misses it is still refused
 by the store's epoch fence.
@@ -11,6 +12,7 @@ by the store's epoch fence.
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 import time
 import traceback
@@ -32,8 +34,8 @@ from depthscope.service.store import RunStore, StaleEpochError
 # A batch is committed when it has waited long enough since the last commit, or grows this large.
 # Long enough: FLUSH_INTERVAL_S at least (short enough for live charts: bench/stream.py), and
 # COMMIT_SHARE times the last commit's own duration, so that committing takes at most about
-# 1/COMMIT_SHARE of the training thread's time however big the records (a deep net's commit
-# costs a millisecond or two, its step a few: bench/service.py), up to MAX_FLUSH_INTERVAL_S (a
+# 1/COMMIT_SHARE of the committing thread's time however big the records (a deep net's commit
+# costs a few milliseconds, its step a few too: bench/service.py), up to MAX_FLUSH_INTERVAL_S (a
 # very slow disk then costs more time rather than more latency).
 FLUSH_INTERVAL_S = 0.01
 COMMIT_SHARE = 25
@@ -46,43 +48,144 @@ class StopFlag(Protocol):
     def is_set(self) -> bool: ...
 
 
+class Committer:
+    """Store writes on a thread of their own, in the order they were handed over, so that the
+    training thread never waits on the disk (SQLite leaves Python's lock while it writes, and
+    a write-ahead log's checkpoint can take a tenth of a second). The first write that fails
+    is kept and raised on the training thread by `check()`; nothing after it is written."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._settled = threading.Condition()
+        self._unfinished = 0  # jobs handed over and not yet done
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="depthscope-commits", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._settled:
+            self._unfinished += 1
+        self._jobs.put(job)
+
+    def idle(self) -> bool:
+        return self._unfinished == 0
+
+    def wait(self) -> None:
+        """Until every job handed over is done; then raise the first failure, if any."""
+        with self._settled:
+            self._settled.wait_for(self.idle)
+        self.check()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        """Finish every job, then stop the thread (which closes its connection)."""
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _work(self) -> None:
+        try:
+            while (job := self._jobs.get()) is not None:
+                try:
+                    if self.error is None:
+                        job()
+                except BaseException as exc:  # raised on the training thread, not lost here
+                    self.error = exc
+                finally:
+                    with self._settled:
+                        self._unfinished -= 1
+                        self._settled.notify_all()
+        finally:
+            self.store.close()  # this thread's connection
+
+
 class RecordWriter:
     """Buffers records and appends them to the store in batches; once `orphaned()` says the
-    server is gone, it drops what it holds instead."""
+    server is gone, it drops what it holds instead.
+
+    With `background` (a worker's), every write goes through a Committer: a batch is handed
+    over when it is due and the previous one is done (records gather in the buffer meanwhile,
+    so a slow disk makes batches bigger, not a queue longer), and `flush()` returns once all
+    of it is in the store. Without (a caller that is a writing thread already), writes are
+    made at once on the calling thread."""
 
     def __init__(
-        self, store: RunStore, run_id: str, orphaned: Callable[[], bool] = lambda: False
+        self,
+        store: RunStore,
+        run_id: str,
+        orphaned: Callable[[], bool] = lambda: False,
+        *,
+        background: bool = False,
     ) -> None:
         self.store, self.run_id, self.orphaned = store, run_id, orphaned
         self.buffer: list[StepRecord] = []
         self.last_flush = 0.0  # so the first record is committed at once
         self.interval = FLUSH_INTERVAL_S
+        self.committer = Committer(store) if background else None
 
     def add(self, record: StepRecord) -> None:
         self.buffer.append(record)
         now = time.monotonic()
-        if now - self.last_flush >= self.interval or len(self.buffer) >= FLUSH_MAX_RECORDS:
-            self.flush()
+        full = len(self.buffer) >= FLUSH_MAX_RECORDS
+        if full or now - self.last_flush >= self.interval:
+            if self.committer is None:
+                self._hand_over()
+            elif full:
+                self.committer.wait()  # backpressure: the disk is this far behind
+                self._hand_over()
+            elif self.committer.idle():
+                self.committer.check()
+                self._hand_over()
 
     def flush(self) -> None:
+        """Everything added so far is in the store when this returns."""
+        self._hand_over()
+        if self.committer is not None:
+            self.committer.wait()
+
+    def close(self) -> None:
+        """flush(), then stop the committing thread (also when the flush fails)."""
+        try:
+            self.flush()
+        finally:
+            if self.committer is not None:
+                self.committer.close()
+
+    def _hand_over(self) -> None:
+        batch, self.buffer = self.buffer, []
+        if batch:
+            self._write(lambda: self._commit(batch))
+        self.last_flush = time.monotonic()  # after the commit itself, when it is made here
+
+    def _commit(self, batch: list[StepRecord]) -> None:
+        if self.orphaned():
+            return
         began = time.monotonic()
-        if self.buffer and not self.orphaned():
-            self.store.append(self.run_id, self.buffer)
-            took = time.monotonic() - began
-            self.interval = min(MAX_FLUSH_INTERVAL_S, max(FLUSH_INTERVAL_S, COMMIT_SHARE * took))
-        self.buffer = []
-        self.last_flush = time.monotonic()
+        self.store.append(self.run_id, batch)
+        took = time.monotonic() - began
+        self.interval = min(MAX_FLUSH_INTERVAL_S, max(FLUSH_INTERVAL_S, COMMIT_SHARE * took))
+
+    def _write(self, job: Callable[[], None]) -> None:
+        if self.committer is None:
+            job()
+        else:
+            self.committer.submit(job)
 
     def add_spectrum(self, step: int, values: list[float]) -> None:
         """A Jacobian spectrum goes to the store at once, in its own (small) transaction."""
-        self.store.put_spectrum(self.run_id, step, values)
+        if not self.orphaned():
+            self._write(lambda: self.store.put_spectrum(self.run_id, step, values))
 
     def add_boundary(self, frame: BoundaryFrame) -> None:
         """A boundary frame goes to the store at once, in its own (small) transaction."""
         if self.orphaned():
             return
+        prob = frame.prob.numpy()
         classes = None if frame.classes is None else frame.classes.numpy()
-        self.store.put_boundary(self.run_id, frame.step, frame.prob.numpy(), classes)
+        self._write(lambda: self.store.put_boundary(self.run_id, frame.step, prob, classes))
 
 
 class ServerLink:
@@ -133,6 +236,7 @@ class Gate:
         frame = self.trainer.boundary_frame()
         if frame is not None:
             self.writer.add_boundary(frame)
+            self.writer.flush()  # the frame is stored before the run says it is paused
         done = self.trainer.steps_done
         store.transition(run_id, RunStatus.PAUSED, only_from=(RunStatus.RUNNING,), steps_done=done)
         control.parked.set()
@@ -157,7 +261,7 @@ def train_into(
     """Train `config`, committing its records, boundary frames and spectra as they come; returns the
     trainer's result. A RunControl as `stop` also pauses and advances the run."""
     link = link or ServerLink(None)
-    writer = RecordWriter(store, run_id, link.gone)
+    writer = RecordWriter(store, run_id, link.gone, background=True)
     trainer = Trainer(config)
     if trainer.boundary is not None:
         store.put_boundary_layout(run_id, trainer.boundary.layout.to_wire())
@@ -165,7 +269,7 @@ def train_into(
     try:
         return trainer.run(writer.add, gate, writer.add_boundary, writer.add_spectrum)
     finally:
-        writer.flush()  # also on an exception: keep every record the run produced
+        writer.close()  # also on an exception: keep every record the run produced
 
 
 def run_worker(
