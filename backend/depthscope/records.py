@@ -11,6 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 # per-layer metric names, in order (contract), from the metric registry
 from depthscope.probe.metrics import METRICS as METRICS
 
@@ -50,6 +53,10 @@ class StepRecord:
     # True when its maker knows the loss, the total norm and every metric are finite (the
     # probe does), so `first_non_finite` need not look; not part of the wire format
     known_finite: bool = field(default=False, compare=False, repr=False)
+    # `layers` as one float32 array [metric, layer] in METRICS order, NaN where `layers` has
+    # None, when its maker has one (the probe does): the store cuts its per-metric blocks from
+    # it instead of converting the lists back; not part of the wire format either
+    table: npt.NDArray[np.float32] | None = field(default=None, compare=False, repr=False)
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 from depthscope import RunConfig, iter_records
+from depthscope.presets import BY_ID
+from depthscope.records import METRICS
 from depthscope.service.store import STEP_COLUMN, RunStore, StaleEpochError
 
 
@@ -33,6 +36,26 @@ def test_store_append_round_trips_records_and_columns(store: RunStore) -> None:
     np.testing.assert_array_equal(grad, expected)
     row = store.get_run("r1")
     assert row is not None and row.n_records == 12 and row.steps_done == 12
+
+
+def test_store_blocks_cut_from_the_probes_tables_equal_those_read_from_the_lists(
+    store: RunStore,
+) -> None:
+    # a run that overflows: its last records hold None (inf and NaN) in `layers`
+    config = BY_ID["exploding"].config
+    records = list(iter_records(config))
+    assert all(r.table is not None for r in records)
+    assert any(None in values for values in records[-1].layers.values())
+    bare = [dataclasses.replace(r, table=None) for r in records]
+    for run_id, batch in (("tables", records), ("lists", bare)):
+        store.create_run(run_id, config.model_dump(), [])
+        store.append(run_id, batch)
+    width = config.n_layers
+    for metric in METRICS:
+        from_tables = store.column("tables", metric, width)
+        np.testing.assert_array_equal(from_tables, store.column("lists", metric, width))
+        assert from_tables.shape == (len(records), width)
+    assert np.isnan(store.column("tables", "grad_norm", width)[-1]).any()
 
 
 def test_store_transition_never_leaves_a_terminal_state(store: RunStore) -> None:

@@ -245,7 +245,11 @@ class Transfer:
         values = self._values  # rows filled in place: np.stack's Python costs more, cold
         for i, metric in enumerate(REGISTRY):
             values[i] = metric.finish(reduced)
-        all_finite = bool(np.isfinite(values).all())
+        finite_values = np.isfinite(values)
+        all_finite = bool(finite_values.all())
+        table = values.astype(np.float32)  # a copy, for the store's blocks
+        if not all_finite:
+            table[~finite_values] = math.nan  # as the lists' None
         rows: list[list[float]] = values.tolist()  # copies: the buffer is the next step's
         layers: dict[str, list[Number]] = {}
         for metric, row in zip(REGISTRY, rows, strict=True):
@@ -260,6 +264,7 @@ class Transfer:
             layers=layers,
             histograms=self._histograms() if self.histograms else None,
             known_finite=all_finite and math.isfinite(loss) and math.isfinite(total),
+            table=table,
         )
         return record, Reduced(reduced.values, reduced.n, reduced.units)  # without its previous
 

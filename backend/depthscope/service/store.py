@@ -28,6 +28,7 @@ from depthscope.service.boundaries import BOUNDARY_SCHEMA, BoundaryTables
 from depthscope.service.status import ACTIVE, TERMINAL, RunStatus, sql_list
 
 STEP_COLUMN = "step"  # the per-batch block of step numbers sits beside the metric blocks
+PAGE_SIZE = 65536  # bytes; see RunStore._db
 SCALARS = ("loss", "accuracy", "grad_norm_total")  # per-step values kept as one-column blocks
 
 _SCHEMA = """
@@ -154,12 +155,17 @@ def _divergence(wire: dict[str, Any] | None) -> dict[str, Any] | None:
     return Divergence(wire["step"], wire["layer"], wire["layer_index"], wire["metric"]).to_wire()
 
 
-def metric_block(records: Sequence[StepRecord], metric: str) -> npt.NDArray[np.float32]:
-    """[n_records, n_layers] float32, null → NaN."""
-    return np.array(
-        [[math.nan if v is None else v for v in r.layers[metric]] for r in records],
-        dtype=np.float32,
-    )
+def metric_blocks(records: Sequence[StepRecord]) -> list[npt.NDArray[np.float32]]:
+    """Per metric (METRICS order): [n_records, n_layers] float32, null → NaN. Cut from the
+    records' tables where they all have one, else read from their lists."""
+    tables = [r.table for r in records]
+    if all(t is not None for t in tables):
+        stacked = np.stack(tables)  # type: ignore[arg-type]  # [record, metric, layer]
+        return list(stacked.transpose(1, 0, 2))
+    return [
+        np.array([[math.nan if v is None else v for v in r.layers[m]] for r in records], np.float32)
+        for m in METRICS
+    ]
 
 
 def scalar_block(records: Sequence[StepRecord], name: str) -> npt.NDArray[np.float32]:
@@ -194,7 +200,7 @@ class RunStore(BoundaryTables):
             # Big pages for big blobs: a metric block spans a few pages instead of a long
             # overflow chain, which halves /series read time. Only a new file takes it, and it
             # must come before WAL mode.
-            db.execute("PRAGMA page_size=65536")
+            db.execute(f"PRAGMA page_size={PAGE_SIZE}")
             db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a commit survives a killed process; only an OS crash or power
             # loss can drop the last commits, and never corrupts the file.
@@ -362,7 +368,10 @@ class RunStore(BoundaryTables):
             )
             steps = np.array([r.step for r in records], dtype=np.int64)
             blocks = [(STEP_COLUMN, steps.tobytes())]
-            blocks += [(m, metric_block(records, m).tobytes()) for m in METRICS]
+            blocks += [
+                (m, block.tobytes())
+                for m, block in zip(METRICS, metric_blocks(records), strict=True)
+            ]
             blocks += [(m, scalar_block(records, m).tobytes()) for m in SCALARS]
             db.executemany(
                 "INSERT INTO blocks (run_id, metric, start_seq, n, data) VALUES (?,?,?,?,?)",
