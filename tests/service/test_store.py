@@ -58,6 +58,15 @@ def test_store_blocks_cut_from_the_probes_tables_equal_those_read_from_the_lists
     assert np.isnan(store.column("tables", "grad_norm", width)[-1]).any()
 
 
+def test_store_peek_reads_what_cursor_reads(store: RunStore) -> None:
+    config = RunConfig.model_validate(tiny_config(steps=7))
+    store.create_run("r1", config.model_dump(), [])
+    store.append("r1", list(iter_records(config)))
+    assert store.peek("r1") == store.cursor("r1")
+    assert store.peek("r1").n_records == 7  # type: ignore[union-attr]
+    assert store.peek("absent") is None
+
+
 def test_store_transition_never_leaves_a_terminal_state(store: RunStore) -> None:
     store.create_run("r1", {}, ["readout"])
     assert store.transition("r1", "running", only_from=("queued",))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -117,6 +118,29 @@ async def test_stream_client_claiming_an_id_ahead_does_not_freeze_the_shared_tai
     liar_events += await asyncio.wait_for(collect(liar), 10)
     assert steps(honest_events) == list(range(30)) and honest_events[-1].event == "end"
     assert steps(liar_events) == list(range(10, 30)) and liar_events[-1].event == "end"
+
+
+async def test_stream_tailer_reads_from_a_thread_when_the_loops_read_would_wait(
+    store: RunStore, records: list[StepRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peeked, peek = [], store.peek
+
+    def locked_every_other_time(run_id: str) -> object:
+        peeked.append(run_id)
+        if len(peeked) % 2:
+            raise sqlite3.OperationalError("database is locked")
+        return peek(run_id)
+
+    monkeypatch.setattr(store, "peek", locked_every_other_time)
+    stream = Broadcaster(store).events("r", None)
+    got = await take(stream, 1)  # the status: the run has no records yet
+    for i in range(0, 30, 5):
+        store.append("r", records[i : i + 5])
+        await asyncio.sleep(0.03)
+    store.transition("r", "completed")
+    got += await asyncio.wait_for(collect(stream), 10)
+    assert steps(got) == list(range(30)) and got[-1].event == "end"
+    assert len(peeked) >= 4  # the tailer asked on the loop first, each time
 
 
 @pytest.mark.parametrize("claimed", ["30-999999", "5-999999", "999999-0"])

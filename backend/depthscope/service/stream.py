@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import sqlite3
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 import anyio
 from sse_starlette import ServerSentEvent
 
-from depthscope.service.store import RunRow, RunStore, to_json
+from depthscope.service.store import Cursor, RunRow, RunStore, to_json
 
 POLL_S = 0.005  # how often a tailer looks for news: small next to the 33 ms below
 MIN_EVENT_INTERVAL_S = 1 / 30  # live records are coalesced to at most ~30 updates a second
@@ -228,7 +229,7 @@ class Broadcaster:
         try:
             while tail.subscribers and not self._closed:
                 await asyncio.sleep(POLL_S)
-                cursor = await asyncio.to_thread(self.store.cursor, tail.run_id)
+                cursor = await self._cursor(tail.run_id)
                 if cursor is None:
                     tail.publish(Update(tail.pos.records, [], None))
                     return
@@ -256,6 +257,13 @@ class Broadcaster:
             if self._tails.get(tail.run_id) is tail:
                 del self._tails[tail.run_id]
             tail.wake_all()
+
+    async def _cursor(self, run_id: str) -> Cursor | None:
+        """How far the run has got: read on the event loop itself, unless that would wait."""
+        try:
+            return self.store.peek(run_id)
+        except sqlite3.OperationalError:
+            return await asyncio.to_thread(self.store.cursor, run_id)
 
     async def close(self) -> None:
         """Stop every tailer; their subscribers get a `shutdown` event and their streams end."""
