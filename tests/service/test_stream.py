@@ -143,6 +143,23 @@ async def test_stream_tailer_reads_from_a_thread_when_the_loops_read_would_wait(
     assert len(peeked) >= 4  # the tailer asked on the loop first, each time
 
 
+async def test_stream_sends_a_runs_end_without_waiting_out_the_coalescing(
+    store: RunStore, records: list[StepRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Updates at most every 5 s here: the last records wait for company, but the run's final
+    # status follows them within 50 ms and must not wait with them.
+    monkeypatch.setattr(stream_module, "MIN_EVENT_INTERVAL_S", 5.0)
+    stream = Broadcaster(store).events("r", None)
+    got = await take(stream, 1)  # the status: no records yet
+    store.append("r", records[:10])
+    got += await take(stream, 1)  # the first update goes out at once
+    store.append("r", records[10:])
+    await asyncio.sleep(0.05)  # the tailer has seen them, and waits to coalesce
+    store.transition("r", "completed")
+    got += await asyncio.wait_for(collect(stream), 2)
+    assert steps(got) == list(range(30)) and got[-1].event == "end"
+
+
 @pytest.mark.parametrize("claimed", ["30-999999", "5-999999", "999999-0"])
 async def test_stream_future_id_on_a_finished_run_still_ends(
     store: RunStore, records: list[StepRecord], claimed: str

@@ -240,11 +240,7 @@ class Broadcaster:
                     if cursor.status.terminal:
                         return  # everything is read: subscribers finish from the window or store
                     continue
-                # A run's last news (its final status, after its last records) goes out at
-                # once: nothing follows it to coalesce with, and its subscribers wait for `end`.
-                wait = last_emit + MIN_EVENT_INTERVAL_S - time.monotonic()
-                if wait > 0 and not cursor.status.terminal:
-                    await asyncio.sleep(wait)
+                await self._coalesce(tail.run_id, cursor, last_emit)
                 last_emit = time.monotonic()
                 for _ in range(TAIL_PAGES_PER_TICK):
                     update = await read_update(self.store, tail.run_id, tail.pos)
@@ -257,6 +253,21 @@ class Broadcaster:
             if self._tails.get(tail.run_id) is tail:
                 del self._tails[tail.run_id]
             tail.wake_all()
+
+    async def _coalesce(self, run_id: str, cursor: Cursor, last_emit: float) -> None:
+        """Wait out the rest of MIN_EVENT_INTERVAL_S since the last update, to gather what
+        else comes meanwhile; but a run's last news (its final status, which follows its last
+        records) goes out as soon as it is in: nothing follows it, and its subscribers are
+        waiting for `end`."""
+        while not cursor.status.terminal:
+            wait = last_emit + MIN_EVENT_INTERVAL_S - time.monotonic()
+            if wait <= 0:
+                return
+            await asyncio.sleep(min(wait, POLL_S))
+            latest = await self._cursor(run_id)
+            if latest is None:
+                return  # deleted: the update says so
+            cursor = latest
 
     async def _cursor(self, run_id: str) -> Cursor | None:
         """How far the run has got: read on the event loop itself, unless that would wait."""
