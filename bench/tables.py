@@ -57,14 +57,17 @@ def overhead_table(report: dict[str, Any]) -> str:
 
 def service_table(report: dict[str, Any]) -> str:
     lines = [
-        "| depth/width/batch | steps | train() | POST /api/runs to the stream's end | ratio |",
-        "|---|---|---|---|---|",
+        "| depth/width/batch | steps | train() | POST /api/runs to the stream's end | ratio "
+        "| fastest / fastest |",
+        "|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
+        fastest = r.get("fastest_over_fastest")
         lines.append(
             f"| {r['network']} | {r['steps']} | {r['train_s_median']:.2f} s | "
             f"{r['service_s_median']:.2f} s | {r['ratio_median']:.2f}×"
-            f"{'' if r['meets_target'] else '*'} |"
+            f"{'' if r['meets_target'] else '*'} | "
+            f"{'' if fastest is None else f'{fastest:.2f}×'} |"
         )
     return "\n".join(lines)
 
