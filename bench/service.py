@@ -59,9 +59,10 @@ def config(depth: int, width: int, batch: int, steps: int) -> dict[str, Any]:
 
 
 def subscribe(
-    client: httpx.Client, url: str, run_id: str, done: threading.Event, seen: list[int]
+    client: httpx.Client, url: str, run_id: str, ended: list[float], seen: list[int]
 ) -> None:
-    """Read the run's event stream to its `end`, counting the records that arrive. Each record
+    """Read the run's event stream to its `end`, counting the records that arrive, and note
+    when `end` arrived (closing the response afterwards is not the user's wait). Each record
     is counted by its opening (`{"step":`, how every wire record begins), not parsed: parsing
     is the subscriber's own work, and here it would run on the worker's two cores."""
     with client.stream("GET", f"{url}/api/runs/{run_id}/events", timeout=120) as response:
@@ -69,11 +70,11 @@ def subscribe(
         for line in response.iter_lines():
             if line.startswith("event:"):
                 event = line.split(":", 1)[1].strip()
+                if event == "end":
+                    ended.append(time.perf_counter())
+                    break
             elif line.startswith("data:") and event == "records":
                 seen[0] += line.count(RECORD_OPENING)
-            elif event == "end":
-                break
-    done.set()
 
 
 def through_service(
@@ -83,12 +84,16 @@ def through_service(
     response = client.post(f"{url}/api/runs", json=body, timeout=30)
     response.raise_for_status()
     run_id = response.json()["id"]
-    done, seen = threading.Event(), [0]
-    reader = threading.Thread(target=subscribe, args=(client, url, run_id, done, seen), daemon=True)
+    ended: list[float] = []
+    seen = [0]
+    reader = threading.Thread(
+        target=subscribe, args=(client, url, run_id, ended, seen), daemon=True
+    )
     reader.start()
-    if not done.wait(600):
-        raise RuntimeError(f"run {run_id} did not end")
-    wall = time.perf_counter() - started
+    reader.join(600)
+    if not ended:
+        raise RuntimeError(f"run {run_id}: the stream did not reach its end")
+    wall = ended[0] - started
     status = client.get(f"{url}/api/runs/{run_id}", timeout=30).json()["status"]
     if status != "completed" or seen[0] != body["training"]["steps"]:
         raise RuntimeError(f"run {run_id}: {status}, {seen[0]} records streamed")
