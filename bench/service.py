@@ -2,7 +2,7 @@
 
 Through the service a run trains in a worker process forked from the run manager's fork
 server, appends its records to the SQLite store in batches, and one SSE subscriber (this
-script, in a thread) reads every record as it is committed, until the stream's `end`. The time
+script) reads every record as it is committed, until the stream's `end`. The time
 reported is the wall clock from the POST to the subscriber's `end`: what a user of the API
 waits. The other side is `depthscope.train(config)` in this process, one torch thread (as the
 worker uses), timed by the wall clock too, asked for the decision-boundary frames and Jacobian
@@ -28,7 +28,6 @@ import platform
 import sqlite3
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -58,23 +57,22 @@ def config(depth: int, width: int, batch: int, steps: int) -> dict[str, Any]:
     }
 
 
-def subscribe(
-    client: httpx.Client, url: str, run_id: str, ended: list[float], seen: list[int]
-) -> None:
-    """Read the run's event stream to its `end`, counting the records that arrive, and note
-    when `end` arrived (closing the response afterwards is not the user's wait). Each record
-    is counted by its opening (`{"step":`, how every wire record begins), not parsed: parsing
-    is the subscriber's own work, and here it would run on the worker's two cores."""
+def subscribe(client: httpx.Client, url: str, run_id: str) -> tuple[float, int]:
+    """Read the run's event stream to its `end`: when `end` arrived (closing the response
+    afterwards is not the user's wait), and how many records came before it. Each record is
+    counted by its opening (`{"step":`, how every wire record begins), not parsed: parsing is
+    the subscriber's own work, and here it would run on the worker's two cores."""
+    seen = 0
     with client.stream("GET", f"{url}/api/runs/{run_id}/events", timeout=120) as response:
         event = ""
         for line in response.iter_lines():
             if line.startswith("event:"):
                 event = line.split(":", 1)[1].strip()
                 if event == "end":
-                    ended.append(time.perf_counter())
-                    break
+                    return time.perf_counter(), seen
             elif line.startswith("data:") and event == "records":
-                seen[0] += line.count(RECORD_OPENING)
+                seen += line.count(RECORD_OPENING)
+    raise RuntimeError(f"run {run_id}: the stream closed before its end")
 
 
 def through_service(
@@ -84,19 +82,11 @@ def through_service(
     response = client.post(f"{url}/api/runs", json=body, timeout=30)
     response.raise_for_status()
     run_id = response.json()["id"]
-    ended: list[float] = []
-    seen = [0]
-    reader = threading.Thread(
-        target=subscribe, args=(client, url, run_id, ended, seen), daemon=True
-    )
-    reader.start()
-    reader.join(600)
-    if not ended:
-        raise RuntimeError(f"run {run_id}: the stream did not reach its end")
-    wall = ended[0] - started
+    ended, seen = subscribe(client, url, run_id)
+    wall = ended - started
     status = client.get(f"{url}/api/runs/{run_id}", timeout=30).json()["status"]
-    if status != "completed" or seen[0] != body["training"]["steps"]:
-        raise RuntimeError(f"run {run_id}: {status}, {seen[0]} records streamed")
+    if status != "completed" or seen != body["training"]["steps"]:
+        raise RuntimeError(f"run {run_id}: {status}, {seen} records streamed")
     with sqlite3.connect(db) as con:
         start, finish = con.execute(
             "SELECT started_at, finished_at FROM runs WHERE id = ?", (run_id,)

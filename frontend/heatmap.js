@@ -61,7 +61,10 @@ export class HeatmapPanel {
       } else {
         // The same runs: columns that were compacted or reseeded are read again from the start
         // (and all repainted), while the plot, and a zoom the user made on it, stay.
-        this.plots.forEach((p, i) => (p.grid.stale ? (p.grid = new Grid(shown[i], state.metric)) : p.grid.append()));
+        for (const [i, p] of this.plots.entries()) {
+          if (p.grid.stale) p.grid = new Grid(shown[i], state.metric);
+          else p.grid.append();
+        }
       }
       this.drawRuns(view, state.metric, label);
     }

@@ -298,8 +298,7 @@ class RunStore(BoundaryTables):
         is locked") this raises instead of waiting is for the rare exception (a crashed
         writer's log being recovered): the caller then asks cursor() from a thread."""
         db: sqlite3.Connection | None = getattr(self._local, "peek_db", None)
-        if db is None:
-            self._db()  # the file, its schema and WAL mode first
+        if db is None:  # the file, its schema and WAL mode are the constructor's
             db = self._local.peek_db = sqlite3.connect(self.path, timeout=0, isolation_level=None)
         return self._cursor(db, run_id)
 

@@ -130,15 +130,15 @@ class RecordWriter:
         self.buffer.append(record)
         now = time.monotonic()
         full = len(self.buffer) >= FLUSH_MAX_RECORDS
-        if full or now - self.last_flush >= self.interval:
-            if self.committer is None:
-                self._hand_over()
-            elif full:
+        if not full and now - self.last_flush < self.interval:
+            return
+        if self.committer is not None:
+            if full:
                 self.committer.wait()  # backpressure: the disk is this far behind
-                self._hand_over()
-            elif self.committer.idle():
-                self.committer.check()
-                self._hand_over()
+            elif not self.committer.idle():
+                return  # the previous batch is still going in: this one grows meanwhile
+            self.committer.check()
+        self._hand_over()
 
     def flush(self) -> None:
         """Everything added so far is in the store when this returns."""
